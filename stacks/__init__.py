@@ -1,0 +1,1 @@
+"""Fleetwarden CDK stacks."""

@@ -1,0 +1,1 @@
+"""Reusable constructs: each owns one capability."""

@@ -1,0 +1,45 @@
+"""Composes every Fleetwarden stack for one stage and registers the security checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aws_cdk as cdk
+from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
+
+from stacks.audit_stack import AuditStack
+from stacks.config import FleetConfig
+from stacks.identity_stack import IdentityStack
+
+
+@dataclass
+class FleetStacks:
+    audit: AuditStack
+    identity: IdentityStack
+
+    def all(self) -> list[cdk.Stack]:
+        return [self.audit, self.identity]
+
+
+def add_security_checks(app: cdk.App) -> None:
+    """cdk-nag rule packs as policy-validation plugins: any unacknowledged finding fails synth."""
+    cdk.Validations.of(app).add_plugins(
+        AwsSolutionsChecks(app), HIPAASecurityChecks(app), NIST80053R5Checks(app)
+    )
+
+
+def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
+    stage = config.stage
+    env = cdk.Environment(account=stage.account, region=stage.region) if (
+        stage.account or stage.region) else None
+    common = dict(env=env, termination_protection=stage.termination_protection)
+
+    audit = AuditStack(app, f"{stage.stack_prefix}-Audit", stage=stage,
+                       description=f"Fleetwarden {stage.name}: audit trail, alarms, IoT logging", **common)
+    identity = IdentityStack(app, f"{stage.stack_prefix}-Identity", stage=stage, audit=audit,
+                             description=f"Fleetwarden {stage.name}: device identity and endpoint", **common)
+
+    cdk.Tags.of(app).add("project", config.project)
+    cdk.Tags.of(app).add("stage", stage.name)
+    add_security_checks(app)
+    return FleetStacks(audit=audit, identity=identity)
