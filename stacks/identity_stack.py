@@ -15,7 +15,7 @@ class IdentityStack(Stack):
         self, scope: Construct, construct_id: str, *, stage: StageConfig, audit: AuditStack, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
-        self.add_dependency(audit)
+        self.add_stack_dependency(audit)
         self.endpoint = DeviceEndpoint(
             self,
             "DeviceEndpoint",
