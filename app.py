@@ -25,7 +25,8 @@ def main() -> int:
     except RuntimeError as err:
         if "ValidationFailed" not in str(err):
             raise
-        # The findings were printed above by the validation report.
+        report = str(err).removeprefix("ValidationFailed: ")
+        print(report, file=sys.stderr)
         print("fleetwarden: security checks failed: every cdk-nag finding above must be fixed "
               "or acknowledged next to its resource with a reason.", file=sys.stderr)
         return 1

@@ -1,0 +1,91 @@
+"""Configuration: one typed object; every bad value stops synthesis with one clear line."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from stacks.config import ConfigError, load_config
+from tests.infra.synth import ROOT, cdk_context
+
+
+def context_with(stage="dev", **stage_overrides):
+    context = copy.deepcopy(cdk_context())
+    context["stage"] = stage
+    if stage in context["fleetwarden"]["stages"]:
+        context["fleetwarden"]["stages"][stage].update(stage_overrides)
+    return context
+
+
+def test_defaults_from_cdk_json():
+    config = load_config(context_with())
+    stage = config.stage
+    assert (stage.name, stage.prefix, stage.stack_prefix) == ("dev", "fleetwarden-dev", "Fleetwarden-dev")
+    assert stage.iot_log_level == "ERROR"
+    assert stage.tls_security_policy == "IoTSecurityPolicy_TLS13_1_3_2022_10"
+    assert stage.owns_account_singletons is False
+    assert load_config(context_with("prod")).stage.owns_account_singletons is True
+    assert config.stage_names == ("dev", "prod")
+
+
+def test_missing_stage_defaults_to_dev():
+    context = context_with()
+    del context["stage"]
+    assert load_config(context).stage.name == "dev"
+
+
+def test_only_stage_owns_singletons_when_no_prod():
+    context = {"stage": "lab", "fleetwarden": {"stages": {"lab": {}}}}
+    assert load_config(context).stage.owns_account_singletons is True
+
+
+BAD_VALUES = [
+    # (stage, overrides, words the one-line message must contain)
+    ("staging", {}, ["stage = 'staging'", "dev, prod"]),
+    ("dev", {"log_retention_days": -5}, ["stages.dev.log_retention_days = -5", "positive"]),
+    ("dev", {"log_retention_days": 45}, ["stages.dev.log_retention_days = 45", "30, 60"]),
+    ("dev", {"trail_retention_days": 0}, ["stages.dev.trail_retention_days = 0", "positive"]),
+    ("dev", {"ops_email": "ops-at-example"}, ["stages.dev.ops_email = 'ops-at-example'", "email"]),
+    ("dev", {"iot_log_level": "LOUD"}, ["stages.dev.iot_log_level = 'LOUD'", "DEBUG, INFO, WARN, ERROR"]),
+    ("dev", {"tls_security_policy": "TLS10"}, ["tls_security_policy", "IoTSecurityPolicy_TLS13_1_3_2022_10"]),
+    ("dev", {"account": "12345"}, ["stages.dev.account", "12-digit"]),
+    ("dev", {"log_retention": 30}, ["stages.dev.log_retention is not a known setting"]),
+    ("dev", {"termination_protection": "yes"}, ["termination_protection", "true or false"]),
+]
+
+
+@pytest.mark.parametrize("stage,overrides,words", BAD_VALUES)
+def test_bad_value_raises_one_line_naming_key_and_allowed(stage, overrides, words):
+    with pytest.raises(ConfigError) as caught:
+        load_config(context_with(stage, **overrides))
+    message = str(caught.value)
+    assert "\n" not in message
+    for word in words:
+        assert word in message
+
+
+def run_app(context):
+    """Run app.py the way the CDK CLI does: context arrives in CDK_CONTEXT_JSON."""
+    env = {**os.environ, "CDK_CONTEXT_JSON": json.dumps(context), "CDK_OUTDIR": "/nonexistent"}
+    return subprocess.run([sys.executable, "app.py"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stage,overrides,words", [
+    BAD_VALUES[0],  # unknown stage
+    BAD_VALUES[1],  # negative retention
+    BAD_VALUES[4],  # malformed email
+    BAD_VALUES[5],  # unknown log level
+])
+def test_app_exits_nonzero_with_one_clear_line_and_no_traceback(stage, overrides, words):
+    result = run_app(context_with(stage, **overrides))
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("fleetwarden:")]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("fleetwarden: configuration error: ")
+    for word in words:
+        assert word in lines[0]
