@@ -31,7 +31,6 @@ help:
 $(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python 3.11 or newer is required (found " + sys.version.split()[0] + ")")'
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 
 $(VENV)/.synth-deps: requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
@@ -39,6 +38,7 @@ $(VENV)/.synth-deps: requirements.txt | $(PY)
 
 $(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $@ $(VENV)/.synth-deps
 
 node_modules/.installed: package.json package-lock.json

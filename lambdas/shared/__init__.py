@@ -1,0 +1,1 @@
+"""Code shared by several Lambda functions and by the stacks (topic names, schemas)."""

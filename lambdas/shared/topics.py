@@ -1,0 +1,63 @@
+"""Every MQTT topic a device uses, in one place.
+
+The device policy (IdentityStack) and the rules that consume these topics (IngestStack,
+DefenseStack) are both written from these functions, so a rename cannot split them.
+`thing` may be a concrete thing name or an IoT policy variable such as
+`${iot:Connection.Thing.ThingName}`.
+"""
+
+from __future__ import annotations
+
+import re
+
+THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
+
+# IoT rule names allow only letters, digits and underscores.
+_RULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
+
+
+def telemetry_rule_name(stage: str) -> str:
+    name = f"fleetwarden_{stage}_telemetry"
+    if not _RULE_NAME.match(name):
+        raise ValueError(f"not a valid IoT rule name: {name}")
+    return name
+
+
+def telemetry_topic(rule_name: str, thing: str) -> str:
+    """Basic Ingest: the device publishes straight to the rule (no messaging charge)."""
+    return f"$aws/rules/{rule_name}/dt/{thing}/telemetry"
+
+
+def telemetry_rule_topic(thing: str = "+") -> str:
+    """What the telemetry rule's SQL selects from (the Basic Ingest prefix is stripped)."""
+    return f"dt/{thing}/telemetry"
+
+
+def alerts_topic(thing: str) -> str:
+    return f"dt/{thing}/alerts"
+
+
+def defender_metrics_topic(thing: str) -> str:
+    return f"$aws/things/{thing}/defender/metrics/json"
+
+
+def defender_metrics_reply_topics(thing: str) -> tuple[str, str]:
+    base = defender_metrics_topic(thing)
+    return f"{base}/accepted", f"{base}/rejected"
+
+
+def jobs_prefix(thing: str) -> str:
+    return f"$aws/things/{thing}/jobs"
+
+
+def shadow_prefix(thing: str, shadow: str = "config") -> str:
+    return f"$aws/things/{thing}/shadow/name/{shadow}"
+
+
+def cert_rotation_prefix(thing: str) -> str:
+    return f"cmd/{thing}/certs"
+
+
+def presence_topic(event: str = "+", thing: str = "+") -> str:
+    """Lifecycle events published by IoT Core: connected / disconnected per client id."""
+    return f"$aws/events/presence/{event}/{thing}"
