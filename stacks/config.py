@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 PROJECT = "fleetwarden"
@@ -32,8 +33,21 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _LOG_GROUP_NAME = re.compile(r"^[\w#/.\-]{1,512}$")
 
 
+DEFAULT_SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$"
+# Claim-certificate clients connect as `claim-<anything>`; no device may be named like that.
+CLAIM_CLIENT_PREFIX = "claim-"
+
+
 class ConfigError(ValueError):
     """A configuration value is missing or not allowed. The message is one line."""
+
+
+@dataclass(frozen=True)
+class DeclaredDevice:
+    """A device registered by CloudFormation from its CSR (the key stays on the device)."""
+
+    name: str
+    csr_pem: str
 
 
 @dataclass(frozen=True)
@@ -52,6 +66,12 @@ class StageConfig:
     tls_security_policy: str
     existing_trail_log_group: str | None
     termination_protection: bool
+    serial_pattern: str
+    provisioning_token_ttl_minutes: int
+    ca_certificate_pem: str | None
+    ca_verification_certificate_pem: str | None
+    declared_devices: tuple[DeclaredDevice, ...]
+    powertools_layer_version: int
 
     @property
     def prefix(self) -> str:
@@ -82,6 +102,14 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "tls_security_policy": TLS_SECURITY_POLICIES[0],
     "existing_trail_log_group": None,
     "termination_protection": False,
+    "serial_pattern": DEFAULT_SERIAL_PATTERN,
+    "provisioning_token_ttl_minutes": 15,
+    "ca_certificate_file": None,
+    "ca_verification_certificate_file": None,
+    "declared_devices": [],
+    "declared_devices_cap": 100,
+    # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
+    "powertools_layer_version": 27,
 }
 
 
@@ -119,7 +147,81 @@ def _flag(key: str, value: Any) -> bool:
     return value
 
 
-def _stage(name: str, raw: Mapping[str, Any], owner: str) -> StageConfig:
+def _whole(key: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ConfigError(f"{key} = {value!r} must be a whole number from {low} to {high}")
+    return value
+
+
+def _serial_pattern(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.startswith("^") or not value.endswith("$"):
+        raise ConfigError(f"{key} = {value!r} must be a regular expression anchored with ^ and $")
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ConfigError(f"{key} = {value!r} is not a valid regular expression: {err}") from None
+    return value
+
+
+def _pem_file(key: str, value: Any, base_dir: Path, marker: str) -> str | None:
+    """Read a PEM file named relative to the project; it must hold `marker` and no private key."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key} = {value!r} must be a file path")
+    path = (base_dir / value).resolve()
+    if not path.is_file():
+        raise ConfigError(f"{key} = {value!r}: no such file ({path})")
+    text = path.read_text(errors="replace")
+    if "PRIVATE KEY" in text:
+        raise ConfigError(f"{key} = {value!r} contains a private key; only the public part belongs here")
+    if f"-----BEGIN {marker}-----" not in text:
+        raise ConfigError(f"{key} = {value!r} is not a PEM {marker.lower()}")
+    return text
+
+
+def _declared_devices(where: str, value: Any, cap: int, pattern: str, base_dir: Path) -> tuple:
+    key = f"{where}.declared_devices"
+    if not isinstance(value, list):
+        raise ConfigError(f"{key} must be a list of {{name, csr_file}} objects")
+    if len(value) > cap:
+        raise ConfigError(
+            f"{key} lists {len(value)} devices, over the cap of {cap}: register fleets at run time "
+            "with the factory CA (JITP) or fleet provisioning instead of CloudFormation"
+        )
+    devices, seen = [], set()
+    for index, entry in enumerate(value):
+        item = f"{key}[{index}]"
+        if not isinstance(entry, Mapping) or set(entry) != {"name", "csr_file"}:
+            raise ConfigError(f"{item} must be an object with exactly 'name' and 'csr_file'")
+        name = entry["name"]
+        if not isinstance(name, str) or not re.match(pattern, name) or name.startswith(CLAIM_CLIENT_PREFIX):
+            raise ConfigError(f"{item}.name = {name!r} does not match serial_pattern {pattern}")
+        if name in seen:
+            raise ConfigError(f"{item}.name = {name!r} is declared twice")
+        seen.add(name)
+        csr_pem = _pem_file(f"{item}.csr_file", entry["csr_file"], base_dir, "CERTIFICATE REQUEST")
+        _check_csr_subject(f"{item}.csr_file", csr_pem, name)
+        devices.append(DeclaredDevice(name=name, csr_pem=csr_pem))
+    return tuple(devices)
+
+
+def _check_csr_subject(key: str, csr_pem: str, name: str) -> None:
+    from cryptography import x509  # only needed when devices are declared
+    from cryptography.x509.oid import NameOID
+
+    try:
+        csr = x509.load_pem_x509_csr(csr_pem.encode())
+    except ValueError:
+        raise ConfigError(f"{key}: the CSR cannot be parsed") from None
+    if not csr.is_signature_valid:
+        raise ConfigError(f"{key}: the CSR signature is invalid")
+    common_names = [a.value for a in csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    if common_names != [name]:
+        raise ConfigError(f"{key}: the CSR common name {common_names} must be the device name {name!r}")
+
+
+def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> StageConfig:
     where = f"stages.{name}"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be an object of settings")
@@ -154,11 +256,35 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str) -> StageConfig:
             "a CloudWatch Logs log group name",
         ),
         termination_protection=_flag(f"{where}.termination_protection", v["termination_protection"]),
+        serial_pattern=_serial_pattern(f"{where}.serial_pattern", v["serial_pattern"]),
+        provisioning_token_ttl_minutes=_whole(
+            f"{where}.provisioning_token_ttl_minutes", v["provisioning_token_ttl_minutes"], 1, 1440
+        ),
+        ca_certificate_pem=_pem_file(
+            f"{where}.ca_certificate_file", v["ca_certificate_file"], base_dir, "CERTIFICATE"
+        ),
+        ca_verification_certificate_pem=_pem_file(
+            f"{where}.ca_verification_certificate_file", v["ca_verification_certificate_file"],
+            base_dir, "CERTIFICATE",
+        ),
+        declared_devices=_declared_devices(
+            where,
+            v["declared_devices"],
+            _whole(f"{where}.declared_devices_cap", v["declared_devices_cap"], 0, 1000),
+            v["serial_pattern"],
+            base_dir,
+        ),
+        powertools_layer_version=_whole(
+            f"{where}.powertools_layer_version", v["powertools_layer_version"], 1, 10_000
+        ),
     )
 
 
-def load_config(context: Mapping[str, Any]) -> FleetConfig:
-    """Build the typed config from CDK context (`stage` plus the `fleetwarden` object)."""
+def load_config(context: Mapping[str, Any], base_dir: Path | None = None) -> FleetConfig:
+    """Build the typed config from CDK context (`stage` plus the `fleetwarden` object).
+
+    File settings (CA certificate, device CSRs) are read relative to `base_dir`
+    (default: the project root, where cdk.json lives)."""
     settings = context.get("fleetwarden")
     if not isinstance(settings, Mapping):
         raise ConfigError("context key 'fleetwarden' is missing; it belongs in cdk.json")
@@ -178,4 +304,6 @@ def load_config(context: Mapping[str, Any]) -> FleetConfig:
     owner = settings.get("account_singletons_owner", "prod" if "prod" in names else names[0])
     _one_of("fleetwarden.account_singletons_owner", owner, names)
 
-    return FleetConfig(project=PROJECT, stage=_stage(stage_name, stages[stage_name], owner), stage_names=names)
+    base_dir = base_dir or Path(__file__).resolve().parent.parent
+    stage = _stage(stage_name, stages[stage_name], owner, base_dir)
+    return FleetConfig(project=PROJECT, stage=stage, stage_names=names)

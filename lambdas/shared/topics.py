@@ -58,6 +58,25 @@ def cert_rotation_prefix(thing: str) -> str:
     return f"cmd/{thing}/certs"
 
 
+def cert_rotation_request_topic(thing: str) -> str:
+    """The device publishes its CSR here."""
+    return f"{cert_rotation_prefix(thing)}/request"
+
+
+def cert_rotation_response_prefix(thing: str) -> str:
+    """The backend answers under here (accepted / rejected)."""
+    return f"{cert_rotation_prefix(thing)}/response"
+
+
+def provisioning_prefixes(template_name: str) -> tuple[str, ...]:
+    """MQTT API topics of fleet provisioning that a claim certificate may use."""
+    return (
+        "$aws/certificates/create",
+        "$aws/certificates/create-from-csr",
+        f"$aws/provisioning-templates/{template_name}/provision",
+    )
+
+
 def presence_topic(event: str = "+", thing: str = "+") -> str:
     """Lifecycle events published by IoT Core: connected / disconnected per client id."""
     return f"$aws/events/presence/{event}/{thing}"
