@@ -109,7 +109,7 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "declared_devices": [],
     "declared_devices_cap": 100,
     # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
-    "powertools_layer_version": 27,
+    "powertools_layer_version": 38,
 }
 
 

@@ -9,6 +9,7 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from stacks.audit_stack import AuditStack
 from stacks.config import FleetConfig
+from stacks.devices_stack import DevicesStack
 from stacks.identity_stack import IdentityStack
 
 
@@ -16,9 +17,10 @@ from stacks.identity_stack import IdentityStack
 class FleetStacks:
     audit: AuditStack
     identity: IdentityStack
+    devices: DevicesStack | None = None
 
     def all(self) -> list[cdk.Stack]:
-        return [self.audit, self.identity]
+        return [s for s in (self.audit, self.identity, self.devices) if s is not None]
 
 
 def add_security_checks(app: cdk.App) -> None:
@@ -39,7 +41,11 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
     identity = IdentityStack(app, f"{stage.stack_prefix}-Identity", stage=stage, audit=audit,
                              description=f"Fleetwarden {stage.name}: device identity and endpoint", **common)
 
+    devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", stage=stage, identity=identity,
+                           description=f"Fleetwarden {stage.name}: devices declared in config",
+                           **common) if stage.declared_devices else None
+
     cdk.Tags.of(app).add("project", config.project)
     cdk.Tags.of(app).add("stage", stage.name)
     add_security_checks(app)
-    return FleetStacks(audit=audit, identity=identity)
+    return FleetStacks(audit=audit, identity=identity, devices=devices)

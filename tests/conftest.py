@@ -18,3 +18,25 @@ for key, value in {
     "AWS_DEFAULT_REGION": "eu-west-1",
 }.items():
     os.environ[key] = value
+
+
+# Synthesised stages, shared by every test directory (built lazily, once per session).
+import pytest  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def synthesised(tmp_path_factory):
+    """Every stage in cdk.json, synthesised once per test session with the cdk-nag gate on."""
+    from tests.infra.synth import stage_names, synthesise
+
+    return {stage: synthesise(stage, tmp_path_factory.mktemp(f"cdk-{stage}")) for stage in stage_names()}
+
+
+@pytest.fixture(scope="session")
+def dev(synthesised):
+    return synthesised["dev"]
+
+
+@pytest.fixture(scope="session")
+def prod(synthesised):
+    return synthesised["prod"]

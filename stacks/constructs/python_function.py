@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
@@ -20,13 +21,13 @@ from stacks.constructs.nag import acknowledge_role_policy
 from stacks.retention import log_retention
 
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
-RUNTIME = lambda_.Runtime.PYTHON_3_12
+RUNTIME = lambda_.Runtime.PYTHON_3_14
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # the Powertools team's publishing account
 
 
 def powertools_layer_arn(version: int) -> str:
     return (f"arn:{Aws.PARTITION}:lambda:{Aws.REGION}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-python312-x86_64:{version}")
+            f"AWSLambdaPowertoolsPythonV3-python314-x86_64:{version}")
 
 
 class PythonFunction(Construct):
@@ -55,9 +56,18 @@ class PythonFunction(Construct):
             encryption_key=log_key,
             removal_policy=RemovalPolicy.RETAIN,
         )
+        # Our own role instead of CDK's default: the AWS-managed basic execution policy would
+        # let the function write to any log group; this one writes only to its own.
+        self.role = iam.Role(
+            self, "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"Fleetwarden {service} function",
+        )
+        self.log_group.grant_write(self.role)
         self.function = lambda_.Function(
             self,
             "Function",
+            role=self.role,
             runtime=RUNTIME,
             architecture=lambda_.Architecture.X86_64,
             handler=handler,
@@ -80,7 +90,7 @@ class PythonFunction(Construct):
                 **environment,
             },
         )
-        role = self.function.role
+        role = self.role
         acknowledge_role_policy(role, f"the {service} function")
         # X-Ray's PutTraceSegments/PutTelemetryRecords accept no resource narrower than "*".
         Validations.of(role).acknowledge(Acknowledgment(
@@ -97,3 +107,12 @@ class PythonFunction(Construct):
             acks += [Acknowledgment(id=rule, reason=synchronous_reason) for rule in (
                 "HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ")]
         Validations.of(self.function).acknowledge(*acks)
+
+
+def allow_key_use(function: lambda_.IFunction, key: kms.IKey) -> None:
+    """What DynamoDB needs from a caller of a table encrypted with a customer-managed key,
+    named exactly (CDK's grant would add kms:GenerateDataKey* and kms:ReEncrypt* wildcards)."""
+    function.add_to_role_policy(iam.PolicyStatement(
+        actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
+        resources=[key.key_arn],
+    ))

@@ -1,0 +1,190 @@
+"""fleetctl command line: argument parsing and exit codes only; the work is in pki/tokens/files.
+
+Exit codes: 0 ok, 2 bad usage or input (flags, files, CSR contents), 1 the remote API failed.
+Every failure is one `fleetctl: ...` line on stderr, never a traceback.
+"""
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from . import files, pki, tokens
+from .errors import InputError, RemoteError
+from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
+
+PROG = "fleetctl"
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse prints usage and calls sys.exit on bad flags; raise instead so main() returns 2."""
+
+    def error(self, message: str):
+        where = self.prog.removeprefix(PROG).strip()
+        raise InputError(f"{where}: {message}" if where else message)
+
+
+# --- command handlers: each returns an exit code --------------------------------------------------
+
+def _ca_create(args) -> int:
+    key, cert = pki.create_ca(args.name, args.days, args.key_type)
+    out_dir = files.ensure_dir(args.out_dir)
+    key_path, cert_path = out_dir / pki.CA_KEY_FILE, out_dir / pki.CA_CERT_FILE
+    files.refuse_overwrite([key_path, cert_path], args.force)
+    files.write_private_key(key_path, key, args.force)
+    files.write_public_pem(cert_path, cert, args.force)
+    print(f"wrote {key_path} (mode 0600, keep it offline) and {cert_path}")
+    print(f"next: aws iot get-registration-code, then {PROG} ca verification-cert --ca-dir {out_dir} ...")
+    return 0
+
+
+def _ca_verification_cert(args) -> int:
+    ca_key, ca_cert = pki.load_ca(args.ca_dir)
+    cert = pki.verification_cert(ca_key, ca_cert, args.registration_code)
+    out = Path(args.out)
+    files.refuse_overwrite([out], args.force)
+    files.write_public_pem(out, cert, args.force)
+    ca_cert_path = Path(args.ca_dir) / pki.CA_CERT_FILE
+    print(f"wrote {out}; register the CA with:")
+    print(f"  aws iot register-ca-certificate --ca-certificate file://{ca_cert_path} "
+          f"--verification-cert file://{out}")
+    return 0
+
+
+def _device_csr(args) -> int:
+    serial = validate_serial(args.serial, args.serial_pattern)
+    key, csr = pki.build_csr(serial, args.key_type)
+    out_dir = files.ensure_dir(args.out_dir)
+    key_path, csr_path = out_dir / f"{serial}.key.pem", out_dir / f"{serial}.csr.pem"
+    files.refuse_overwrite([key_path, csr_path], args.force)
+    files.write_private_key(key_path, key, args.force)
+    files.write_public_pem(csr_path, csr, args.force)
+    print(f"wrote {key_path} (mode 0600, stays on the device) and {csr_path}")
+    return 0
+
+
+def _device_sign(args) -> int:
+    csr = files.load_csr(args.csr)
+    ca_key, ca_cert = pki.load_ca(args.ca_dir)
+    cert = pki.sign_device_csr(csr, ca_key, ca_cert, args.days, args.serial_pattern)
+    out = Path(args.out)
+    files.refuse_overwrite([out], args.force)
+    files.write_public_pem(out, cert, args.force)
+    print(f"wrote {out}: serial number {cert.serial_number:x}, valid until {cert.not_valid_after_utc:%Y-%m-%d}")
+    return 0
+
+
+def _token_issue(args) -> int:
+    serial = validate_serial(args.serial, args.serial_pattern)
+    id_token = args.id_token or os.environ.get(tokens.ID_TOKEN_ENV)
+    reply = tokens.issue_token(args.api_url, serial, id_token)
+    # The API shows the token only once: print the whole reply, machine-readable.
+    print(json.dumps(reply, indent=2))
+    return 0
+
+
+# --- parser -------------------------------------------------------------------------------------------
+
+def _add_force(parser) -> None:
+    parser.add_argument("--force", action="store_true", help="overwrite existing output files")
+
+
+def _add_serial_pattern(parser) -> None:
+    parser.add_argument("--serial-pattern", default=DEFAULT_SERIAL_PATTERN,
+                        help="regular expression a serial must match (default: %(default)s)")
+
+
+def _add_key_type(parser) -> None:
+    parser.add_argument("--key-type", choices=pki.KEY_TYPES, default="ec",
+                        help="ec = P-256 (default), rsa = RSA 2048")
+
+
+def _ca_parsers(commands) -> None:
+    ca = commands.add_parser("ca", help="development/manufacturer CA")
+    sub = ca.add_subparsers(dest="ca_command", metavar="{create,verification-cert}", required=True)
+
+    create = sub.add_parser("create", help="create a CA key and self-signed CA certificate")
+    create.add_argument("--out-dir", required=True, help="writes ca.key.pem (0600) and ca.cert.pem here")
+    create.add_argument("--name", default="Fleetwarden Dev CA", help="CA CommonName (default: %(default)s)")
+    create.add_argument("--days", type=int, default=3650, help=f"validity, 1..{pki.MAX_CA_DAYS} (default: 3650)")
+    _add_key_type(create)
+    _add_force(create)
+    create.set_defaults(handler=_ca_create)
+
+    verify = sub.add_parser("verification-cert", help="certificate proving CA key possession to AWS IoT")
+    verify.add_argument("--ca-dir", required=True, help="directory holding ca.key.pem and ca.cert.pem")
+    verify.add_argument("--registration-code", required=True, help="output of `aws iot get-registration-code`")
+    verify.add_argument("--out", required=True, help="where to write the verification certificate")
+    _add_force(verify)
+    verify.set_defaults(handler=_ca_verification_cert)
+
+
+def _device_parsers(commands) -> None:
+    device = commands.add_parser("device", help="device keys, CSRs and certificates")
+    sub = device.add_subparsers(dest="device_command", metavar="{csr,sign}", required=True)
+
+    csr = sub.add_parser("csr", help="generate a device key pair and CSR (CN = serial)")
+    csr.add_argument("--serial", required=True, help="device serial; becomes the IoT thing name")
+    csr.add_argument("--out-dir", required=True, help="writes <serial>.key.pem (0600) and <serial>.csr.pem")
+    _add_key_type(csr)
+    _add_serial_pattern(csr)
+    _add_force(csr)
+    csr.set_defaults(handler=_device_csr)
+
+    sign = sub.add_parser("sign", help="sign a device CSR with the CA (clientAuth certificate)")
+    sign.add_argument("--csr", required=True, help="device CSR (PEM)")
+    sign.add_argument("--ca-dir", required=True, help="directory holding ca.key.pem and ca.cert.pem")
+    sign.add_argument("--out", required=True, help="where to write the device certificate")
+    sign.add_argument("--days", type=int, default=365, help=f"validity, 1..{pki.MAX_DEVICE_DAYS} (default: 365)")
+    _add_serial_pattern(sign)
+    _add_force(sign)
+    sign.set_defaults(handler=_device_sign)
+
+
+def _token_parsers(commands) -> None:
+    token = commands.add_parser("token", help="provisioning tokens")
+    sub = token.add_subparsers(dest="token_command", metavar="{issue}", required=True)
+
+    issue = sub.add_parser("issue", help="issue a one-time provisioning token for a serial (admins only)")
+    issue.add_argument("--serial", required=True, help="device serial the token is for")
+    issue.add_argument("--api-url", required=True, help="provisioning API base URL, e.g. https://.../prod")
+    issue.add_argument("--id-token", help=f"Cognito ID token (prefer env {tokens.ID_TOKEN_ENV}: "
+                                          "command lines are visible to other local users)")
+    _add_serial_pattern(issue)
+    issue.set_defaults(handler=_token_issue)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog=PROG, description="Fleetwarden operator CLI: device PKI and provisioning tokens.")
+    commands = parser.add_subparsers(dest="command", metavar="{ca,device,token}", required=True)
+    _ca_parsers(commands)
+    _device_parsers(commands)
+    _token_parsers(commands)
+    return parser
+
+
+def _fail(message: str) -> None:
+    # Exactly one line, whatever the message contains.
+    print(f"{PROG}: {' '.join(str(message).split())}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.handler(args)
+    except SystemExit as exc:  # only argparse's --help exits; pass its code through
+        return exc.code if isinstance(exc.code, int) else 0
+    except (InputError, RemoteError) as exc:
+        _fail(str(exc))
+        return exc.exit_code
+    except OSError as exc:  # local file-system trouble not already explained by files.py
+        _fail(f"{exc.strerror or exc}{': ' + str(exc.filename) if exc.filename else ''}")
+        return 2
+    except KeyboardInterrupt:
+        _fail("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
