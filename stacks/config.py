@@ -102,6 +102,9 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "tls_security_policy": TLS_SECURITY_POLICIES[0],
     "existing_trail_log_group": None,
     "termination_protection": False,
+    # null: the stage named by account_singletons_owner owns them; true/false overrides that,
+    # e.g. true for every stage when each stage has an account of its own.
+    "owns_account_singletons": None,
     "serial_pattern": DEFAULT_SERIAL_PATTERN,
     "provisioning_token_ttl_minutes": 15,
     "ca_certificate_file": None,
@@ -236,7 +239,8 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
         name=name,
         account=_optional_match(f"{where}.account", v["account"], _ACCOUNT, "a 12-digit AWS account id"),
         region=_optional_match(f"{where}.region", v["region"], _REGION, "an AWS region name such as eu-west-1"),
-        owns_account_singletons=(name == owner),
+        owns_account_singletons=(name == owner) if v["owns_account_singletons"] is None else _flag(
+            f"{where}.owns_account_singletons", v["owns_account_singletons"]),
         log_retention_days=_log_retention(f"{where}.log_retention_days", v["log_retention_days"]),
         trail_retention_days=_retention(f"{where}.trail_retention_days", v["trail_retention_days"]),
         access_log_retention_days=_retention(

@@ -16,6 +16,7 @@ class DevicesStack(Stack):
         self, scope: Construct, construct_id: str, *, stage: StageConfig, identity: IdentityStack, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
+        self.add_stack_dependency(identity)  # the device policy is referenced by name
         policy_name = identity.registry.device_policy.policy_name
         for device in stage.declared_devices:
             # IoT signs the CSR: the private key stays on the device and never enters the template.

@@ -42,6 +42,11 @@ def test_only_stage_owns_singletons_when_no_prod():
     assert load_config(context).stage.owns_account_singletons is True
 
 
+def test_stage_in_its_own_account_can_own_singletons():
+    assert load_config(context_with(owns_account_singletons=True)).stage.owns_account_singletons is True
+    assert load_config(context_with("prod", owns_account_singletons=False)).stage.owns_account_singletons is False
+
+
 BAD_VALUES = [
     # (stage, overrides, words the one-line message must contain)
     ("staging", {}, ["stage = 'staging'", "dev, prod"]),
@@ -54,6 +59,12 @@ BAD_VALUES = [
     ("dev", {"account": "12345"}, ["stages.dev.account", "12-digit"]),
     ("dev", {"log_retention": 30}, ["stages.dev.log_retention is not a known setting"]),
     ("dev", {"termination_protection": "yes"}, ["termination_protection", "true or false"]),
+    ("dev", {"owns_account_singletons": 1}, ["owns_account_singletons", "true or false"]),
+    ("dev", {"serial_pattern": "[a-z]+"}, ["serial_pattern", "anchored"]),
+    ("dev", {"serial_pattern": "^([a-z]+$"}, ["serial_pattern", "not a valid regular expression"]),
+    ("dev", {"provisioning_token_ttl_minutes": 0}, ["provisioning_token_ttl_minutes = 0", "1 to 1440"]),
+    ("dev", {"ca_certificate_file": "nope.pem"}, ["ca_certificate_file = 'nope.pem'", "no such file"]),
+    ("dev", {"declared_devices": {"a": 1}}, ["declared_devices must be a list"]),
 ]
 
 
