@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+from lambdas.shared.provisioning_tokens import CLAIM_CLIENT_PREFIX, DEFAULT_SERIAL_PATTERN
+
 PROJECT = "fleetwarden"
 DEFAULT_STAGE = "dev"
 
@@ -33,9 +35,6 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
 _LOG_GROUP_NAME = re.compile(r"^[\w#/.\-]{1,512}$")
 
 
-DEFAULT_SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$"
-# Claim-certificate clients connect as `claim-<anything>`; no device may be named like that.
-CLAIM_CLIENT_PREFIX = "claim-"
 
 
 class ConfigError(ValueError):

@@ -64,20 +64,20 @@ class FleetProvisioning(Construct):
                                "failed call denies provisioning and the device retries, so there is "
                                "no asynchronous event to dead-letter.",
         ).function
-        # Consume a token: one conditional UpdateItem; GetItem only to log why a use was refused.
+        # Consume a token: one conditional UpdateItem (a refusal returns the old item for the log).
         self.hook.add_to_role_policy(iam.PolicyStatement(
-            actions=["dynamodb:UpdateItem", "dynamodb:GetItem"], resources=[tokens_table.table_arn]))
+            actions=["dynamodb:UpdateItem"], resources=[tokens_table.table_arn]))
         self.hook.add_to_role_policy(iam.PolicyStatement(
             actions=["dynamodb:PutItem"], resources=[audit_table.table_arn]))
         allow_key_use(self.hook, tokens_table.encryption_key)
         # Is the serial's thing already bound to another certificate? Serials arrive at run time.
         self.hook.add_to_role_policy(iam.PolicyStatement(
-            actions=["iot:DescribeThing", "iot:ListThingPrincipals"],
+            actions=["iot:ListThingPrincipals"],
             resources=[f"{iot_arn_prefix()}:thing/*"],
         ))
         Validations.of(self.hook.role).acknowledge(Acknowledgment(
             id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:thing/*]",
-            reason="The hook reads (DescribeThing, ListThingPrincipals) the thing named by the serial "
+            reason="The hook reads (ListThingPrincipals) the thing named by the serial "
                    "in the request, which is only known at run time; it has no write access to things.",
         ))
         self.hook.add_permission(

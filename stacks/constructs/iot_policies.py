@@ -8,6 +8,7 @@ strings in tests). Topics come from `lambdas/shared/topics.py`, shared with the 
 from __future__ import annotations
 
 from lambdas.shared import topics
+from lambdas.shared.provisioning_tokens import CLAIM_CLIENT_PREFIX
 
 THING = topics.THING_VARIABLE
 IOT_VERSION = "2012-10-17"
@@ -102,7 +103,7 @@ def claim_policy_document(arn_prefix: str, template_name: str) -> dict:
                 "Sid": "ConnectAsProvisioningClient",
                 "Effect": "Allow",
                 "Action": "iot:Connect",
-                "Resource": f"{arn_prefix}:client/claim-*",
+                "Resource": f"{arn_prefix}:client/{CLAIM_CLIENT_PREFIX}*",
             },
             {
                 "Sid": "UseFleetProvisioningApi",

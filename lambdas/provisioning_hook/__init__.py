@@ -1,0 +1,1 @@
+"""AWS IoT fleet provisioning pre-provisioning hook: one-time tokens, one device per serial."""

@@ -1,0 +1,1 @@
+"""Admin API: issue one-time provisioning tokens (POST /provisioning-tokens)."""
