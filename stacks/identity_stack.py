@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, CfnOutput, RemovalPolicy, Stack, Validations
+from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_kms as kms
 from constructs import Construct
@@ -15,6 +15,7 @@ from stacks.constructs.device_registry import DeviceRegistry
 from stacks.constructs.factory_ca import FactoryCa
 from stacks.constructs.fleet_provisioning import FleetProvisioning
 from stacks.constructs.provisioning_role import ProvisioningRole
+from stacks.constructs.secure_table import secure_table
 from stacks.constructs.provisioning_token_api import OperatorDirectory, ProvisioningTokenApi
 
 
@@ -44,17 +45,14 @@ class IdentityStack(Stack):
             enable_key_rotation=True,
             removal_policy=RemovalPolicy.RETAIN,
         )
-        self.audit_table = dynamodb.Table(
+        self.audit_table = secure_table(
             self, "AuditTable",
             table_name=f"{stage.prefix}-audit",
-            partition_key=dynamodb.Attribute(name="event_id", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.data_key,
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
+            partition_key="event_id",
+            key=self.data_key,
             deletion_protection=stage.termination_protection,
-            removal_policy=RemovalPolicy.RETAIN,
+            backup_reason="Point-in-time recovery keeps 35 days of continuous backups of the audit "
+                          "table; copies beyond that belong to the organisation's AWS Backup policy.",
         )
         self.audit_table.add_global_secondary_index(
             index_name="by_target",
@@ -62,26 +60,16 @@ class IdentityStack(Stack):
             sort_key=dynamodb.Attribute(name="at", type=dynamodb.AttributeType.STRING),
         )
         # Only hashes of tokens are stored; expired rows are removed by TTL.
-        self.tokens_table = dynamodb.Table(
+        self.tokens_table = secure_table(
             self, "ProvisioningTokens",
             table_name=f"{stage.prefix}-provisioning-tokens",
-            partition_key=dynamodb.Attribute(name="token_hash", type=dynamodb.AttributeType.STRING),
-            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
-            encryption=dynamodb.TableEncryption.CUSTOMER_MANAGED,
-            encryption_key=self.data_key,
+            partition_key="token_hash",
+            key=self.data_key,
             time_to_live_attribute="expires_at",
-            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
             removal_policy=RemovalPolicy.DESTROY,
+            backup_reason="Tokens live minutes and are useless once expired; point-in-time "
+                          "recovery covers accidental deletion.",
         )
-
-        for table, why in ((self.audit_table, "Point-in-time recovery keeps 35 days of continuous "
-                            "backups of the audit table; copies beyond that belong to the "
-                            "organisation's AWS Backup policy, not to this app."),
-                           (self.tokens_table, "Tokens live 15 minutes by default and are useless once "
-                            "expired; point-in-time recovery covers accidental deletion.")):
-            Validations.of(table).acknowledge(*[Acknowledgment(id=rule, reason=why) for rule in (
-                "HIPAA.Security-DynamoDBInBackupPlan", "NIST.800.53.R5-DynamoDBInBackupPlan")])
 
         self.provisioning_role = ProvisioningRole(self, "ProvisioningRole", registry=self.registry).role
         self.factory_ca = FactoryCa(
