@@ -71,6 +71,12 @@ class StageConfig:
     ca_verification_certificate_pem: str | None
     declared_devices: tuple[DeclaredDevice, ...]
     powertools_layer_version: int
+    telemetry_buffer_seconds: int
+    telemetry_infrequent_access_days: int
+    telemetry_retention_days: int
+    alert_retention_days: int
+    max_telemetry_bytes: int
+    classifier_url: str
 
     @property
     def prefix(self) -> str:
@@ -112,6 +118,13 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "declared_devices_cap": 100,
     # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
     "powertools_layer_version": 38,
+    "telemetry_buffer_seconds": 300,
+    "telemetry_infrequent_access_days": 30,
+    "telemetry_retention_days": 365,
+    "alert_retention_days": 2557,
+    "max_telemetry_bytes": 8192,
+    # The external classification service that receives alert headers (never traces).
+    "classifier_url": "https://classifier.example.com/v1/alerts",
 }
 
 
@@ -152,6 +165,12 @@ def _flag(key: str, value: Any) -> bool:
 def _whole(key: str, value: Any, low: int, high: int) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ConfigError(f"{key} = {value!r} must be a whole number from {low} to {high}")
+    return value
+
+
+def _https_url(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not re.match(r"^https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$", value):
+        raise ConfigError(f"{key} = {value!r} must be an https:// URL")
     return value
 
 
@@ -280,6 +299,16 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
         powertools_layer_version=_whole(
             f"{where}.powertools_layer_version", v["powertools_layer_version"], 1, 10_000
         ),
+        # Firehose buffers 60-900 s before writing a partition's file.
+        telemetry_buffer_seconds=_whole(
+            f"{where}.telemetry_buffer_seconds", v["telemetry_buffer_seconds"], 60, 900),
+        telemetry_infrequent_access_days=_whole(
+            f"{where}.telemetry_infrequent_access_days", v["telemetry_infrequent_access_days"], 30, 36500),
+        telemetry_retention_days=_retention(
+            f"{where}.telemetry_retention_days", v["telemetry_retention_days"]),
+        alert_retention_days=_retention(f"{where}.alert_retention_days", v["alert_retention_days"]),
+        max_telemetry_bytes=_whole(f"{where}.max_telemetry_bytes", v["max_telemetry_bytes"], 256, 131072),
+        classifier_url=_https_url(f"{where}.classifier_url", v["classifier_url"]),
     )
 
 

@@ -3,20 +3,20 @@ for one serial. API Gateway checks the Cognito token; the function checks the gr
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, CfnOutput, Duration, RemovalPolicy, Validations
+from aws_cdk import CfnOutput, Duration, RemovalPolicy
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from stacks.config import StageConfig
 from stacks.constructs.python_function import PythonFunction, allow_key_use
-from stacks.retention import log_retention
+from stacks.constructs.secure_rest_api import SecureRestApi
 
 ADMIN_GROUP = "admins"
+ANALYST_GROUP = "analysts"
 
 
 class OperatorDirectory(Construct):
@@ -46,6 +46,10 @@ class OperatorDirectory(Construct):
         cognito.CfnUserPoolGroup(
             self, "AdminsGroup", user_pool_id=self.user_pool.user_pool_id, group_name=ADMIN_GROUP,
             description="May issue one-time provisioning tokens and take other privileged actions",
+        )
+        cognito.CfnUserPoolGroup(
+            self, "AnalystsGroup", user_pool_id=self.user_pool.user_pool_id, group_name=ANALYST_GROUP,
+            description="May list alerts and fetch their traces (each fetch is audited)",
         )
         self.cli_client = self.user_pool.add_client(
             "FleetctlClient",
@@ -99,48 +103,16 @@ class ProvisioningTokenApi(Construct):
             actions=["dynamodb:PutItem"], resources=[tokens_table.table_arn, audit_table.table_arn]))
         allow_key_use(self.function, tokens_table.encryption_key)
 
-        access_logs = logs.LogGroup(
-            self, "AccessLogs",
-            retention=log_retention(stage.log_retention_days),
-            encryption_key=log_key,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        self.api = apigw.RestApi(
-            self,
-            "Api",
-            rest_api_name=f"{stage.prefix}-provisioning-tokens",
+        self.rest = SecureRestApi(
+            self, "Rest",
+            name=f"{stage.prefix}-provisioning-tokens",
             description="One-time provisioning tokens for field association (admins only)",
-            endpoint_types=[apigw.EndpointType.REGIONAL],
-            # API Gateway's CloudWatch role is an account-wide setting: the owning stage sets it.
-            cloud_watch_role=stage.owns_account_singletons,
-            cloud_watch_role_removal_policy=(
-                RemovalPolicy.RETAIN if stage.owns_account_singletons else None),
-            deploy_options=apigw.StageOptions(
-                stage_name="v1",
-                throttling_rate_limit=5,
-                throttling_burst_limit=10,
-                logging_level=apigw.MethodLoggingLevel.ERROR,
-                data_trace_enabled=False,  # bodies carry tokens: never log them
-                tracing_enabled=True,
-                access_log_destination=apigw.LogGroupLogDestination(access_logs),
-                access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=True, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=True,
-                ),
-            ),
-            disable_execute_api_endpoint=False,
+            stage=stage, user_pool=directory.user_pool, log_key=log_key,
+            rate_limit=5, burst_limit=10, sets_account_logging_role=True,
+            no_cache_reason="Responses carry one-time secrets and must never be cached; the API "
+                            "is low-volume and admin-only.",
         )
-        if stage.owns_account_singletons:
-            Validations.of(self.api.node.find_child("CloudWatchRole")).acknowledge(Acknowledgment(
-                id="AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
-                   "AmazonAPIGatewayPushToCloudWatchLogs]",
-                reason="API Gateway's account-wide logging role; AWS documents this managed policy "
-                       "for it, and API Gateway names its execution log groups itself.",
-            ))
-        authorizer = apigw.CognitoUserPoolsAuthorizer(
-            self, "Authorizer", cognito_user_pools=[directory.user_pool],
-            identity_source="method.request.header.Authorization",
-        )
+        self.api = self.rest.api
         body_model = self.api.add_model(
             "TokenRequest",
             content_type="application/json",
@@ -154,33 +126,8 @@ class ProvisioningTokenApi(Construct):
                                                        min_length=1, max_length=128)},
             ),
         )
-        validator = self.api.add_request_validator(
-            "ValidateBody", validate_request_body=True, validate_request_parameters=True)
-        resource = self.api.root.add_resource("provisioning-tokens")
-        resource.add_method(
-            "POST",
-            apigw.LambdaIntegration(self.function),
-            authorizer=authorizer,
-            authorization_type=apigw.AuthorizationType.COGNITO,
-            request_validator=validator,
-            request_models={"application/json": body_model},
-            request_parameters={"method.request.header.Authorization": True},
-        )
+        self.rest.add_method(self.api.root.add_resource("provisioning-tokens"), "POST", self.function,
+                             request_models={"application/json": body_model})
         self.url = self.api.url
         CfnOutput(self, "ProvisioningTokenApiUrl", value=self.api.url,
                   description="fleetctl token issue --api-url <this>")
-
-        Validations.of(self.api.deployment_stage).acknowledge(
-            *[Acknowledgment(id=rule, reason="Responses carry one-time secrets and must never be "
-                             "cached; the API is low-volume and admin-only.")
-              for rule in ("NIST.800.53.R5-APIGWCacheEnabledAndEncrypted",
-                           "HIPAA.Security-APIGWCacheEnabledAndEncrypted")],
-            *[Acknowledgment(id=rule, reason="A backend client certificate authenticates API Gateway "
-                             "to HTTP backends; this API's only backend is a Lambda integration "
-                             "invoked over IAM.")
-              for rule in ("NIST.800.53.R5-APIGWSSLEnabled", "HIPAA.Security-APIGWSSLEnabled")],
-            *[Acknowledgment(id=rule, reason="No WAF: the single method requires a Cognito token of "
-                             "an MFA-protected admin, validates its body and is throttled to 5 rps; "
-                             "a web ACL would add cost without a threat it uniquely stops here.")
-              for rule in ("AwsSolutions-APIG3", "NIST.800.53.R5-APIGWAssociatedWithWAF")],
-        )
