@@ -11,16 +11,18 @@ from stacks.audit_stack import AuditStack
 from stacks.config import FleetConfig
 from stacks.devices_stack import DevicesStack
 from stacks.identity_stack import IdentityStack
+from stacks.ingest_stack import IngestStack
 
 
 @dataclass
 class FleetStacks:
     audit: AuditStack
     identity: IdentityStack
+    ingest: IngestStack
     devices: DevicesStack | None = None
 
     def all(self) -> list[cdk.Stack]:
-        return [s for s in (self.audit, self.identity, self.devices) if s is not None]
+        return [s for s in (self.audit, self.identity, self.ingest, self.devices) if s is not None]
 
 
 def add_security_checks(app: cdk.App) -> None:
@@ -41,6 +43,8 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
     identity = IdentityStack(app, f"{stage.stack_prefix}-Identity", stage=stage, audit=audit,
                              description=f"Fleetwarden {stage.name}: device identity and endpoint", **common)
 
+    ingest = IngestStack(app, f"{stage.stack_prefix}-Ingest", stage=stage, audit=audit, identity=identity,
+                         description=f"Fleetwarden {stage.name}: telemetry and alert pipelines", **common)
     devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", stage=stage, identity=identity,
                            description=f"Fleetwarden {stage.name}: devices declared in config",
                            **common) if stage.declared_devices else None
@@ -48,4 +52,4 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
     cdk.Tags.of(app).add("project", config.project)
     cdk.Tags.of(app).add("stage", stage.name)
     add_security_checks(app)
-    return FleetStacks(audit=audit, identity=identity, devices=devices)
+    return FleetStacks(audit=audit, identity=identity, ingest=ingest, devices=devices)

@@ -35,6 +35,7 @@ class SecureBucket(Construct):
         infrequent_access_after_days: int | None = None,
         glacier_after_days: int | None = None,
         object_ownership: s3.ObjectOwnership = s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        bucket_name: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         transitions = []
@@ -55,6 +56,7 @@ class SecureBucket(Construct):
         self.bucket = s3.Bucket(
             self,
             "Bucket",
+            bucket_name=bucket_name,
             encryption=s3.BucketEncryption.KMS if encryption_key else s3.BucketEncryption.S3_MANAGED,
             encryption_key=encryption_key,
             bucket_key_enabled=bool(encryption_key),

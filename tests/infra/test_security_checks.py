@@ -55,9 +55,13 @@ def _acknowledgements(construct):
     for node in construct.node.find_all():
         for entry in node.node.metadata:
             if entry.type == cdk.Validations.ACKNOWLEDGED_RULES_METADATA_KEY:
-                # one entry per acknowledgement: {"Annotation::<rule id>": reason}
+                # one entry per acknowledgement: {"Annotation::<rule id>": reason}. CDK's own
+                # constructs acknowledge some of its template validations ("CloudFormation-
+                # Validate::..."); those are the library's, not ours.
                 for key, reason in entry.data.items():
-                    found.append((node.node.path, key.split("::", 1)[1], reason))
+                    source, rule = key.split("::", 1)
+                    if source != "CloudFormation-Validate":
+                        found.append((node.node.path, rule, reason))
     return found
 
 
