@@ -28,7 +28,8 @@ from stacks.constructs.telemetry_pipeline import acknowledge_rule_writes, rule_e
 ALERTS_PREFIX = "alerts/"
 QUARANTINE_PREFIX = "quarantine/"
 MAX_RECEIVES = 5
-PROCESSOR_TIMEOUT = Duration.seconds(30)
+# Worst case per alert is two 3-second attempts plus backoff; ten alerts a batch.
+PROCESSOR_TIMEOUT = Duration.seconds(90)
 
 
 class AlertPipeline(Construct):
@@ -161,6 +162,7 @@ class AlertPipeline(Construct):
                 "CLASSIFIER_API_KEY_SECRET": self.classifier_api_key.secret_arn,
                 "DEVICE_REF_KEY_SECRET": self.device_ref_key.secret_arn,
                 "CLASSIFIER_TIMEOUT_SECONDS": "3",
+                "ALERTS_BUCKET": bucket.bucket_name,
             },
             log_key=log_key,
             log_retention_days=stage.log_retention_days,
@@ -185,7 +187,8 @@ class AlertPipeline(Construct):
             resources=[bucket.arn_for_objects(f"{ALERTS_PREFIX}*")]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="CopyBadAlertsToQuarantine",
-            actions=["s3:PutObject"], resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*")]))
+            actions=["s3:PutObject", "s3:PutObjectTagging"],
+            resources=[bucket.arn_for_objects(f"{QUARANTINE_PREFIX}*")]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="IndexAlerts", actions=["dynamodb:PutItem"], resources=[self.alerts_table.table_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
