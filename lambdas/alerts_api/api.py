@@ -26,12 +26,17 @@ from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import audit
-from shared.alerts import ALERT_ID_INDEX, ALERTS_TABLE_PARTITION_KEY, ALERTS_TABLE_SORT_KEY, parse_alert_key
-from token_api.issue import caller
+from shared.alerts import (
+    ALERT_ID_INDEX,
+    ALERT_ID_PATTERN,
+    ALERTS_TABLE_PARTITION_KEY,
+    ALERTS_TABLE_SORT_KEY,
+    THING_PATTERN,
+    parse_alert_key,
+)
+from shared.operators import caller
 
 # Not (yet) in shared.alerts, which defines these rules only inside ALERT_KEY and alert_id_for.
-THING_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,128}", re.ASCII)  # always fullmatch: '$' accepts "\n"
-ALERT_ID_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9a-f]{12}", re.ASCII)
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 100

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from botocore.exceptions import BotoCoreError, ClientError
 
 from shared import audit
+from shared.operators import caller, parse_groups  # noqa: F401  (parse_groups: re-exported)
 from shared.provisioning_tokens import hash_token, new_token, validate_serial
 
 MAX_BODY = 4096  # the body is {"serial": "..."}; refuse to parse anything much larger
@@ -29,31 +30,6 @@ class Result:
 
 class BadRequest(Exception):
     pass
-
-
-def parse_groups(claim: Any) -> frozenset[str]:
-    """cognito:groups as API Gateway REST passes it: "admins", "admins,ops", "[admins ops]",
-    "admins ops", a JSON array string, or (other integrations) a real list."""
-    if isinstance(claim, str):
-        text = claim.strip()
-        if text.startswith("[") and text.endswith("]"):
-            text = text[1:-1]
-        items: Iterable[Any] = re.split(r"[\s,]+", text)
-    elif isinstance(claim, (list, tuple)):
-        items = claim
-    else:
-        return frozenset()
-    return frozenset(item.strip().strip("\"'") for item in items if isinstance(item, str)) - {""}
-
-
-def caller(claims: Any) -> tuple[str | None, frozenset[str]]:
-    """(username, groups) from the Cognito authoriser's claims; username falls back to sub."""
-    if not isinstance(claims, dict):
-        return None, frozenset()
-    username = claims.get("cognito:username") or claims.get("sub")
-    if not isinstance(username, str) or not username:
-        username = None
-    return username, parse_groups(claims.get("cognito:groups"))
 
 
 def parse_serial(body: str | None, pattern: re.Pattern[str]) -> str:

@@ -14,6 +14,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from lambdas.shared import topics
+from lambdas.telemetry_transform.transform import S3_PREFIX_TEMPLATE
 from stacks.config import StageConfig
 from stacks.constructs.nag import acknowledge_role_policy
 from stacks.constructs.python_function import PythonFunction
@@ -121,7 +122,7 @@ class TelemetryPipeline(Construct):
                 role_arn=role.role_arn,
                 # The transform names each record's partition: telemetry/thing=../date=../ for
                 # good records, telemetry-errors/reason=../date=../ for the rest.
-                prefix="!{partitionKeyFromLambda:prefix}",
+                prefix=S3_PREFIX_TEMPLATE,
                 error_output_prefix=FIREHOSE_FAILED_PREFIX
                 + "!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd}/",
                 buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(

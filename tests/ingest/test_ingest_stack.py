@@ -101,7 +101,8 @@ def test_firehose_compresses_encrypts_partitions_and_validates(dev):
     assert s3_config["CompressionFormat"] == "GZIP"
     assert s3_config["EncryptionConfiguration"]["KMSEncryptionConfig"]["AWSKMSKeyARN"]["Fn::GetAtt"][0].startswith("DataKey")
     assert s3_config["DynamicPartitioningConfiguration"]["Enabled"] is True
-    assert s3_config["Prefix"] == "!{partitionKeyFromLambda:prefix}"
+    assert s3_config["Prefix"] == ("!{partitionKeyFromLambda:stream}/!{partitionKeyFromLambda:partition}/"
+                                   "date=!{partitionKeyFromLambda:date}/")
     assert s3_config["ErrorOutputPrefix"].startswith("firehose-failed/!{firehose:error-output-type}/")
     assert s3_config["BufferingHints"]["IntervalInSeconds"] == 300
     processor = s3_config["ProcessingConfiguration"]["Processors"][0]

@@ -1,0 +1,1 @@
+"""Firehose data-transformation processor for device telemetry (IoT Basic Ingest -> S3)."""
