@@ -77,6 +77,12 @@ class StageConfig:
     alert_retention_days: int
     max_telemetry_bytes: int
     classifier_url: str
+    detect: str
+    revocation: str
+    dry_run: bool
+    exempt_group: str | None
+    detection_window_seconds: int
+    limits: "DetectionLimits"
 
     @property
     def prefix(self) -> str:
@@ -86,6 +92,19 @@ class StageConfig:
     @property
     def stack_prefix(self) -> str:
         return f"Fleetwarden-{self.name}"
+
+
+@dataclass(frozen=True)
+class DetectionLimits:
+    """Per device, per detection window: above these a device is in violation. Both detection
+    sources (Device Defender profile, built-in detector) use the same numbers."""
+
+    messages: int
+    message_bytes: int
+    authorization_failures: int
+    connection_attempts: int
+    disconnects: int
+    established_tcp_connections: int
 
 
 @dataclass(frozen=True)
@@ -125,7 +144,22 @@ _STAGE_DEFAULTS: dict[str, Any] = {
     "max_telemetry_bytes": 8192,
     # The external classification service that receives alert headers (never traces).
     "classifier_url": "https://classifier.example.com/v1/alerts",
+    # Detection and containment (DefenseStack).
+    "detect": "both",
+    "revocation": "deactivate",
+    "dry_run": False,
+    "exempt_group": None,
+    "detection_window_seconds": 300,
+    "max_messages_per_window": 600,
+    "max_message_bytes_per_window": 5_242_880,
+    "max_authorization_failures_per_window": 10,
+    "max_connection_attempts_per_window": 10,
+    "max_disconnects_per_window": 10,
+    "max_established_tcp_connections": 10,
 }
+DETECT_SOURCES = ("defender", "builtin", "both")
+REVOCATION_MODES = ("quarantine-only", "deactivate", "revoke")
+_THING_GROUP = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 
 
 def _one_of(key: str, value: Any, allowed: tuple) -> Any:
@@ -309,6 +343,27 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
         alert_retention_days=_retention(f"{where}.alert_retention_days", v["alert_retention_days"]),
         max_telemetry_bytes=_whole(f"{where}.max_telemetry_bytes", v["max_telemetry_bytes"], 256, 131072),
         classifier_url=_https_url(f"{where}.classifier_url", v["classifier_url"]),
+        detect=_one_of(f"{where}.detect", v["detect"], DETECT_SOURCES),
+        revocation=_one_of(f"{where}.revocation", v["revocation"], REVOCATION_MODES),
+        dry_run=_flag(f"{where}.dry_run", v["dry_run"]),
+        exempt_group=_optional_match(f"{where}.exempt_group", v["exempt_group"], _THING_GROUP,
+                                     "a thing group name"),
+        # Lambda tumbling windows and Defender durations both stop at 15 minutes.
+        detection_window_seconds=_one_of(
+            f"{where}.detection_window_seconds", v["detection_window_seconds"], (60, 300, 600, 900)),
+        limits=DetectionLimits(
+            messages=_whole(f"{where}.max_messages_per_window", v["max_messages_per_window"], 1, 10**9),
+            message_bytes=_whole(f"{where}.max_message_bytes_per_window",
+                                 v["max_message_bytes_per_window"], 1, 10**12),
+            authorization_failures=_whole(f"{where}.max_authorization_failures_per_window",
+                                          v["max_authorization_failures_per_window"], 1, 10**6),
+            connection_attempts=_whole(f"{where}.max_connection_attempts_per_window",
+                                       v["max_connection_attempts_per_window"], 1, 10**6),
+            disconnects=_whole(f"{where}.max_disconnects_per_window", v["max_disconnects_per_window"],
+                               1, 10**6),
+            established_tcp_connections=_whole(f"{where}.max_established_tcp_connections",
+                                               v["max_established_tcp_connections"], 0, 10**5),
+        ),
     )
 
 

@@ -9,6 +9,7 @@ from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from stacks.audit_stack import AuditStack
 from stacks.config import FleetConfig
+from stacks.defense_stack import DefenseStack
 from stacks.devices_stack import DevicesStack
 from stacks.identity_stack import IdentityStack
 from stacks.ingest_stack import IngestStack
@@ -19,10 +20,12 @@ class FleetStacks:
     audit: AuditStack
     identity: IdentityStack
     ingest: IngestStack
+    defense: DefenseStack
     devices: DevicesStack | None = None
 
     def all(self) -> list[cdk.Stack]:
-        return [s for s in (self.audit, self.identity, self.ingest, self.devices) if s is not None]
+        return [s for s in (self.audit, self.identity, self.ingest, self.defense, self.devices)
+                if s is not None]
 
 
 def add_security_checks(app: cdk.App) -> None:
@@ -45,6 +48,10 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
 
     ingest = IngestStack(app, f"{stage.stack_prefix}-Ingest", stage=stage, audit=audit, identity=identity,
                          description=f"Fleetwarden {stage.name}: telemetry and alert pipelines", **common)
+    defense = DefenseStack(app, f"{stage.stack_prefix}-Defense", stage=stage, audit=audit,
+                           identity=identity, ingest=ingest,
+                           description=f"Fleetwarden {stage.name}: detection, containment, audits",
+                           **common)
     devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", stage=stage, identity=identity,
                            description=f"Fleetwarden {stage.name}: devices declared in config",
                            **common) if stage.declared_devices else None
@@ -52,4 +59,4 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
     cdk.Tags.of(app).add("project", config.project)
     cdk.Tags.of(app).add("stage", stage.name)
     add_security_checks(app)
-    return FleetStacks(audit=audit, identity=identity, ingest=ingest, devices=devices)
+    return FleetStacks(audit=audit, identity=identity, ingest=ingest, defense=defense, devices=devices)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from aws_cdk import Aws, CfnOutput, RemovalPolicy, Stack
+from aws_cdk import Acknowledgment, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Validations
+from aws_cdk import aws_iot_actions_alpha as actions
+from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from constructs import Construct
@@ -48,9 +50,11 @@ class IngestStack(Stack):
             infrequent_access_after_days=stage.telemetry_infrequent_access_days,
             expire_after_days=stage.telemetry_retention_days,
         ).bucket
+        # A deterministic name: the alert queue's policy and the defense stack refer to it by name.
+        self.alerts_bucket_name = f"{stage.prefix}-alerts-{Aws.ACCOUNT_ID}-{Aws.REGION}"
         self.alerts_bucket = SecureBucket(
             self, "AlertData",
-            bucket_name=f"{stage.prefix}-alerts-{Aws.ACCOUNT_ID}-{Aws.REGION}",
+            bucket_name=self.alerts_bucket_name,
             encryption_key=self.data_key,
             access_log_bucket=audit.access_log_bucket,
             access_log_prefix="alerts-bucket/",
@@ -64,6 +68,28 @@ class IngestStack(Stack):
             bucket=self.telemetry_bucket, error_bucket=self.alerts_bucket,
             data_key=self.data_key, log_key=audit.key,
         )
+        # The built-in detector watches a tap of the telemetry path: every record also goes to a
+        # Kinesis stream keyed by thing, so one shard (and one detector window) sees a device.
+        self.observations = None
+        if stage.detect in ("builtin", "both"):
+            self.observations = kinesis.Stream(
+                self, "Observations",
+                stream_name=f"{stage.prefix}-observations",
+                stream_mode=kinesis.StreamMode.ON_DEMAND,
+                encryption=kinesis.StreamEncryption.KMS,
+                encryption_key=self.data_key,
+                retention_period=Duration.hours(24),
+            )
+            Validations.of(self.observations).acknowledge(Acknowledgment(
+                id="AwsSolutions-KDS3",
+                reason="The stream uses the stage's customer-managed data key (rotated, with a key "
+                       "policy and CloudTrail records under our control) rather than aws/kinesis, "
+                       "like every other store of device data here.",
+            ))
+            self.telemetry.rule.add_action(actions.KinesisPutRecordAction(
+                self.observations, partition_key="${topic(2)}", role=self.telemetry.rule_role))
+            CfnOutput(self, "ObservationStreamName", value=self.observations.stream_name)
+
         self.alerts = AlertPipeline(
             self, "Alerts",
             stage=stage, bucket=self.alerts_bucket, data_key=self.data_key, log_key=audit.key,

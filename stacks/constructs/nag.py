@@ -19,3 +19,12 @@ def acknowledge_role_policy(role: IConstruct, purpose: str) -> None:
         Acknowledgment(id="HIPAA.Security-IAMNoInlinePolicy", reason=reason),
         Acknowledgment(id="NIST.800.53.R5-IAMNoInlinePolicy", reason=reason),
     )
+
+
+def acknowledge_dead_letter_grant(role: IConstruct) -> None:
+    """CDK's grant to send failed events to a KMS-encrypted dead-letter queue adds the KMS
+    wildcard actions below, on that queue's key only."""
+    reason = ("CDK's send grant for the KMS-encrypted dead-letter queue: kms:GenerateDataKey* and "
+              "kms:ReEncrypt* on that one key, so failed events can be kept encrypted.")
+    Validations.of(role).acknowledge(*[Acknowledgment(id=f"AwsSolutions-IAM5[Action::{action}]", reason=reason)
+                                       for action in ("kms:GenerateDataKey*", "kms:ReEncrypt*")])

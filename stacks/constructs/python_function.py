@@ -116,3 +116,10 @@ def allow_key_use(function: lambda_.IFunction, key: kms.IKey) -> None:
         actions=["kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey"],
         resources=[key.key_arn],
     ))
+
+
+def allow_publish(function: lambda_.IFunction, topic, key: kms.IKey) -> None:
+    """Publish to one KMS-encrypted SNS topic, with exactly the key actions SNS needs."""
+    function.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]))
+    function.add_to_role_policy(iam.PolicyStatement(
+        actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[key.key_arn]))

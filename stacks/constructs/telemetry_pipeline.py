@@ -37,12 +37,13 @@ def rule_error_action(bucket: s3.IBucket, rule_name: str, role: iam.IRole) -> ac
     )
 
 
-def acknowledge_rule_writes(role: iam.IRole, bucket: s3.IBucket) -> None:
+def acknowledge_rule_writes(role: iam.IRole, bucket: s3.IBucket, bucket_arn_label: str | None = None) -> None:
     """The alpha S3 action grants s3:PutObject on the bucket's objects; its object names are
-    made per message (substitution templates), so no narrower resource exists at deploy time."""
-    logical = Stack.of(bucket).get_logical_id(bucket.node.default_child)
+    made per message (substitution templates), so no narrower resource exists at deploy time.
+    `bucket_arn_label`: how cdk-nag prints the bucket ARN when it is not a bucket of this stack."""
+    label = bucket_arn_label or f"<{Stack.of(bucket).get_logical_id(bucket.node.default_child)}.Arn>"
     Validations.of(role).acknowledge(Acknowledgment(
-        id=f"AwsSolutions-IAM5[Resource::<{logical}.Arn>/*]",
+        id=f"AwsSolutions-IAM5[Resource::{label}/*]",
         reason="IoT rule S3 actions write one object per message, named at run time from the "
                "topic, time and a UUID; the role can only put objects into this one bucket.",
     ))

@@ -74,8 +74,11 @@ def test_telemetry_rule_is_basic_ingest_into_firehose_with_identity_fields(dev):
     for part in ("encode(*, 'base64') AS payload", "topic(2) AS thing", "clientid() AS client_id",
                  "principal() AS principal", "timestamp() AS received_at", "FROM 'dt/+/telemetry'"):
         assert part in sql
-    assert len(payload["Actions"]) == 1
-    assert payload["Actions"][0]["Firehose"]["DeliveryStreamName"]
+    targets = {next(iter(action)) for action in payload["Actions"]}
+    # Firehose stores it; with the built-in detector on (default "both") Kinesis taps it too.
+    assert targets == {"Firehose", "Kinesis"}
+    kinesis = next(a["Kinesis"] for a in payload["Actions"] if "Kinesis" in a)
+    assert kinesis["PartitionKey"] == "${topic(2)}"  # one device -> one shard -> one window state
     # The device policy publishes to exactly this rule's Basic Ingest topic.
     policy = next(r for k, r in dev.template_json(dev.stacks.identity)["Resources"].items()
                   if k.startswith("RegistryDevicePolicy"))
@@ -179,7 +182,8 @@ def test_processor_role_is_limited_to_its_resources(dev):
 
 def test_rule_roles_only_deliver(dev):
     assert role_actions(ingest(dev), "TelemetryRuleRole") <= {
-        "firehose:PutRecord", "firehose:PutRecordBatch", "s3:PutObject", "kms:GenerateDataKey", "kms:Encrypt"}
+        "firehose:PutRecord", "firehose:PutRecordBatch", "kinesis:PutRecord", "s3:PutObject",
+        "kms:GenerateDataKey", "kms:Encrypt"}
     assert role_actions(ingest(dev), "AlertsRuleRole") == {"s3:PutObject", "kms:GenerateDataKey", "kms:Encrypt"}
 
 
