@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import files, pki, tokens
+from . import defense, files, pki, tokens
 from .errors import InputError, RemoteError
 from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
 
@@ -84,6 +84,20 @@ def _token_issue(args) -> int:
     return 0
 
 
+def _incidents_list(args) -> int:
+    items = defense.list_incidents(args.table, thing=args.thing, since=args.since, limit=args.limit,
+                                   region=args.region)
+    print(defense.incidents_json(items) if args.json else defense.incidents_table(items))
+    return 0
+
+
+def _device_admin(args) -> int:
+    reply = defense.device_action(args.device_command, args.thing, function=args.function,
+                                  reason=args.reason, region=args.region)
+    print(defense.format_device_reply(args.device_command, args.thing, reply))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------
 
 def _add_force(parser) -> None:
@@ -122,7 +136,8 @@ def _ca_parsers(commands) -> None:
 
 def _device_parsers(commands) -> None:
     device = commands.add_parser("device", help="device keys, CSRs and certificates")
-    sub = device.add_subparsers(dest="device_command", metavar="{csr,sign}", required=True)
+    sub = device.add_subparsers(dest="device_command", metavar="{csr,sign,quarantine,reinstate}",
+                                required=True)
 
     csr = sub.add_parser("csr", help="generate a device key pair and CSR (CN = serial)")
     csr.add_argument("--serial", required=True, help="device serial; becomes the IoT thing name")
@@ -140,6 +155,39 @@ def _device_parsers(commands) -> None:
     _add_serial_pattern(sign)
     _add_force(sign)
     sign.set_defaults(handler=_device_sign)
+    _device_admin_parsers(sub)
+
+
+def _add_region(parser) -> None:
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, profile)")
+
+
+def _device_admin_parsers(sub) -> None:
+    for action, text in (("quarantine", "contain a device (via the device-admin function)"),
+                         ("reinstate", "end a quarantine (revoked certificates stay revoked)")):
+        parser = sub.add_parser(action, help=text)
+        parser.add_argument("thing", metavar="THING", help="IoT thing name (the device serial)")
+        parser.add_argument("--function", required=True, help="device-admin Lambda function name or ARN")
+        parser.add_argument("--reason", default="",
+                            help=f"why, for the audit record (at most {defense.MAX_REASON} characters)")
+        _add_region(parser)
+        parser.set_defaults(handler=_device_admin)
+
+
+def _incidents_parsers(commands) -> None:
+    incidents = commands.add_parser("incidents", help="security incidents recorded by the auto-response")
+    sub = incidents.add_subparsers(dest="incidents_command", metavar="{list}", required=True)
+
+    listing = sub.add_parser("list", help="list incidents, newest first")
+    listing.add_argument("--table", required=True, help="incidents DynamoDB table name")
+    listing.add_argument("--thing", help="only this thing's incidents")
+    listing.add_argument("--since", metavar="ISO-8601",
+                         help="only incidents received at or after this time (UTC if it has no offset)")
+    listing.add_argument("--limit", metavar="N", type=int, default=defense.DEFAULT_LIMIT,
+                         help=f"at most this many, 1..{defense.MAX_LIMIT} (default: %(default)s)")
+    listing.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    _add_region(listing)
+    listing.set_defaults(handler=_incidents_list)
 
 
 def _token_parsers(commands) -> None:
@@ -157,10 +205,11 @@ def _token_parsers(commands) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Fleetwarden operator CLI: device PKI and provisioning tokens.")
-    commands = parser.add_subparsers(dest="command", metavar="{ca,device,token}", required=True)
+    commands = parser.add_subparsers(dest="command", metavar="{ca,device,token,incidents}", required=True)
     _ca_parsers(commands)
     _device_parsers(commands)
     _token_parsers(commands)
+    _incidents_parsers(commands)
     return parser
 
 
