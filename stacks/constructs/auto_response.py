@@ -94,7 +94,7 @@ class AutoResponse(Construct):
         fn = self.function
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="ReadTheDevice",
-            actions=["iot:DescribeThing", "iot:ListThingGroupsForThing", "iot:ListThingPrincipals"],
+            actions=["iot:ListThingGroupsForThing", "iot:ListThingPrincipals"],
             resources=[things]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, group_arn]))
@@ -125,7 +125,7 @@ class AutoResponse(Construct):
         ).function
         admin = self.device_admin
         admin.add_to_role_policy(iam.PolicyStatement(
-            sid="ReadTheDevice", actions=["iot:DescribeThing", "iot:ListThingPrincipals"], resources=[things]))
+            sid="ReadTheDevice", actions=["iot:ListThingPrincipals"], resources=[things]))
         admin.add_to_role_policy(iam.PolicyStatement(
             sid="QuarantineMembership",
             actions=["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"],
@@ -136,7 +136,7 @@ class AutoResponse(Construct):
         admin.add_to_role_policy(iam.PolicyStatement(
             sid="AuditAndIncidents", actions=["dynamodb:PutItem"], resources=[audit_table.table_arn]))
         admin.add_to_role_policy(iam.PolicyStatement(
-            sid="ReadIncidents", actions=["dynamodb:GetItem", "dynamodb:Query"],
+            sid="MarkIncidentsReinstated", actions=["dynamodb:Query", "dynamodb:UpdateItem"],
             resources=[self.incidents.table_arn, f"{self.incidents.table_arn}/index/by_thing"]))
         allow_key_use(admin, audit_key)
         allow_key_use(admin, key)

@@ -126,7 +126,7 @@ def test_containment_settings_reach_the_function(tmp_path):
 
 def test_auto_response_role_is_exactly_containment(dev):
     assert role_actions(defense(dev), "ResponseRespondRole") == {
-        "iot:DescribeThing", "iot:ListThingGroupsForThing", "iot:ListThingPrincipals",
+        "iot:ListThingGroupsForThing", "iot:ListThingPrincipals",
         "iot:AddThingToThingGroup", "iot:UpdateCertificate",
         "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "sns:Publish",
         "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",

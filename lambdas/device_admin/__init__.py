@@ -1,0 +1,1 @@
+"""Operator actions on one device (quarantine, reinstate): explicit, validated and audited."""
