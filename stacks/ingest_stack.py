@@ -87,7 +87,8 @@ class IngestStack(Stack):
                        "like every other store of device data here.",
             ))
             self.telemetry.rule.add_action(actions.KinesisPutRecordAction(
-                self.observations, partition_key="${topic(2)}", role=self.telemetry.rule_role))
+                # Keyed by the connection, so even a spoofed topic counts against its sender.
+                self.observations, partition_key="${clientid()}", role=self.telemetry.rule_role))
             CfnOutput(self, "ObservationStreamName", value=self.observations.stream_name)
 
         self.alerts = AlertPipeline(

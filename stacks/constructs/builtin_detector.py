@@ -34,8 +34,10 @@ from stacks.constructs.telemetry_pipeline import acknowledge_rule_writes, rule_e
 
 PRESENCE_SQL = ("SELECT 'presence' AS kind, eventType AS event, clientId AS client_id, timestamp, "
                 "disconnectReason AS disconnect_reason FROM '{topic}'")
-METRICS_SQL = ("SELECT 'metrics' AS kind, topic(3) AS thing, "
-               "{{'header': header, 'metrics': metrics}} AS report FROM '{topic}'")
+# Device Defender reports come with long (header/metrics) or short (hed/met) key names; the
+# absent pair is simply left out of the object.
+METRICS_SQL = ("SELECT 'metrics' AS kind, topic(3) AS thing, {{'header': header, 'metrics': metrics, "
+               "'hed': hed, 'met': met}} AS report FROM '{topic}'")
 AUTH_FAILURE_PATTERN = '{ $.reason = "AUTHORIZATION_FAILURE" }'
 
 

@@ -78,7 +78,7 @@ def test_telemetry_rule_is_basic_ingest_into_firehose_with_identity_fields(dev):
     # Firehose stores it; with the built-in detector on (default "both") Kinesis taps it too.
     assert targets == {"Firehose", "Kinesis"}
     kinesis = next(a["Kinesis"] for a in payload["Actions"] if "Kinesis" in a)
-    assert kinesis["PartitionKey"] == "${topic(2)}"  # one device -> one shard -> one window state
+    assert kinesis["PartitionKey"] == "${clientid()}"  # one connection -> one shard -> one window state
     # The device policy publishes to exactly this rule's Basic Ingest topic.
     policy = next(r for k, r in dev.template_json(dev.stacks.identity)["Resources"].items()
                   if k.startswith("RegistryDevicePolicy"))

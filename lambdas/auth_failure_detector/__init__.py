@@ -1,0 +1,1 @@
+"""Authorization-failure detector: counts IoT Core AUTHORIZATION_FAILURE log lines per client and window."""

@@ -1,0 +1,1 @@
+"""The built-in detector: per-device limits over Lambda tumbling windows on the device Kinesis stream."""
