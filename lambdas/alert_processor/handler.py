@@ -15,12 +15,13 @@ import boto3
 from alert_processor.forwarder import Forwarder
 from alert_processor.process import IDEMPOTENCY_KEY_JMESPATH, AlertProcessingError, AlertProcessor
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
+from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.idempotency import DynamoDBPersistenceLayer, IdempotencyConfig
 from aws_lambda_powertools.utilities.parameters import SecretsProvider
 from botocore.config import Config
+from shared.metrics import counter
 
 SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "alert-processor")
 NAMESPACE = "Fleetwarden"
@@ -54,13 +55,8 @@ class PowertoolsSecrets:
         return value  # type: ignore[return-value]
 
 
-def count(name: str, reason: str | None = None) -> None:
-    """The total (to alarm on) and, with a reason, the same metric broken down by reason."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    if reason:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
-                           default_dimensions={"service": SERVICE, "reason": reason}):
-            pass
+# The total (to alarm on) and, with a reason, the same metric broken down by reason.
+count = counter(metrics, SERVICE)
 
 
 @functools.cache

@@ -17,8 +17,8 @@ from typing import Any
 import boto3
 from auto_response.respond import MALFORMED, MALFORMED_METRIC, RECEIVED, Responder, Settings
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
 from botocore.config import Config
+from shared.metrics import counter
 
 # The invocation raises: Lambda retries it, then sends it to the on-failure destination.
 NOT_HANDLED = "ViolationsNotHandled"
@@ -33,13 +33,8 @@ tracer = Tracer(service=SERVICE)
 BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
 
 
-def count(name: str, reason: str | None = None) -> None:
-    """The total (to alarm on) and, with a reason, the same metric broken down by reason."""
-    metrics.add_metric(name=name, unit=MetricUnit.Count, value=1)
-    if reason:
-        with single_metric(name=name, unit=MetricUnit.Count, value=1, namespace=NAMESPACE,
-                           default_dimensions={"service": SERVICE, "reason": reason}):
-            pass
+# The total (to alarm on) and, with a reason, the same metric broken down by reason.
+count = counter(metrics, SERVICE)
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-from aws_cdk.assertions import Match
 
 from tests.infra.synth import synthesise
 
