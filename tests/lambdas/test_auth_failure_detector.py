@@ -35,6 +35,7 @@ from moto import mock_aws
 from shared.violations import Violation, derive_violation_id
 
 from tests.lambdas.test_detector_handler import emf
+from tests.lambdas.helpers import Counting  # noqa: E402,F401
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -89,29 +90,6 @@ def delivery(log_events: list[dict], message_type: str = "DATA_MESSAGE") -> dict
             "id": "", "timestamp": T0,
             "message": "CWL CONTROL MESSAGE: Checking health of destination Lambda."}])
     return {"awslogs": {"data": base64.b64encode(gzip.compress(json.dumps(doc).encode())).decode()}}
-
-
-class Counting:
-    """Wraps a boto3 client: records every API call; queued errors are raised first."""
-
-    def __init__(self, client: Any, fail: dict[str, list[Exception]] | None = None):
-        self._client = client
-        self.calls: list[str] = []
-        self.fail = fail or {}
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name.startswith("_") or name in ("meta", "exceptions") or not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            pending = self.fail.get(name)
-            if pending:
-                raise pending.pop(0)
-            return attr(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture

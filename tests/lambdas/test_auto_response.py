@@ -36,6 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
+from tests.lambdas.helpers import Counting  # noqa: E402,F401
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
@@ -59,29 +60,6 @@ class LambdaContext:
 
     def get_remaining_time_in_millis(self) -> int:
         return 30_000
-
-
-class Counting:
-    """Wraps a boto3 client: records every API call and raises queued errors first."""
-
-    def __init__(self, client: Any, fail: dict[str, list[Exception]] | None = None):
-        self._client = client
-        self.calls: list[str] = []
-        self.fail = fail or {}
-
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name.startswith("_") or name in ("meta", "exceptions") or not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            pending = self.fail.get(name)
-            if pending:
-                raise pending.pop(0)
-            return attr(*args, **kwargs)
-
-        return call
 
 
 def client_error(code: str, operation: str = "UpdateCertificate") -> ClientError:
