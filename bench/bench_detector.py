@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gc
 import json
 import math
 import os
@@ -34,6 +33,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambdas"))
 
 from detector.windows import FoldStats, Limits, fold  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 TARGET_RATE = 100_000
 RECEIVED_AT = 1_700_000_000_000  # ms
@@ -84,19 +84,6 @@ def window(start_s: int) -> dict:
     fmt = "%Y-%m-%dT%H:%M:%SZ"
     return {"start": time.strftime(fmt, time.gmtime(start_s)),
             "end": time.strftime(fmt, time.gmtime(start_s + WINDOW_SECONDS))}
-
-
-def interleaved_medians(fns, runs: int) -> list[float]:
-    for fn in fns:
-        fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    gc.collect()
-    for _ in range(runs):
-        for fn, times in zip(fns, samples):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return [statistics.median(times) for times in samples]
 
 
 def throughput(records: int, devices: int, runs: int) -> tuple[float, float, int]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gc
 import json
 import os
 import platform
@@ -26,6 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambdas"))
 
 from telemetry_transform.transform import transform_batch  # noqa: E402
+from timing import interleaved_medians  # noqa: E402
 
 TARGET_RATE = 50_000
 TARGET_RATIO = 0.25
@@ -56,21 +56,6 @@ def firehose_records(n: int, seed: int = 7) -> tuple[list[dict], list[bytes]]:
                         "data": base64.b64encode(json.dumps(envelope).encode()).decode()})
         payloads.append(body)
     return records, payloads
-
-
-def interleaved_medians(fns, runs: int) -> list[float]:
-    """Median seconds of each function, timed in turn run after run (so a busy neighbour on the
-    machine slows both sides of the ratio alike), after one warm-up call each."""
-    for fn in fns:
-        fn()
-    samples: list[list[float]] = [[] for _ in fns]
-    gc.collect()
-    for _ in range(runs):
-        for fn, times in zip(fns, samples):
-            start = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - start)
-    return [statistics.median(times) for times in samples]
 
 
 def main() -> int:

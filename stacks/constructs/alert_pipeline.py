@@ -165,8 +165,7 @@ class AlertPipeline(Construct):
                 "ALERTS_BUCKET": bucket.bucket_name,
             },
             log_key=log_key,
-            log_retention_days=stage.log_retention_days,
-            powertools_layer_version=stage.powertools_layer_version,
+            stage=stage,
             reserved_concurrency=10,
             timeout=PROCESSOR_TIMEOUT,
             synchronous_reason="It consumes an SQS queue whose own dead-letter queue keeps every "

@@ -14,7 +14,7 @@ from constructs import Construct
 from stacks.config import StageConfig
 from stacks.constructs.alert_pipeline import ALERTS_PREFIX, _logical
 from stacks.constructs.provisioning_token_api import ADMIN_GROUP, ANALYST_GROUP
-from stacks.constructs.python_function import PythonFunction, allow_key_use
+from stacks.constructs.python_function import API_GATEWAY_CALLER, PythonFunction, allow_key_use
 from stacks.constructs.secure_rest_api import SecureRestApi
 
 TRACE_URL_SECONDS = 300
@@ -50,11 +50,9 @@ class AlertsApi(Construct):
                 "ADMIN_GROUP": ADMIN_GROUP,
             },
             log_key=log_key,
-            log_retention_days=stage.log_retention_days,
-            powertools_layer_version=stage.powertools_layer_version,
+            stage=stage,
             reserved_concurrency=10,
-            synchronous_reason="API Gateway invokes it synchronously and returns its error to the "
-                               "caller, who retries; there is no asynchronous event to dead-letter.",
+            synchronous_reason=API_GATEWAY_CALLER,
         ).function
         fn = self.function
         fn.add_to_role_policy(iam.PolicyStatement(

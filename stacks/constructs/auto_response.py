@@ -45,8 +45,7 @@ class AutoResponse(Construct):
         arn = iot_arn_prefix()
         things, certs = f"{arn}:thing/*", f"{arn}:cert/*"
         group_arn = quarantine_group.attr_arn
-        common = dict(log_key=log_key, log_retention_days=stage.log_retention_days,
-                      powertools_layer_version=stage.powertools_layer_version)
+        common = dict(stage=stage, log_key=log_key)
 
         self.incidents = secure_table(
             self, "Incidents",

@@ -61,8 +61,7 @@ class BuiltinDetector(Construct):
         # from exporting anything back to the ingest stack.
         error_bucket = s3.Bucket.from_bucket_name(self, "ErrorBucket", error_bucket_name)
         limits, window = stage.limits, stage.detection_window_seconds
-        common = dict(log_key=log_key, log_retention_days=stage.log_retention_days,
-                      powertools_layer_version=stage.powertools_layer_version)
+        common = dict(stage=stage, log_key=log_key)
 
         # --- presence and device reports join the telemetry tap on the stream -------------------
         rule_role = iam.Role(self, "RuleRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),

@@ -56,8 +56,7 @@ class FleetProvisioning(Construct):
                 "SERIAL_PATTERN": stage.serial_pattern,
             },
             log_key=log_key,
-            log_retention_days=stage.log_retention_days,
-            powertools_layer_version=stage.powertools_layer_version,
+            stage=stage,
             reserved_concurrency=20,
             timeout=HOOK_TIMEOUT,
             synchronous_reason="IoT invokes the hook synchronously and waits for its answer; a "

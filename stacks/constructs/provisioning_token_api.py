@@ -12,7 +12,7 @@ from aws_cdk import aws_kms as kms
 from constructs import Construct
 
 from stacks.config import StageConfig
-from stacks.constructs.python_function import PythonFunction, allow_key_use
+from stacks.constructs.python_function import API_GATEWAY_CALLER, PythonFunction, allow_key_use
 from stacks.constructs.secure_rest_api import SecureRestApi
 
 ADMIN_GROUP = "admins"
@@ -93,11 +93,9 @@ class ProvisioningTokenApi(Construct):
                 "ADMIN_GROUP": ADMIN_GROUP,
             },
             log_key=log_key,
-            log_retention_days=stage.log_retention_days,
-            powertools_layer_version=stage.powertools_layer_version,
+            stage=stage,
             reserved_concurrency=5,
-            synchronous_reason="API Gateway invokes it synchronously and returns its error to the "
-                               "caller, who retries; there is no asynchronous event to dead-letter.",
+            synchronous_reason=API_GATEWAY_CALLER,
         ).function
         self.function.add_to_role_policy(iam.PolicyStatement(
             actions=["dynamodb:PutItem"], resources=[tokens_table.table_arn, audit_table.table_arn]))

@@ -17,12 +17,15 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_logs as logs
 from constructs import Construct
 
+from stacks.config import StageConfig
 from stacks.constructs.nag import acknowledge_role_policy
 from stacks.retention import log_retention
 
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
 POWERTOOLS_LAYER_ACCOUNT = "017000801446"  # the Powertools team's publishing account
+API_GATEWAY_CALLER = ("API Gateway invokes it synchronously and returns its error to the caller, "
+                      "who retries; there is no asynchronous event to dead-letter.")
 
 
 def powertools_layer_arn(version: int) -> str:
@@ -40,9 +43,8 @@ class PythonFunction(Construct):
         description: str,
         service: str,
         environment: dict[str, str],
+        stage: StageConfig,
         log_key: kms.IKey,
-        log_retention_days: int,
-        powertools_layer_version: int,
         reserved_concurrency: int,
         timeout: Duration = Duration.seconds(10),
         memory_size: int = 256,
@@ -52,7 +54,7 @@ class PythonFunction(Construct):
         self.log_group = logs.LogGroup(
             self,
             "Logs",
-            retention=log_retention(log_retention_days),
+            retention=log_retention(stage.log_retention_days),
             encryption_key=log_key,
             removal_policy=RemovalPolicy.RETAIN,
         )
@@ -75,7 +77,7 @@ class PythonFunction(Construct):
                 str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/tests"]
             ),
             layers=[lambda_.LayerVersion.from_layer_version_arn(
-                self, "Powertools", powertools_layer_arn(powertools_layer_version)
+                self, "Powertools", powertools_layer_arn(stage.powertools_layer_version)
             )],
             description=description,
             timeout=timeout,

@@ -70,8 +70,7 @@ class TelemetryPipeline(Construct):
             service="telemetry-transform",
             environment={"MAX_PAYLOAD_BYTES": str(stage.max_telemetry_bytes)},
             log_key=log_key,
-            log_retention_days=stage.log_retention_days,
-            powertools_layer_version=stage.powertools_layer_version,
+            stage=stage,
             reserved_concurrency=50,
             timeout=Duration.minutes(1),
             synchronous_reason="Firehose invokes the transform synchronously and retries it; "
