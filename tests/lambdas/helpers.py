@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 
@@ -26,3 +27,15 @@ class Counting:
             return attr(*args, **kwargs)
 
         return call
+
+
+def drain_published(sqs: Any, queue_url: str) -> list[dict]:
+    """Every JSON message an SNS topic delivered to this subscribed queue so far (drained)."""
+    out = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return out
+        for message in got:
+            out.append(json.loads(json.loads(message["Body"])["Message"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])

@@ -34,8 +34,8 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from shared.violations import Violation, derive_violation_id
 
+from tests.lambdas.helpers import Counting, drain_published
 from tests.lambdas.test_detector_handler import emf
-from tests.lambdas.helpers import Counting  # noqa: E402,F401
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -130,14 +130,7 @@ def aws(monkeypatch):
         counter.publish = publish
 
         def published() -> list[dict]:
-            out = []
-            while True:
-                got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-                if not got:
-                    return out
-                for message in got:
-                    out.append(json.loads(json.loads(message["Body"])["Message"]))
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return drain_published(sqs, queue_url)
 
         def item(client_id: str = CLIENT, window_start: int = T0 // 1000) -> dict | None:
             got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": counter_key(client_id, window_start)}},

@@ -36,7 +36,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
-from tests.lambdas.helpers import Counting  # noqa: E402,F401
+from tests.lambdas.helpers import Counting
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()

@@ -19,6 +19,7 @@ from detector import handler as detector_handler
 from moto import mock_aws
 from shared.violations import Violation, parse_violation
 
+from tests.lambdas.helpers import drain_published
 from tests.lambdas.test_detector import (
     NEXT_WINDOW,
     SHARD,
@@ -95,14 +96,7 @@ def aws(monkeypatch):
 
         def published() -> list[dict]:
             """Every violation message delivered to the queue so far (drained)."""
-            out = []
-            while True:
-                got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
-                if not got:
-                    return out
-                for message in got:
-                    out.append(json.loads(json.loads(message["Body"])["Message"]))
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+            return drain_published(sqs, queue_url)
 
         yield type("Aws", (), {"topic": topic, "sns": counting, "published": staticmethod(published),
                                "real_sns": sns_client})
