@@ -44,7 +44,7 @@ for key, value in {
     os.environ[key] = value
 
 import boto3  # noqa: E402
-from auto_response import handler  # noqa: E402
+from defense.auto_response import handler  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
 SAMPLE = json.loads((ROOT / "tests" / "lambdas" / "events" / "defender-violation-in-alarm.json").read_text())

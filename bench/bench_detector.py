@@ -3,7 +3,7 @@
 Usage: .venv/bin/python bench/bench_detector.py [--records 500] [--devices 1000] [--runs 41]
                                                 [--million 1000000] [--memory-mb 256]
 
-(1) Records/second through detector.windows.fold on one core: batches of --records realistic
+(1) Records/second through defense.detector.windows.fold on one core: batches of --records realistic
     telemetry records (the telemetry rule's envelope, ~300-byte payloads, 10 metrics) from
     --devices devices, folded into a state that already holds every device (a mid-window
     batch); median of --runs runs, next to json.loads of the same envelopes as a yardstick.
@@ -32,7 +32,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambdas"))
 
-from detector.windows import FoldStats, Limits, fold  # noqa: E402
+from defense.detector.windows import FoldStats, Limits, fold  # noqa: E402
 from timing import interleaved_medians  # noqa: E402
 
 TARGET_RATE = 100_000
@@ -166,7 +166,7 @@ def handler_cost(records: int, devices: int, runs: int) -> tuple[float, int, int
                        LIMITS.profile, "WINDOW_SECONDS": str(WINDOW_SECONDS), "MAX_MESSAGES": "600",
                        "MAX_BYTES": "5242880", "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "10",
                        "MAX_ESTABLISHED_TCP": "10"})
-    from detector import handler
+    from defense.detector import handler
 
     rng = random.Random(5)
     pool = [telemetry_record(rng, f"sensor-{i % devices:05d}", i) for i in range(max(records, devices))]

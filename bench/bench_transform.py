@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "lambdas"))
 
-from telemetry_transform.transform import transform_batch  # noqa: E402
+from telemetry.transform.transform import transform_batch  # noqa: E402
 from timing import interleaved_medians  # noqa: E402
 
 TARGET_RATE = 50_000

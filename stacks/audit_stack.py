@@ -13,10 +13,10 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from constructs import Construct
 
 from stacks.config import StageConfig
-from stacks.retention import log_retention
-from stacks.constructs.secure_bucket import SecureBucket
-from stacks.constructs.nag import acknowledge_role_policy
-from stacks.constructs.security_alarms import SecurityAlarms
+from stacks.platform.retention import log_retention
+from stacks.platform.bucket import SecureBucket
+from stacks.platform.nag import acknowledge_role_policy
+from stacks.audit.security_alarms import SecurityAlarms
 
 # IoT Core writes its logs to this fixed log group name; creating it first gives it
 # retention and encryption instead of the never-expiring default.

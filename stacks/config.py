@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from lambdas.shared.provisioning_tokens import CLAIM_CLIENT_PREFIX, DEFAULT_SERIAL_PATTERN
+from lambdas.identity.tokens import CLAIM_CLIENT_PREFIX, DEFAULT_SERIAL_PATTERN
 
 PROJECT = "fleetwarden"
 DEFAULT_STAGE = "dev"

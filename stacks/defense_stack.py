@@ -11,11 +11,11 @@ from constructs import Construct
 
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
-from stacks.constructs.auto_response import AutoResponse
-from stacks.constructs.builtin_detector import BuiltinDetector
-from stacks.constructs.defender_profile import DefenderProfile
-from stacks.constructs.fleet_audit import FleetAudit, MitigationActions
-from stacks.constructs.fleet_dashboard import FleetDashboard
+from stacks.defense.auto_response import AutoResponse
+from stacks.defense.builtin_detector import BuiltinDetector
+from stacks.defense.defender_profile import DefenderProfile
+from stacks.defense.fleet_audit import FleetAudit, MitigationActions
+from stacks.defense.dashboard import FleetDashboard
 from stacks.identity_stack import IdentityStack
 from stacks.ingest_stack import IngestStack
 

@@ -10,13 +10,13 @@ from constructs import Construct
 from lambdas.shared import topics
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
-from stacks.constructs.device_endpoint import DeviceEndpoint
-from stacks.constructs.device_registry import DeviceRegistry
-from stacks.constructs.factory_ca import FactoryCa
-from stacks.constructs.fleet_provisioning import FleetProvisioning
-from stacks.constructs.provisioning_role import ProvisioningRole
-from stacks.constructs.secure_table import secure_table
-from stacks.constructs.provisioning_token_api import OperatorDirectory, ProvisioningTokenApi
+from stacks.identity.device_endpoint import DeviceEndpoint
+from stacks.identity.device_registry import DeviceRegistry
+from stacks.identity.factory_ca import FactoryCa
+from stacks.identity.fleet_provisioning import FleetProvisioning
+from stacks.identity.provisioning_role import ProvisioningRole
+from stacks.platform.table import secure_table
+from stacks.identity.token_api import OperatorDirectory, ProvisioningTokenApi
 
 
 class IdentityStack(Stack):

@@ -11,10 +11,10 @@ from constructs import Construct
 
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
-from stacks.constructs.alert_pipeline import AlertPipeline
-from stacks.constructs.alerts_api import AlertsApi
-from stacks.constructs.secure_bucket import SecureBucket
-from stacks.constructs.telemetry_pipeline import TelemetryPipeline
+from stacks.alerts.pipeline import AlertPipeline
+from stacks.alerts.api import AlertsApi
+from stacks.platform.bucket import SecureBucket
+from stacks.telemetry.pipeline import TelemetryPipeline
 from stacks.identity_stack import IdentityStack
 
 

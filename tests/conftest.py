@@ -42,3 +42,17 @@ def dev(synthesised):
 @pytest.fixture(scope="session")
 def prod(synthesised):
     return synthesised["prod"]
+
+
+@pytest.fixture
+def clock():
+    from tests.helpers import Clock
+
+    return Clock()
+
+
+@pytest.fixture
+def context():
+    from tests.helpers import LambdaContext
+
+    return LambdaContext()

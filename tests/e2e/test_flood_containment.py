@@ -9,11 +9,11 @@ import json
 
 import boto3
 import pytest
-from auto_response import handler as ar_handler
-from detector import handler as detector_handler
+from defense.auto_response import handler as ar_handler
+from defense.detector import handler as detector_handler
 from moto import mock_aws
 
-from tests.lambdas.test_auto_response import (
+from tests.defense.test_auto_response import (
     QUARANTINE_GROUP,
     SAMPLE_DICT,
     LambdaContext,
@@ -22,8 +22,8 @@ from tests.lambdas.test_auto_response import (
     set_env,
     sns_event,
 )
-from tests.lambdas.test_detector import WINDOW, telemetry
-from tests.lambdas.test_detector_handler import tumbling_event
+from tests.defense.test_detector import WINDOW, telemetry
+from tests.defense.test_detector_handler import tumbling_event
 
 DEVICE = "SN-FLOOD-1"
 NEIGHBOUR = "SN-CALM-2"

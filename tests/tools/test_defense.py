@@ -330,7 +330,7 @@ def cli_aws(aws, monkeypatch):
     return aws
 
 
-# Reply shapes of lambdas/device_admin.
+# Reply shapes of lambdas/defense/device_admin.
 QUARANTINED = {"ok": True, "action": "quarantine", "thing": "SN-0001",
                "quarantine_group": "fw-dev-quarantine", "added_to_group": True,
                "audit_event_ids": ["ev-1", "ev-2"]}

@@ -1,0 +1,195 @@
+"""Authorization-failure counters in DynamoDB, and ONE violation per client and window.
+
+Counters table (COUNTERS_TABLE): partition key `pk` (S) = "auth#<client id>#<window start, epoch s>";
+attributes `count` (N), `seen` (SS: tokens of the deliveries already counted), `expires_at`
+(N, the TTL attribute: window end + 1 day) and `alarmed` (BOOL, present once the window alarmed).
+
+Per client and window in one delivery, `record` makes ONE UpdateItem:
+    ADD count :n, seen {token}  SET expires_at = :ttl   IF NOT contains(seen, token)
+    ReturnValues ALL_NEW, ReturnValuesOnConditionCheckFailure ALL_OLD
+The token is a hash of the delivery's log event ids for that client, so a retried invocation or
+a redelivery adds nothing (the condition fails and the item as it was comes back instead): the
+count is exactly-once per log event. ALL_NEW rather than UPDATED_NEW returns `alarmed` too (same
+write cost), so an already alarmed window needs no second write. When the count is over
+MAX_AUTH_FAILURES and the window has not alarmed, a second, conditional UpdateItem
+    SET alarmed = true  IF attribute_not_exists(alarmed)
+elects one winner among concurrent invocations; only the winner publishes the violation. If that
+publish fails, `alarmed` is removed again before the error propagates, so the retry (or the
+next failure) can alarm and publish; its violationId is deterministic (client|behaviour|window)
+so a duplicate is recognisable downstream.
+
+A client id that is not a thing name is counted and alarms like any other, but is only logged:
+it cannot be a violation's thingName. The only DynamoDB action used is UpdateItem.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from botocore.exceptions import ClientError
+
+from defense.auth_failures.failures import batch_token, counter_key, expires_at, reportable
+
+BEHAVIOR_NAME = "AuthorizationFailures"
+METRIC = "aws:num-authorization-failures"
+MAX_WINDOW_SECONDS = 900
+ALARMED_CACHE_SIZE = 4096
+_PROFILE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
+
+
+@dataclass(frozen=True)
+class Settings:
+    table: str
+    topic: str | None
+    profile: str = "fleetwarden-builtin"
+    window_seconds: int = 300
+    max_failures: int = 10
+
+
+def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[Settings, list[str]]:
+    """Settings from the environment -> (settings, problems). A bad limit keeps its default and is
+    named in problems; COUNTERS_TABLE has no default (KeyError)."""
+    env = os.environ if env is None else env
+    table = env["COUNTERS_TABLE"]
+    problems = []
+    values: dict[str, Any] = {}
+    for name, attr, low, high in (("WINDOW_SECONDS", "window_seconds", 1, MAX_WINDOW_SECONDS),
+                                  ("MAX_AUTH_FAILURES", "max_failures", 0, 10**9)):
+        try:
+            value = int(env.get(name) or "")
+        except ValueError:
+            value = None
+        if value is None or not low <= value <= high:
+            problems.append(f"{name} is not an integer in {low}..{high}")
+        else:
+            values[attr] = value
+    profile = env.get("PROFILE_NAME")
+    if profile and _PROFILE.fullmatch(profile):
+        values["profile"] = profile
+    else:
+        problems.append("PROFILE_NAME is not set to a security profile name")
+    topic = env.get("VIOLATION_TOPIC_ARN") or None
+    if topic is None:
+        problems.append("VIOLATION_TOPIC_ARN is not set")
+    return Settings(table=table, topic=topic, **values), problems
+
+
+@dataclass
+class Outcome:
+    client_id: str
+    window_start: int
+    added: int  # failures in this delivery
+    applied: bool  # False: this delivery had been counted before (a retry or redelivery)
+    count: int  # the window's count afterwards (0 if unknown: skipped)
+    alarmed: bool  # the window has alarmed (before or by this call)
+    violation: dict[str, Any] | None = None  # published by this call
+    unreportable: bool = False  # alarmed by this call, but the client id is not a thing name
+    skipped: bool = False  # not written: this container already saw the window alarmed
+
+
+def build_violation(client_id: str, settings: Settings, count: int, window_start: int,
+                    now_ms: int) -> dict[str, Any]:
+    from shared.violations import derive_violation_id, make_violation
+
+    return make_violation(
+        thing=client_id, profile=settings.profile, behavior_name=BEHAVIOR_NAME, metric=METRIC,
+        criteria={"comparisonOperator": "greater-than", "value": {"count": settings.max_failures},
+                  "durationSeconds": settings.window_seconds},
+        metric_value={"count": count}, event_time_ms=now_ms,
+        violation_id=derive_violation_id(thing=client_id, profile=settings.profile,
+                                         behavior_name=BEHAVIOR_NAME, window=window_start),
+    )
+
+
+def _conditional_failure(err: ClientError) -> bool:
+    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
+
+
+class FailureCounter:
+    """`client`: a boto3 DynamoDB client; `publish(violation)` raises if it was not published."""
+
+    def __init__(self, client: Any, settings: Settings, publish: Callable[[dict[str, Any]], None], *,
+                 now_ms: Callable[[], int], logger: Any):
+        self.client = client
+        self.settings = settings
+        self.publish = publish
+        self.now_ms = now_ms
+        self.logger = logger
+        # Windows this container knows have alarmed: further failures in them need no write.
+        self.alarmed: set[str] = set()
+
+    def _remember(self, pk: str) -> None:
+        if len(self.alarmed) >= ALARMED_CACHE_SIZE:
+            self.alarmed.clear()
+        self.alarmed.add(pk)
+
+    def record(self, client_id: str, window_start: int, event_ids: list[str]) -> Outcome:
+        settings = self.settings
+        pk = counter_key(client_id, window_start)
+        if pk in self.alarmed:
+            return Outcome(client_id, window_start, len(event_ids), applied=False, count=0, alarmed=True,
+                           skipped=True)
+        key = {"pk": {"S": pk}}
+        token = batch_token(event_ids)
+        try:
+            response = self.client.update_item(
+                TableName=settings.table, Key=key,
+                UpdateExpression="ADD #count :n, #seen :tokens SET #expires = :expires",
+                ConditionExpression="NOT contains(#seen, :token)",
+                ExpressionAttributeNames={"#count": "count", "#seen": "seen", "#expires": "expires_at"},
+                ExpressionAttributeValues={
+                    ":n": {"N": str(len(event_ids))}, ":tokens": {"SS": [token]}, ":token": {"S": token},
+                    ":expires": {"N": str(expires_at(window_start, settings.window_seconds))}},
+                ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
+            )
+            item, applied = response.get("Attributes") or {}, True
+        except ClientError as err:
+            if not _conditional_failure(err):
+                raise
+            item, applied = err.response.get("Item") or {}, False
+        count = int(item.get("count", {}).get("N", "0"))
+        outcome = Outcome(client_id, window_start, len(event_ids), applied=applied, count=count,
+                          alarmed="alarmed" in item)
+        if outcome.alarmed:
+            self._remember(pk)
+            return outcome
+        if count <= settings.max_failures:
+            return outcome
+
+        try:
+            self.client.update_item(
+                TableName=settings.table, Key=key, UpdateExpression="SET #alarmed = :true",
+                ConditionExpression="attribute_not_exists(#alarmed)",
+                ExpressionAttributeNames={"#alarmed": "alarmed"},
+                ExpressionAttributeValues={":true": {"BOOL": True}},
+            )
+        except ClientError as err:
+            if not _conditional_failure(err):
+                raise
+            outcome.alarmed = True  # another invocation won: it publishes
+            self._remember(pk)
+            return outcome
+        outcome.alarmed = True
+        if not reportable(client_id):
+            outcome.unreportable = True
+            self._remember(pk)
+            return outcome
+        violation = build_violation(client_id, settings, count, window_start, self.now_ms())
+        try:
+            self.publish(violation)
+        except Exception:
+            # Give the alarm back, so the retry of this delivery (or the next failure) publishes.
+            try:
+                self.client.update_item(TableName=settings.table, Key=key, UpdateExpression="REMOVE #alarmed",
+                                        ExpressionAttributeNames={"#alarmed": "alarmed"})
+            except Exception:  # noqa: BLE001 - the publish error is the one to raise
+                self.logger.exception("could not release the alarm after a failed publish; this "
+                                      "window's violation is lost", extra={"client_id": client_id,
+                                                                           "window_start": window_start})
+            raise
+        self._remember(pk)
+        outcome.violation = violation
+        return outcome

@@ -1,0 +1,180 @@
+"""Lambda entry point (defense.detector.handler.lambda_handler): the device Kinesis stream's consumer, with
+tumbling windows (event source mapping TumblingWindowInSeconds = WINDOW_SECONDS).
+
+Each invocation folds its batch into the window's state (detector/windows.py) and publishes the
+violations of devices that crossed a limit in this batch to VIOLATION_TOPIC_ARN, in Device
+Defender's SNS alert format. Healthy traffic makes no AWS call at all: boto3 is imported and the
+SNS client built on the first violation only.
+
+Failure policy: if publishing fails, the invocation RAISES (it does not return
+batchItemFailures). Lambda then retries the same batch with the same previous state: fold is a
+pure function of (state, records), so the retry counts nothing twice and produces the same
+violations with the same violationIds (any that did get through are republished; the
+auto-response is idempotent on violationId). batchItemFailures would make Lambda checkpoint the
+records before the failed one and carry on from it with the state this invocation returned,
+which already counts the records after it: they would be counted twice. Records themselves
+never fail (malformed ones are counted and skipped: they are observations, nothing is lost).
+The event source should therefore not bisect batches on error; its retry limits (maximum record
+age / retry attempts, with an on-failure destination) bound how long a broken topic can hold a
+shard back, and the iterator-age alarm shows it.
+
+At the final invocation of a window (isFinalInvokeForWindow) the window is summarised in one log
+line and an empty state is returned: the next window starts from nothing (fold would also
+discard a state of another window).
+
+Env: VIOLATION_TOPIC_ARN, PROFILE_NAME, WINDOW_SECONDS, MAX_MESSAGES, MAX_BYTES, MAX_CONNECTS,
+MAX_DISCONNECTS, MAX_ESTABLISHED_TCP, optional MAX_TRACKED_THINGS (default 10,000 per shard).
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
+
+from defense.detector.windows import FoldStats, Limits, alarmed_count, fold, limits_from_env
+
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "detector")
+logger = Logger(service=SERVICE)
+NAMESPACE = "Fleetwarden"
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+# No powertools Tracer: it would import the X-Ray SDK and boto3 on every cold start of a function
+# that calls nothing while traffic is healthy. Lambda active tracing still records invocations.
+
+SNS_BATCH = 10  # PublishBatch takes at most 10 messages
+
+
+class PublishError(RuntimeError):
+    """Some violations were not accepted by SNS: the batch must be retried."""
+
+
+@functools.cache
+def _settings() -> tuple[Limits, tuple[str, ...]]:
+    """Read once per container (and after the env is set, in tests)."""
+    limits, problems = limits_from_env()
+    for problem in problems:
+        logger.error("detector setting missing or invalid; using the default",
+                     extra={"problem": problem, "limits": limits.__dict__})
+    return limits, tuple(problems)
+
+
+@functools.cache
+def _sns() -> Any:
+    """The SNS client, built on the first violation (boto3 is not imported before)."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client("sns", config=Config(connect_timeout=2, read_timeout=5,
+                                             retries={"total_max_attempts": 3, "mode": "standard"}))
+
+
+def publish(violations: list[dict[str, Any]]) -> None:
+    """Every violation to the violation topic; PublishError (or the client's error) if any fails."""
+    from shared.violations import violation_json
+
+    topic = os.environ.get("VIOLATION_TOPIC_ARN")
+    if not topic:
+        raise PublishError("VIOLATION_TOPIC_ARN is not set")
+    client = _sns()
+    for first in range(0, len(violations), SNS_BATCH):
+        chunk = violations[first:first + SNS_BATCH]
+        response = client.publish_batch(TopicArn=topic, PublishBatchRequestEntries=[
+            {"Id": str(i), "Message": violation_json(v)} for i, v in enumerate(chunk)])
+        failed = response.get("Failed") or []
+        if failed:
+            codes = sorted({str(f.get("Code")) for f in failed})
+            raise PublishError(
+                f"SNS refused {len(failed)} of {len(chunk)} violations: {', '.join(codes)}"[:300])
+
+
+def _count(name: str, value: float, unit: str = MetricUnit.Count, **dimensions: str) -> None:
+    """The total (to alarm on) and, with dimensions, the same metric broken down by them."""
+    if not dimensions:
+        metrics.add_metric(name=name, unit=unit, value=value)
+        return
+    with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE,
+                       default_dimensions={"service": SERVICE, **dimensions}):
+        pass
+
+
+def _emit(stats: FoldStats, published: list[dict[str, Any]]) -> None:
+    # Every batch reports these, zeros included, so an alarm always has data.
+    _count("DetectorRecords", stats.records)
+    _count("DetectorRecordsMalformed", stats.malformed_total)
+    _count("DeviceReportsInvalid", stats.reports_invalid)
+    _count("DetectorSpoofedRecords", stats.spoofed)
+    _count("DetectorThingsEvicted", stats.evicted)
+    _count("DetectorTrackedThings", stats.tracked)
+    _count("DetectorStateBytes", stats.state_bytes, MetricUnit.Bytes)
+    _count("ViolationsPublished", len(published))
+    for reason, n in sorted(stats.malformed.items()):
+        _count("DetectorRecordsMalformed", n, reason=reason)
+    by_behavior: dict[str, int] = {}
+    for violation in published:
+        name = violation["behavior"]["name"]
+        by_behavior[name] = by_behavior.get(name, 0) + 1
+    for name, n in sorted(by_behavior.items()):
+        _count("ViolationsPublished", n, behavior=name)
+
+
+# Neither the event (device records) nor the response (the state: per-device counts) is logged.
+@logger.inject_lambda_context(log_event=False)
+@metrics.log_metrics
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    if not isinstance(event, dict):
+        logger.error("not a Kinesis tumbling-window event")
+        _count("DetectorEventsMalformed", 1)
+        return {"state": {}, "batchItemFailures": []}
+    limits, problems = _settings()
+    if problems:
+        _count("DetectorConfigInvalid", len(problems))
+    shard = event.get("shardId") if isinstance(event.get("shardId"), str) else None
+
+    stats = FoldStats()
+    state, violations = fold(event.get("state"), event.get("Records"), limits, event.get("window"),
+                             stats=stats)
+    if stats.window_missing:
+        logger.error("event has no tumbling window: counting in the current aligned window",
+                     extra={"shard": shard})
+    if stats.state_reset:
+        logger.warning("state of another window discarded",
+                       extra={"shard": shard, "window_start": state["w"]})
+    if stats.evicted:
+        logger.warning("tracked things over the per-shard cap: the least active were dropped",
+                       extra={"shard": shard, "evicted": stats.evicted, "tracked": stats.tracked,
+                              "max_tracked": limits.max_tracked})
+    for thing, reason in stats.invalid_reports:
+        logger.warning("device metrics report invalid", extra={"thing": thing, "reason": reason})
+
+    if violations:
+        try:
+            publish(violations)
+        except Exception:
+            logger.exception("violations not published; the batch will be retried with its previous state",
+                             extra={"shard": shard, "violations": len(violations)})
+            _emit(stats, [])
+            _count("DetectorPublishFailures", 1)
+            raise
+        for v in violations:
+            logger.warning("violation published", extra={
+                "thing": v["thingName"], "behavior": v["behavior"]["name"], "violation_id": v["violationId"],
+                "metric_value": v.get("metricValue"), "window_start": state["w"]})
+    _emit(stats, violations)
+    logger.info("detector batch folded", extra={
+        "shard": shard, "window_start": state["w"], "records": stats.records, "telemetry": stats.telemetry,
+        "presence": stats.presence, "reports": stats.reports, "malformed": stats.malformed,
+        "violations": len(violations), "tracked": stats.tracked})
+
+    if event.get("isWindowTerminatedEarly") is True:
+        # Only when the state outgrew 1 MB: the next window starts early and counts restart.
+        logger.error("window terminated early (state too large)", extra={"shard": shard})
+        _count("DetectorWindowsTerminatedEarly", 1)
+    if event.get("isFinalInvokeForWindow") is True:
+        logger.info("window closed", extra={
+            "shard": shard, "window_start": state["w"], "records": state["n"], "things": len(state["t"]),
+            "violations": alarmed_count(state), "evicted": state["e"]})
+        state = {}
+    return {"state": state, "batchItemFailures": []}

@@ -1,0 +1,135 @@
+"""Issue a provisioning token to an admin. Plain functions over injected tables and clock.
+
+The token is returned once, to the caller, and exists nowhere else: the table holds its
+SHA-256, the audit trail and logs hold the first 8 hex digits of that hash.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from shared import audit
+from shared.operators import caller, parse_groups  # noqa: F401  (parse_groups: re-exported)
+from identity.tokens import hash_token, new_token, validate_serial
+
+MAX_BODY = 4096  # the body is {"serial": "..."}; refuse to parse anything much larger
+FALLBACK_TARGET = "provisioning-tokens"  # audit target when no valid serial was asked for
+
+
+@dataclass(frozen=True)
+class Result:
+    status: int
+    body: dict[str, Any]
+    outcome: str  # the metric counted for this request
+
+
+class BadRequest(Exception):
+    pass
+
+
+def parse_serial(body: str | None, pattern: re.Pattern[str]) -> str:
+    if not body:
+        raise BadRequest("request body must be a JSON object with a serial")
+    if len(body) > MAX_BODY:
+        raise BadRequest("request body is too large")
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        raise BadRequest("request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise BadRequest("request body must be a JSON object with a serial")
+    if "serial" not in payload:
+        raise BadRequest("serial is required")
+    serial = payload["serial"]
+    if not isinstance(serial, str):
+        raise BadRequest("serial must be a string")
+    if not validate_serial(serial, pattern):
+        raise BadRequest(f"serial must match {pattern.pattern}")
+    return serial
+
+
+def issue_token(
+    *,
+    claims: Any,
+    body: str | None,
+    tokens_table: Any,
+    audit_table: Any,
+    pattern: re.Pattern[str],
+    ttl_seconds: int,
+    admin_group: str,
+    now: Callable[[], float],
+    logger: Any = None,
+) -> Result:
+    username, groups = caller(claims)
+    # Authorise before looking at the body: non-admins learn nothing about validation.
+    if username is None or admin_group not in groups:
+        return _refuse(username, groups, body, audit_table, pattern, admin_group, now, logger)
+    try:
+        serial = parse_serial(body, pattern)
+    except BadRequest as bad:
+        return Result(400, {"message": str(bad)}, "ProvisioningTokenRequestsInvalid")
+
+    token = new_token()
+    token_hash = hash_token(token)
+    issued_at = int(now())
+    expires_at = issued_at + ttl_seconds
+    try:
+        tokens_table.put_item(
+            Item={
+                "token_hash": token_hash,
+                "serial": serial,
+                "issued_by": username,
+                "issued_at": issued_at,
+                "expires_at": expires_at,
+            },
+            # Never overwrite an existing token, however unlikely a collision.
+            ConditionExpression="attribute_not_exists(token_hash)",
+        )
+        # Audit after the write and before answering: if auditing fails, the token is never
+        # shown to anyone, and its unusable hash simply expires.
+        audit.record(
+            audit_table,
+            action="provisioning-token.issue",
+            actor=username,
+            target=serial,
+            details={"expires_at": expires_at, "token_hash_prefix": token_hash[:8]},
+            now=now,
+            logger=logger,
+        )
+    except (ClientError, BotoCoreError):
+        if logger is not None:
+            logger.exception("could not store or audit a provisioning token", extra={"serial": serial})
+        return Result(500, {"message": "internal error; no token was issued"}, "ProvisioningTokenErrors")
+    body_out = {"serial": serial, "token": token, "expires_at": audit.iso_utc(expires_at, "seconds")}
+    return Result(201, body_out, "ProvisioningTokensIssued")
+
+
+def _refuse(username, groups, body, audit_table, pattern, admin_group, now, logger) -> Result:
+    """403, and an audit record of the attempt: a refused privileged action is itself evidence."""
+    try:
+        target = parse_serial(body, pattern)
+    except BadRequest:
+        target = FALLBACK_TARGET
+    try:
+        audit.record(
+            audit_table,
+            action="provisioning-token.issue-refused",
+            actor=username or "unknown",
+            target=target,
+            details={
+                "reason": f"caller is not in group {admin_group}",
+                "groups": ",".join(sorted(groups))[:256],  # caller-controlled: bounded
+            },
+            now=now,
+            logger=logger,
+        )
+    except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be audited
+        if logger is not None:
+            logger.exception("could not audit a refused token request")
+    return Result(403, {"message": f"only members of {admin_group} may issue provisioning tokens"},
+                  "ProvisioningTokenRequestsForbidden")

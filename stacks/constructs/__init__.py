@@ -1,1 +1,0 @@
-"""Reusable constructs: each owns one capability."""

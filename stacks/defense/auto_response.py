@@ -1,0 +1,153 @@
+"""Containment: the auto-response function on the violation topic, the incident table, and
+the audited device-admin function behind `fleetctl device quarantine|reinstate`."""
+
+from __future__ import annotations
+
+from aws_cdk import Acknowledgment, Duration, Validations
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_iot as iot
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_lambda_destinations as destinations
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sns_subscriptions as subscriptions
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from stacks.config import StageConfig
+from stacks.platform.nag import acknowledge_dead_letter_grant
+from stacks.identity.device_registry import iot_arn_prefix
+from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
+from stacks.platform.table import secure_table
+
+THING_WILDCARD_REASON = ("Contained and reinstated devices are named by the violation or the "
+                          "operator at run time; the group and the actions are named exactly.")
+
+
+class AutoResponse(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: StageConfig,
+        violation_topic: sns.ITopic,
+        ops_topic: sns.ITopic,
+        ops_key: kms.IKey,
+        quarantine_group: iot.CfnThingGroup,
+        audit_table: dynamodb.ITable,
+        audit_key: kms.IKey,
+        key: kms.IKey,
+        log_key: kms.IKey,
+        dead_letters: sqs.IQueue,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        arn = iot_arn_prefix()
+        things, certs = f"{arn}:thing/*", f"{arn}:cert/*"
+        group_arn = quarantine_group.attr_arn
+        common = dict(stage=stage, log_key=log_key)
+
+        self.incidents = secure_table(
+            self, "Incidents",
+            table_name=f"{stage.prefix}-incidents",
+            partition_key="violation_id",
+            key=key,
+            deletion_protection=stage.termination_protection,
+            backup_reason="Point-in-time recovery keeps 35 days of continuous backups of the "
+                          "incident record; longer copies belong to the organisation's AWS Backup policy.",
+        )
+        self.incidents.add_global_secondary_index(
+            index_name="by_thing",
+            partition_key=dynamodb.Attribute(name="thing", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="received_at", type=dynamodb.AttributeType.STRING),
+        )
+
+        self.function = PythonFunction(
+            self, "Respond",
+            handler="defense.auto_response.handler.lambda_handler",
+            description="Contains a violating device: quarantine group, certificates, incident, ops",
+            service="auto-response",
+            environment={
+                "INCIDENTS_TABLE": self.incidents.table_name,
+                "QUARANTINE_GROUP": quarantine_group.thing_group_name,
+                "REVOCATION": stage.revocation,
+                "EXEMPT_GROUP": stage.exempt_group or "",
+                "DRY_RUN": "true" if stage.dry_run else "false",
+                "OPS_TOPIC_ARN": ops_topic.topic_arn,
+            },
+            reserved_concurrency=10,
+            timeout=Duration.seconds(30),
+            **common,
+        ).function
+        # SNS invokes asynchronously: two retries resume the incident's unfinished steps, then
+        # the event is kept in the dead-letter queue.
+        self.function.configure_async_invoke(
+            retry_attempts=2, max_event_age=Duration.hours(6),
+            on_failure=destinations.SqsDestination(dead_letters))
+        violation_topic.add_subscription(subscriptions.LambdaSubscription(self.function))
+        Validations.of(self.function).acknowledge(*[Acknowledgment(
+            id=rule,
+            reason="Failed asynchronous invocations go to an on-failure destination (the defense "
+                   "dead-letter queue), which keeps the event with its error; a DeadLetterConfig "
+                   "would duplicate it.") for rule in ("HIPAA.Security-LambdaDLQ", "NIST.800.53.R5-LambdaDLQ")])
+        fn = self.function
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="ReadTheDevice",
+            actions=["iot:ListThingGroupsForThing", "iot:ListThingPrincipals"],
+            resources=[things]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, group_arn]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="RevokeCertificates", actions=["iot:UpdateCertificate"], resources=[certs]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="RecordIncidents", actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
+            resources=[self.incidents.table_arn]))
+        allow_publish(fn, ops_topic, ops_key)
+        allow_key_use(fn, key)
+        self._acknowledge_wildcards(fn.role)
+        acknowledge_dead_letter_grant(fn.role)
+
+        self.device_admin = PythonFunction(
+            self, "DeviceAdmin",
+            handler="defense.device_admin.handler.lambda_handler",
+            description="Operator quarantine and reinstatement of one device (audited)",
+            service="device-admin",
+            environment={
+                "QUARANTINE_GROUP": quarantine_group.thing_group_name,
+                "AUDIT_TABLE": audit_table.table_name,
+                "INCIDENTS_TABLE": self.incidents.table_name,
+            },
+            reserved_concurrency=2,
+            synchronous_reason="Operators invoke it synchronously from fleetctl and see its error; "
+                               "there is no asynchronous event to dead-letter.",
+            **common,
+        ).function
+        admin = self.device_admin
+        admin.add_to_role_policy(iam.PolicyStatement(
+            sid="ReadTheDevice", actions=["iot:ListThingPrincipals"], resources=[things]))
+        admin.add_to_role_policy(iam.PolicyStatement(
+            sid="QuarantineMembership",
+            actions=["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"],
+            resources=[things, group_arn]))
+        admin.add_to_role_policy(iam.PolicyStatement(
+            sid="ReactivateCertificates", actions=["iot:DescribeCertificate", "iot:UpdateCertificate"],
+            resources=[certs]))
+        admin.add_to_role_policy(iam.PolicyStatement(
+            sid="AuditAndIncidents", actions=["dynamodb:PutItem"], resources=[audit_table.table_arn]))
+        admin.add_to_role_policy(iam.PolicyStatement(
+            sid="MarkIncidentsReinstated", actions=["dynamodb:Query", "dynamodb:UpdateItem"],
+            resources=[self.incidents.table_arn, f"{self.incidents.table_arn}/index/by_thing"]))
+        allow_key_use(admin, audit_key)
+        allow_key_use(admin, key)
+        self._acknowledge_wildcards(admin.role)
+
+    def _acknowledge_wildcards(self, role: iam.IRole) -> None:
+        from aws_cdk import Stack
+        incidents = Stack.of(self).get_logical_id(self.incidents.node.default_child)
+        Validations.of(role).acknowledge(
+            *[Acknowledgment(
+                id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:{kind}/*]",
+                reason=THING_WILDCARD_REASON) for kind in ("thing", "cert")],
+            Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{incidents}.Arn>/index/by_thing]",
+                           reason="One named index (by_thing) of the incident table; the rule reads the path as a wildcard."),
+        )

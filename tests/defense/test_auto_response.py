@@ -1,0 +1,754 @@
+"""Auto-response: moto for the IoT registry (things, groups, certificates), DynamoDB (incidents)
+and SNS (ops topic, read back through a subscribed SQS queue).
+
+Most tests go through handler.lambda_handler with real-shaped SNS events carrying the real
+Device Defender sample. IoT and SNS calls are counted (and failures injected) by wrapping the
+handler's clients.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import functools
+import io
+import itertools
+import json
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+import pytest
+from defense.auto_response import handler as ar_handler
+from defense.auto_response.commands import QUEUED, queue_shutdown_command
+from defense.auto_response.respond import (
+    MAX_RAW_BYTES,
+    ConfigurationError,
+    ContainmentError,
+    Settings,
+)
+from botocore.exceptions import ClientError
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from moto import mock_aws
+from tests.helpers import Counting
+
+EVENTS = Path(__file__).resolve().parent / "events"
+SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
+SAMPLE_DICT = json.loads(SAMPLE)
+THING = SAMPLE_DICT["thingName"]  # dev-IZWB
+VIOLATION_ID = SAMPLE_DICT["violationId"]
+INCIDENTS_TABLE = "fleetwarden-test-incidents"
+QUARANTINE_GROUP = "fleetwarden-test-quarantine"
+EXEMPT_GROUP = "fleetwarden-test-exempt"
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+VIOLATION_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:fleetwarden-test-violations"
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "fleetwarden-test-auto-response"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:fleetwarden-test-auto-response"
+    aws_request_id: str = "6a1f0c55-8d3e-4b0e-9d7e-1c2b3a4d5e6f"
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 30_000
+
+
+def client_error(code: str, operation: str = "UpdateCertificate") -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": f"injected {code}"}}, operation)
+
+
+def create_incidents_table(dynamodb) -> Any:
+    """As the DefenseStack creates it: key violation_id, GSI by_thing (thing, received_at)."""
+    return dynamodb.create_table(
+        TableName=INCIDENTS_TABLE,
+        KeySchema=[{"AttributeName": "violation_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "violation_id", "AttributeType": "S"},
+            {"AttributeName": "thing", "AttributeType": "S"},
+            {"AttributeName": "received_at", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by_thing",
+            "KeySchema": [{"AttributeName": "thing", "KeyType": "HASH"},
+                          {"AttributeName": "received_at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )
+
+
+@functools.cache
+def certificate_pems(count: int = 32) -> tuple[str, ...]:
+    """Self-signed EC certificates made once per session: registering one is far cheaper in moto
+    than CreateKeysAndCertificate (an RSA key per call)."""
+    pems = []
+    for n in range(count):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"device-{n}")])
+        start = datetime.datetime(2024, 1, 1, tzinfo=datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+                .serial_number(n + 1).not_valid_before(start)
+                .not_valid_after(start + datetime.timedelta(days=3650)).sign(key, hashes.SHA256()))
+        pems.append(cert.public_bytes(serialization.Encoding.PEM).decode())
+    return tuple(pems)
+
+
+_next_pem = itertools.count()
+
+
+def make_thing(iot, name: str = THING, certificates: int = 1, status: str = "ACTIVE") -> list[str]:
+    """A registered device: the thing and its certificate(s) attached as principals."""
+    iot.create_thing(thingName=name)
+    ids = []
+    pems = certificate_pems()
+    for _ in range(certificates):
+        pem = pems[next(_next_pem) % len(pems)]
+        cert = iot.register_certificate_without_ca(certificatePem=pem, status=status)
+        iot.attach_thing_principal(thingName=name, principal=cert["certificateArn"])
+        ids.append(cert["certificateId"])
+    return ids
+
+
+@functools.cache
+def shared_session() -> boto3.Session:
+    """One boto3 session for every test: moto resets boto3's default session on each start, and
+    rebuilding the service models per test costs more than the tests themselves. moto's stubber is
+    a built-in botocore handler, so clients of this session are mocked all the same."""
+    return boto3.Session(region_name=REGION)
+
+
+def use_shared_session() -> None:
+    """Call inside mock_aws(): moto restores its own default session when the mock stops."""
+    boto3.DEFAULT_SESSION = shared_session()
+
+
+def sns_event(*messages: str, topic: str = VIOLATION_TOPIC) -> dict[str, Any]:
+    """What SNS hands Lambda: one record per notification (always one in practice)."""
+    return {"Records": [{
+        "EventSource": "aws:sns",
+        "EventVersion": "1.0",
+        "EventSubscriptionArn": f"{topic}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55",
+        "Sns": {
+            "Type": "Notification",
+            "MessageId": str(uuid.uuid4()),
+            "TopicArn": topic,
+            "Subject": None,
+            "Message": message,
+            "Timestamp": "2019-11-15T03:00:01.123Z",
+            "SignatureVersion": "1",
+            "Signature": "EXAMPLE",
+            "SigningCertUrl": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem",
+            "UnsubscribeUrl": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+            "MessageAttributes": {},
+        },
+    } for message in messages]}
+
+
+def violation(**changes: Any) -> str:
+    data = copy.deepcopy(SAMPLE_DICT)
+    data.update(changes)
+    return json.dumps(data)
+
+
+def set_env(monkeypatch, **overrides: str | None) -> None:
+    values = {
+        "INCIDENTS_TABLE": INCIDENTS_TABLE,
+        "QUARANTINE_GROUP": QUARANTINE_GROUP,
+        "REVOCATION": "deactivate",
+        "EXEMPT_GROUP": EXEMPT_GROUP,
+        "DRY_RUN": "false",
+        "POWERTOOLS_SERVICE_NAME": "auto-response",
+        "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
+        **overrides,
+    }
+    for key, value in values.items():
+        if value is None:
+            monkeypatch.delenv(key, raising=False)
+        else:
+            monkeypatch.setenv(key, value)
+
+
+@pytest.fixture
+def env(monkeypatch):
+    """moto with the incidents table, both thing groups, the ops topic -> SQS; the handler's env."""
+    ar_handler._dependencies.cache_clear()
+    with mock_aws():
+        use_shared_session()
+        table = create_incidents_table(boto3.resource("dynamodb"))
+        iot, sns, sqs = boto3.client("iot"), boto3.client("sns"), boto3.client("sqs")
+        iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
+        iot.create_thing_group(thingGroupName=EXEMPT_GROUP)
+        topic = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
+        queue_url = sqs.create_queue(QueueName="ops-inbox")["QueueUrl"]
+        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
+        queue_arn = attributes["QueueArn"]
+        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        set_env(monkeypatch, OPS_TOPIC_ARN=topic)
+        yield SimpleNamespace(table=table, iot=iot, sns=sns, sqs=sqs, queue_url=queue_url, topic=topic,
+                              monkeypatch=monkeypatch)
+    ar_handler._dependencies.cache_clear()
+
+
+@pytest.fixture
+def logs():
+    """Everything the handler's logger writes (its stream was bound at import, before capsys)."""
+    buffer = io.StringIO()
+    previous = ar_handler.logger.registered_handler.setStream(buffer)
+    yield buffer
+    ar_handler.logger.registered_handler.setStream(previous)
+
+
+def unwrapped(client: Any) -> Any:
+    return client._client if isinstance(client, Counting) else client
+
+
+def counted(env, iot_fail: dict[str, list[Exception]] | None = None,
+            sns_fail: dict[str, list[Exception]] | None = None) -> SimpleNamespace:
+    """Wrap the handler's clients (built now, with the current env) so calls are counted."""
+    responder = ar_handler._dependencies()
+    responder.iot = Counting(unwrapped(responder.iot), iot_fail)
+    responder.sns = Counting(unwrapped(responder.sns), sns_fail)
+    return SimpleNamespace(iot=responder.iot, sns=responder.sns, responder=responder)
+
+
+def invoke(event: Any) -> dict[str, Any]:
+    return ar_handler.lambda_handler(event, LambdaContext())
+
+
+def incident(env, violation_id: str = VIOLATION_ID) -> dict[str, Any] | None:
+    return env.table.get_item(Key={"violation_id": violation_id}, ConsistentRead=True).get("Item")
+
+
+def incidents(env) -> list[dict[str, Any]]:
+    return env.table.scan(ConsistentRead=True)["Items"]
+
+
+def ops_messages(env) -> list[dict[str, Any]]:
+    """Every notification on the ops topic so far: {"subject", "text", "details"}."""
+    out = []
+    while True:
+        batch = env.sqs.receive_message(QueueUrl=env.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not batch:
+            return out
+        for message in batch:
+            envelope = json.loads(message["Body"])
+            text = envelope["Message"]
+            out.append({"subject": envelope.get("Subject"), "text": text,
+                        "details": json.loads(text.split("\n\n", 1)[1])})
+            env.sqs.delete_message(QueueUrl=env.queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+def in_group(env, group: str = QUARANTINE_GROUP, thing: str = THING) -> bool:
+    groups = env.iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]
+    return any(g["groupName"] == group for g in groups)
+
+
+def cert_status(env, certificate_id: str) -> str:
+    return env.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"]
+
+
+def metric_names(out: str) -> set[str]:
+    """Metric names in the EMF blobs Powertools printed."""
+    names = set()
+    for line in out.splitlines():
+        try:
+            blob = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(blob, dict) or not isinstance(blob.get("_aws"), dict):
+            continue
+        for directive in blob["_aws"].get("CloudWatchMetrics", []):
+            names |= {m["Name"] for m in directive.get("Metrics", [])}
+    return names
+
+
+# ---- containment ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("mode", "expected_status"), [
+    ("deactivate", "INACTIVE"),
+    ("revoke", "REVOKED"),
+    ("quarantine-only", "ACTIVE"),
+])
+def test_sample_violation_contains_the_device(env, mode, expected_status, capsys):
+    env.monkeypatch.setenv("REVOCATION", mode)
+    (cert,) = make_thing(env.iot)
+    calls = counted(env)
+
+    result = invoke(sns_event(SAMPLE))
+
+    assert result["outcomes"][0]["status"] == "contained"
+    assert in_group(env)
+    assert cert_status(env, cert) == expected_status
+
+    item = incident(env)
+    assert item["status"] == "contained"
+    assert item["thing"] == THING and item["profile"] == "MySecProfile"
+    assert item["behavior"] == "MessagesPub" and item["metric"] == "aws:num-messages-sent"
+    assert item["event_type"] == "in-alarm" and item["event_time"] == 1573786800000
+    assert item["mode"] == mode
+    assert item["violation"] == SAMPLE
+    assert item["received_at"].endswith("Z") and len(item["received_at"]) == 24
+    assert "lease_until" not in item and "error" not in item
+    cert_result = "skipped:quarantine-only" if mode == "quarantine-only" else "done"
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+                             f"certificate:{cert}": cert_result, "notify": "done"}
+    assert item["certificates"] == [cert]
+
+    (message,) = ops_messages(env)
+    assert message["subject"] == f"Fleetwarden: device {THING} contained"
+    assert THING in message["text"] and QUARANTINE_GROUP in message["text"]
+    details = message["details"]
+    assert details["thing"] == THING and details["outcome"] == "contained" and details["mode"] == mode
+    assert details["violation"]["violationId"] == VIOLATION_ID
+    assert details["violation"]["metricValue"] == {"count": 54}
+    assert details["steps"]["quarantine"] == "done"
+    assert details["steps"][f"certificate:{cert}"] == cert_result
+
+    # The call budget: 5 IoT+SNS calls for one certificate (<= 6), 4 without a certificate update.
+    expected_iot = ["list_thing_principals", "list_thing_groups_for_thing", "add_thing_to_thing_group"]
+    if mode != "quarantine-only":
+        expected_iot.append("update_certificate")
+    assert calls.iot.calls == expected_iot
+    assert calls.sns.calls == ["publish"]
+    assert "DevicesContained" in metric_names(capsys.readouterr().out)
+
+
+def test_without_exempt_group_the_group_lookup_is_skipped(env):
+    env.monkeypatch.delenv("EXEMPT_GROUP")
+    make_thing(env.iot)
+    calls = counted(env)
+    invoke(sns_event(SAMPLE))
+    assert calls.iot.calls == ["list_thing_principals", "add_thing_to_thing_group", "update_certificate"]
+    assert incident(env)["status"] == "contained"
+
+
+def test_every_certificate_of_the_thing_is_handled(env):
+    env.monkeypatch.setenv("REVOCATION", "revoke")
+    certs = make_thing(env.iot, certificates=3)
+    other = make_thing(env.iot, name="dev-other")[0]  # another device: untouched
+    invoke(sns_event(SAMPLE))
+    assert [cert_status(env, c) for c in certs] == ["REVOKED"] * 3
+    assert cert_status(env, other) == "ACTIVE"
+    assert not in_group(env, thing="dev-other")
+    steps = incident(env)["steps"]
+    assert {f"certificate:{c}" for c in certs} <= set(steps)
+    assert all(v == "done" for k, v in steps.items() if k.startswith("certificate:"))
+
+
+def test_same_message_twice_is_one_incident_and_no_second_round_of_calls(env, capsys, logs):
+    make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    first = incident(env)
+    capsys.readouterr()
+
+    calls = counted(env)
+    result = invoke(sns_event(SAMPLE))
+
+    assert result["outcomes"][0]["status"] == "duplicate"
+    assert calls.iot.calls == [] and calls.sns.calls == []
+    assert len(incidents(env)) == 1
+    assert incident(env) == first
+    assert len(ops_messages(env)) == 1
+    out = capsys.readouterr().out
+    assert "ViolationsDuplicate" in metric_names(out)
+    assert "duplicate violation" in logs.getvalue()
+
+
+@pytest.mark.parametrize("event_type", ["alarm-cleared", "alarm-invalidated"])
+def test_cleared_or_invalidated_is_recorded_without_action(env, event_type, capsys):
+    (cert,) = make_thing(env.iot)
+    env.iot.add_thing_to_thing_group(thingGroupName=QUARANTINE_GROUP, thingName=THING)  # contained earlier
+    env.iot.update_certificate(certificateId=cert, newStatus="INACTIVE")
+    calls = counted(env)
+
+    result = invoke(sns_event(violation(violationEventType=event_type, violationId="cleared-1")))
+
+    assert result["outcomes"][0]["status"] == "recorded"
+    item = incident(env, "cleared-1")
+    assert item["status"] == "recorded" and item["event_type"] == event_type and item["steps"] == {}
+    assert calls.iot.calls == [] and calls.sns.calls == []
+    # No automatic reinstatement: still quarantined, certificate still inactive.
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+    assert "ViolationsRecorded" in metric_names(capsys.readouterr().out)
+
+
+def test_clearance_of_a_contained_device_is_added_to_its_incident(env):
+    (cert,) = make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    calls = counted(env)
+    cleared = violation(violationEventType="alarm-cleared", violationEventTime=1573787100000)
+
+    assert invoke(sns_event(cleared))["outcomes"][0]["status"] == "recorded"
+
+    item = incident(env)
+    assert item["status"] == "contained"  # kept: the device stays contained until an operator says so
+    assert item["cleared_event_type"] == "alarm-cleared" and item["cleared_event_time"] == 1573787100000
+    assert item["cleared_at"].endswith("Z")
+    assert calls.iot.calls == [] and calls.sns.calls == []
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+    assert len(incidents(env)) == 1
+    # The clearance redelivered: a duplicate.
+    assert invoke(sns_event(cleared))["outcomes"][0]["status"] == "duplicate"
+
+
+def test_in_alarm_arriving_after_its_clearance_still_contains(env):
+    (cert,) = make_thing(env.iot)
+    invoke(sns_event(violation(violationEventType="alarm-cleared", violationEventTime=1573787100000)))
+    assert incident(env)["status"] == "recorded"
+
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "contained"
+
+    item = incident(env)
+    assert item["status"] == "contained" and item["event_type"] == "in-alarm"
+    assert item["event_time"] == 1573786800000 and item["violation"] == SAMPLE
+    assert item["cleared_event_type"] == "alarm-cleared"
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "duplicate"
+
+
+def test_exempt_thing_is_not_contained_and_ops_are_told(env, capsys):
+    (cert,) = make_thing(env.iot)
+    env.iot.add_thing_to_thing_group(thingGroupName=EXEMPT_GROUP, thingName=THING)
+    calls = counted(env)
+
+    result = invoke(sns_event(SAMPLE))
+
+    assert result["outcomes"][0]["status"] == "exempt"
+    assert not in_group(env) and cert_status(env, cert) == "ACTIVE"
+    item = incident(env)
+    assert item["status"] == "exempt" and item["steps"] == {"notify": "done"}
+    assert "add_thing_to_thing_group" not in calls.iot.calls and "update_certificate" not in calls.iot.calls
+    (message,) = ops_messages(env)
+    assert "exempt" in message["text"] and EXEMPT_GROUP in message["text"]
+    assert message["details"]["outcome"] == "exempt"
+    assert "ViolationsExempt" in metric_names(capsys.readouterr().out)
+
+
+def test_dry_run_changes_nothing_records_the_plan_and_tells_ops(env, capsys):
+    env.monkeypatch.setenv("DRY_RUN", "true")
+    (cert,) = make_thing(env.iot)
+    calls = counted(env)
+
+    result = invoke(sns_event(SAMPLE))
+
+    assert result["outcomes"][0]["status"] == "dry-run"
+    assert not in_group(env) and cert_status(env, cert) == "ACTIVE"
+    item = incident(env)
+    assert item["status"] == "dry-run"
+    assert item["planned"] == ["quarantine", "shutdown_command", f"certificate:{cert}"]
+    assert item["certificates"] == [cert]
+    assert item["steps"] == {"notify": "done"}
+    assert calls.iot.calls == ["list_thing_principals", "list_thing_groups_for_thing"]
+    (message,) = ops_messages(env)
+    assert message["text"].startswith("DRY RUN") and "dry run" in message["subject"]
+    assert message["details"]["planned"] == item["planned"]
+    assert "ViolationsDryRun" in metric_names(capsys.readouterr().out)
+
+
+def test_unknown_thing_is_recorded_and_processed(env, capsys, logs):
+    calls = counted(env)
+    result = invoke(sns_event(SAMPLE))  # no thing registered
+    assert result["outcomes"][0]["status"] == "unknown-thing"
+    item = incident(env)
+    assert item["status"] == "unknown-thing" and item["steps"] == {} and "lease_until" not in item
+    assert calls.iot.calls == ["list_thing_principals"] and calls.sns.calls == []
+    assert ops_messages(env) == []
+    out = capsys.readouterr().out
+    assert "ViolationsUnknownThing" in metric_names(out) and "unknown thing" in logs.getvalue()
+    # A redelivery is a duplicate, not a second lookup.
+    calls = counted(env)
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "duplicate"
+    assert calls.iot.calls == []
+
+
+def test_thing_without_certificates_is_contained_by_the_group_alone(env):
+    env.iot.create_thing(thingName=THING)
+    invoke(sns_event(SAMPLE))
+    assert in_group(env)
+    item = incident(env)
+    assert item["status"] == "contained" and item["certificates"] == []
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+                             "notify": "done"}
+    assert ops_messages(env)[0]["details"]["certificates"] == []
+
+
+def test_non_certificate_principals_are_counted_not_touched(env):
+    make_thing(env.iot)
+    responder = counted(env).responder
+    real = responder.iot._client
+
+    class WithCognito:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        def list_thing_principals(self, **kwargs):
+            page = real.list_thing_principals(**kwargs)
+            return {**page, "principals": [*page["principals"], "eu-west-1:1234abcd-cognito-identity"]}
+
+    responder.iot = WithCognito()
+    invoke(sns_event(SAMPLE))
+    item = incident(env)
+    assert item["status"] == "contained" and item["other_principals"] == 1
+
+
+def test_raw_violation_is_truncated_to_8_kb(env):
+    make_thing(env.iot)
+    big = violation(violationEventAdditionalInfo={"note": "é" * 20_000})
+    invoke(sns_event(big))
+    stored = incident(env)["violation"]
+    assert len(stored.encode()) <= MAX_RAW_BYTES
+    assert big.startswith(stored)
+
+
+# ---- malformed input -----------------------------------------------------------------------------
+
+
+MALFORMED = {
+    "not-json": ("{not json", "not-json"),
+    "empty": ("", "not-json"),
+    "array": ("[1, 2]", "not-json"),
+    "missing-fields": (json.dumps({"thingName": THING}), "invalid"),
+    "time-string": (violation(violationEventTime="x"), "invalid"),
+    "time-bool": (violation(violationEventTime=True), "invalid"),
+    "time-float": (violation(violationEventTime=1.5), "invalid"),
+    "bad-thing": (violation(thingName="dev IZWB/../x"), "invalid"),
+    "long-thing": (violation(thingName="a" * 129), "invalid"),
+    "bad-id": (violation(violationId="id with spaces"), "invalid"),
+    "bad-type": (violation(violationEventType="in-alarm-ish"), "invalid"),
+    "behavior-not-object": (violation(behavior="MessagesPub"), "invalid"),
+    "thing-number": (violation(thingName=42), "invalid"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_violation_is_counted_and_processed(env, case, capsys, logs):
+    make_thing(env.iot)
+    body, reason = MALFORMED[case]
+    calls = counted(env)
+
+    result = invoke(sns_event(body))
+
+    (outcome,) = result["outcomes"]
+    assert outcome["status"] == "malformed" and outcome["detail"]
+    assert incidents(env) == [] and calls.iot.calls == [] and calls.sns.calls == []
+    assert not in_group(env)
+    out = capsys.readouterr().out
+    assert "ViolationsMalformed" in metric_names(out)
+    assert f'"reason":"{reason}"' in out.replace(" ", "")  # the metric's reason dimension
+    assert "violation rejected" in logs.getvalue()
+
+
+@pytest.mark.parametrize("event", [
+    {},
+    {"Records": []},
+    {"Records": "x"},
+    None,
+    "a string",
+    [1, 2],
+    {"Records": [{"eventSource": "aws:sqs", "body": SAMPLE}]},
+    {"Records": [{"EventSource": "aws:sns", "Sns": {"Message": 42}}]},
+    {"Records": [None]},
+])
+def test_not_an_sns_event_is_counted_and_processed(env, event, capsys):
+    make_thing(env.iot)
+    result = invoke(event)
+    assert all(o["status"] == "malformed" for o in result["outcomes"])
+    assert incidents(env) == [] and not in_group(env)
+    assert "ViolationsMalformed" in metric_names(capsys.readouterr().out)
+
+
+def test_a_bad_record_does_not_stop_a_good_one(env):
+    make_thing(env.iot)
+    result = invoke(sns_event("nope", SAMPLE))
+    assert [o["status"] for o in result["outcomes"]] == ["malformed", "contained"]
+
+
+# ---- failures and retries ------------------------------------------------------------------------
+
+
+def test_failed_certificate_update_raises_then_the_retry_finishes_the_rest(env, capsys):
+    (cert,) = make_thing(env.iot)
+    first = counted(env, iot_fail={"update_certificate": [client_error("ThrottlingException")]})
+
+    with pytest.raises(ContainmentError) as raised:
+        invoke(sns_event(SAMPLE))
+
+    assert raised.value.step == f"certificate:{cert}" and raised.value.code == "ThrottlingException"
+    assert in_group(env) and cert_status(env, cert) == "ACTIVE"  # cut off already, certificate not yet
+    item = incident(env)
+    assert item["status"] == "in-progress"
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+                             f"certificate:{cert}": "failed:ThrottlingException"}
+    assert item["plan"][-1] == "notify" and item["lease_until"] == 0
+    assert item["error"] == f"certificate:{cert}:ThrottlingException"
+    assert first.sns.calls == []
+    out = capsys.readouterr().out
+    assert {"ContainmentStepFailures", "ViolationsNotHandled"} <= metric_names(out)
+
+    # Lambda's retry: the same event again.
+    second = counted(env)
+    result = invoke(sns_event(SAMPLE))
+
+    assert result["outcomes"][0]["status"] == "contained"
+    assert second.iot.calls == ["update_certificate"]  # no lookup, no second add to the group
+    assert second.sns.calls == ["publish"]
+    assert cert_status(env, cert) == "INACTIVE"
+    item = incident(env)
+    assert item["status"] == "contained" and item["attempts"] == 2
+    assert set(item["steps"].values()) <= {"done", "skipped:not-available"}
+    assert "lease_until" not in item and "error" not in item
+    assert len(ops_messages(env)) == 1
+    assert "ContainmentsResumed" in metric_names(capsys.readouterr().out)
+
+    # And a third delivery is a plain duplicate.
+    third = counted(env)
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "duplicate"
+    assert third.iot.calls == [] and third.sns.calls == []
+
+
+def test_failed_publish_is_retried_without_repeating_containment(env):
+    (cert,) = make_thing(env.iot)
+    counted(env, sns_fail={"publish": [client_error("InternalError", "Publish")]})
+    with pytest.raises(ContainmentError):
+        invoke(sns_event(SAMPLE))
+    assert incident(env)["steps"]["notify"] == "failed:InternalError"
+
+    retry = counted(env)
+    invoke(sns_event(SAMPLE))
+    assert retry.iot.calls == [] and retry.sns.calls == ["publish"]
+    assert incident(env)["status"] == "contained" and cert_status(env, cert) == "INACTIVE"
+    assert len(ops_messages(env)) == 1
+
+
+def test_failed_quarantine_raises_and_nothing_else_runs(env):
+    (cert,) = make_thing(env.iot)
+    calls = counted(env, iot_fail={"add_thing_to_thing_group": [client_error("ServiceUnavailableException")]})
+    with pytest.raises(ContainmentError):
+        invoke(sns_event(SAMPLE))
+    assert "update_certificate" not in calls.iot.calls and calls.sns.calls == []
+    assert incident(env)["steps"] == {"quarantine": "failed:ServiceUnavailableException"}
+    assert cert_status(env, cert) == "ACTIVE"
+
+    invoke(sns_event(SAMPLE))
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+
+
+def test_missing_quarantine_group_is_a_failure_not_a_skip(env):
+    make_thing(env.iot)
+    env.monkeypatch.setenv("QUARANTINE_GROUP", "no-such-group")
+    with pytest.raises(ContainmentError) as raised:
+        invoke(sns_event(SAMPLE))
+    assert raised.value.step == "quarantine"
+    assert incident(env)["steps"]["quarantine"].startswith("failed:")
+
+
+def test_failed_lookup_raises_and_the_retry_decides_afresh(env):
+    (cert,) = make_thing(env.iot)
+    throttled = client_error("ThrottlingException", "ListThingPrincipals")
+    counted(env, iot_fail={"list_thing_principals": [throttled]})
+    with pytest.raises(ContainmentError) as raised:
+        invoke(sns_event(SAMPLE))
+    assert raised.value.step == "lookup"
+    item = incident(env)
+    assert item["status"] == "in-progress" and "plan" not in item
+    assert item["error"] == "lookup:ThrottlingException"
+
+    invoke(sns_event(SAMPLE))
+    assert incident(env)["status"] == "contained" and cert_status(env, cert) == "INACTIVE"
+
+
+@pytest.mark.parametrize(("code", "result"), [
+    ("ResourceNotFoundException", "skipped:not-found"),
+    ("CertificateStateException", "skipped:certificate-state"),
+])
+def test_certificate_gone_or_in_a_final_state_is_skipped(env, code, result):
+    (cert,) = make_thing(env.iot)
+    counted(env, iot_fail={"update_certificate": [client_error(code)]})
+    invoke(sns_event(SAMPLE))
+    item = incident(env)
+    assert item["status"] == "contained" and item["steps"][f"certificate:{cert}"] == result
+
+
+def test_a_concurrent_duplicate_under_a_live_lease_does_nothing(env):
+    make_thing(env.iot)
+    # Another invocation is working on it right now.
+    env.table.put_item(Item={"violation_id": VIOLATION_ID, "thing": THING, "event_type": "in-alarm",
+                             "received_at": "2019-11-15T03:00:01.000Z", "status": "in-progress", "steps": {},
+                             "lease_until": 4_000_000_000, "attempts": 1})
+    calls = counted(env)
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "duplicate"
+    assert calls.iot.calls == [] and calls.sns.calls == []
+
+
+def test_an_expired_lease_is_taken_over(env):
+    (cert,) = make_thing(env.iot)
+    # An attempt that died (timeout) after quarantining: lease expired, plan recorded.
+    env.table.put_item(Item={
+        "violation_id": VIOLATION_ID, "thing": THING, "received_at": "2019-11-15T03:00:01.000Z",
+        "event_type": "in-alarm",
+        "status": "in-progress", "mode": "deactivate", "steps": {"quarantine": "done"}, "lease_until": 1,
+        "attempts": 1, "outcome": "contained", "certificates": [cert],
+        "plan": ["quarantine", "shutdown_command", f"certificate:{cert}", "notify"],
+    })
+    calls = counted(env)
+    invoke(sns_event(SAMPLE))
+    assert calls.iot.calls == ["update_certificate"]
+    assert incident(env)["status"] == "contained" and cert_status(env, cert) == "INACTIVE"
+
+
+def test_replaced_shutdown_seam_is_recorded_as_done(env):
+    make_thing(env.iot)
+    seen = []
+
+    def queue(thing, iot, *, incident_id=None):
+        seen.append((thing, incident_id))
+        return QUEUED
+
+    counted(env).responder.queue_shutdown = queue
+    invoke(sns_event(SAMPLE))
+    assert seen == [(THING, VIOLATION_ID)]
+    assert incident(env)["steps"]["shutdown_command"] == "done"
+
+
+def test_the_shutdown_seam_today_is_not_available():
+    assert queue_shutdown_command("dev-1", object()) == "not-available"
+
+
+# ---- configuration -------------------------------------------------------------------------------
+
+
+BASE_ENV = {"INCIDENTS_TABLE": "t", "QUARANTINE_GROUP": "q", "OPS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:ops"}
+
+
+def test_settings_defaults():
+    settings = Settings.from_env(BASE_ENV)
+    assert settings.revocation == "deactivate" and settings.dry_run is False and settings.exempt_group is None
+
+
+@pytest.mark.parametrize("changes", [
+    {"REVOCATION": "delete"},
+    {"DRY_RUN": "maybe"},
+    {"QUARANTINE_GROUP": ""},
+    {"OPS_TOPIC_ARN": ""},
+])
+def test_bad_configuration_is_loud(changes):
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({**BASE_ENV, **changes})
+
+
+def test_bad_configuration_fails_the_invocation_so_it_is_retried(env):
+    make_thing(env.iot)
+    env.monkeypatch.setenv("REVOCATION", "nuke")
+    with pytest.raises(ConfigurationError):
+        invoke(sns_event(SAMPLE))
+    assert not in_group(env)

@@ -1,0 +1,468 @@
+"""Built-in detector, pure part: fold over real-shaped Kinesis records (data = base64 of the JSON the
+IoT rules put on the stream), report validation, settings. No AWS here: the detector has no
+database, and publishing is the handler's (test_detector_handler.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+
+import pytest
+from defense.detector.reports import InvalidReport, ReportCounts, parse_report
+from defense.detector.windows import (
+    BAD_DATA,
+    BAD_FIELDS,
+    BAD_PAYLOAD,
+    BAD_RECORD,
+    NOT_OBJECT,
+    UNKNOWN_KIND,
+    UNSAFE_ID,
+    FoldStats,
+    Limits,
+    alarmed_count,
+    fold,
+    limits_from_env,
+    window_start,
+)
+from shared.violations import Violation, derive_violation_id, parse_violation, violation_json
+
+PROFILE = "fleetwarden-test-builtin"
+WINDOW = {"start": "2024-03-05T07:05:00Z", "end": "2024-03-05T07:10:00Z"}
+NEXT_WINDOW = {"start": "2024-03-05T07:10:00Z", "end": "2024-03-05T07:15:00Z"}
+WINDOW_START = 1_709_622_300  # 2024-03-05T07:05:00Z
+NOW_MS = 1_709_622_345_678
+LIMITS = Limits(max_messages=100, max_bytes=50_000, max_connects=5, max_disconnects=5, max_established_tcp=3,
+                window_seconds=300, profile=PROFILE)
+SHARD = "shardId-000000000000"
+PAYLOAD = json.dumps({"ts": 1_709_622_301, "seq": 1, "metrics": {"temperature_c": 21.5}}).encode()  # 61 bytes
+
+_sequence = iter(range(10**9))
+
+
+def b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode()
+
+
+def kinesis_record(doc: dict | bytes | str, partition_key: str = "sensor-0001") -> dict:
+    """One record as Lambda delivers it from Kinesis: data = base64 of the rule's JSON output
+    (bytes / str: used as given)."""
+    if isinstance(doc, dict):
+        data = b64(json.dumps(doc).encode())
+    elif isinstance(doc, bytes):
+        data = b64(doc)
+    else:
+        data = doc
+    seq = next(_sequence)
+    sequence_number = f"4959033827149025660855969253836157109592157598913{seq:08d}"
+    return {
+        "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": partition_key,
+                    "sequenceNumber": sequence_number, "data": data,
+                    "approximateArrivalTimestamp": 1_709_622_301.123},
+        "eventSource": "aws:kinesis", "eventVersion": "1.0",
+        "eventID": f"{SHARD}:{sequence_number}", "eventName": "aws:kinesis:record",
+        "invokeIdentityArn": "arn:aws:iam::123456789012:role/fleetwarden-test-detector",
+        "awsRegion": "eu-west-1",
+        "eventSourceARN": "arn:aws:kinesis:eu-west-1:123456789012:stream/fleetwarden-test-observations",
+    }
+
+
+def telemetry(thing: str, payload: bytes = PAYLOAD, *, client_id: str | None = None) -> dict:
+    """The telemetry rule's envelope (the same SQL as the Firehose path), as a Kinesis record."""
+    client = thing if client_id is None else client_id
+    return kinesis_record({"payload": b64(payload), "thing": thing, "client_id": client,
+                           "principal": "a1" * 32, "received_at": 1_709_622_301_000}, client)
+
+
+def presence(client_id: str, event: str) -> dict:
+    doc = {"kind": "presence", "event": event, "client_id": client_id, "timestamp": 1_709_622_301_000}
+    if event == "disconnected":
+        doc["disconnect_reason"] = "CONNECTION_LOST"
+    return kinesis_record(doc, client_id)
+
+
+def report(*, tcp_ports=(), udp_ports=(), established=0, short=False) -> dict:
+    """A Device Defender device-side metrics report (long names, or the short ones)."""
+    doc = {
+        "header": {"report_id": 1_709_622_301, "version": "1.0"},
+        "metrics": {
+            "listening_tcp_ports": {"ports": [{"interface": "eth0", "port": p} for p in tcp_ports],
+                                    "total": len(tcp_ports)},
+            "listening_udp_ports": {"ports": [{"interface": "eth0", "port": p} for p in udp_ports],
+                                    "total": len(udp_ports)},
+            "network_stats": {"bytes_in": 29358693495, "bytes_out": 26485035, "packets_in": 10013573555,
+                              "packets_out": 11382615},
+            "tcp_connections": {"established_connections": {
+                "connections": [{"local_interface": "eth0", "local_port": 40000 + i,
+                                 "remote_addr": f"192.168.0.{i + 1}:8883"} for i in range(established)],
+                "total": established}},
+        },
+    }
+    return shorten(doc) if short else doc
+
+
+SHORT = {"header": "hed", "report_id": "rid", "version": "v", "metrics": "met", "listening_tcp_ports": "tp",
+         "listening_udp_ports": "up", "ports": "pts", "port": "pt", "interface": "if", "total": "t",
+         "network_stats": "ns", "bytes_in": "bi", "bytes_out": "bo", "packets_in": "pi", "packets_out": "po",
+         "tcp_connections": "tc", "established_connections": "ec", "connections": "cs", "remote_addr": "rad",
+         "local_port": "lp", "local_interface": "li", "custom_metrics": "cmet"}
+
+
+def shorten(value):
+    if isinstance(value, dict):
+        return {SHORT.get(k, k): shorten(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [shorten(v) for v in value]
+    return value
+
+
+def metrics_record(thing: str, doc) -> dict:
+    return kinesis_record({"kind": "metrics", "thing": thing, "report": doc}, thing)
+
+
+def run(batches: list[list[dict]], *, state=None, window=WINDOW, limits=LIMITS, stats=None):
+    """Fold batch after batch, carrying the returned state like Lambda does; every violation."""
+    state = {} if state is None else state
+    violations = []
+    for batch in batches:
+        state, new = fold(state, batch, limits, window, now_ms=NOW_MS, stats=stats)
+        violations.extend(new)
+    return state, violations
+
+
+def assert_defender_format(violation: dict) -> Violation:
+    """Valid for the shared model, and unchanged through the JSON an SNS message carries."""
+    parsed = parse_violation(violation_json(violation))
+    assert parsed.model_dump(exclude_none=True) == violation
+    return Violation.model_validate(violation)
+
+
+def behaviors(violations) -> list[tuple[str, str]]:
+    return [(v["thingName"], v["behavior"]["name"]) for v in violations]
+
+
+# ---- floods --------------------------------------------------------------------------------------
+
+
+def test_a_flood_in_one_batch_gives_exactly_one_violation_in_defender_format():
+    batch = [telemetry("sensor-0001") for _ in range(150)] + [telemetry("sensor-0002") for _ in range(20)]
+    state, violations = run([batch])
+    assert len(violations) == 1
+    violation = violations[0]
+    assert_defender_format(violation)
+    assert violation == {
+        "violationId": derive_violation_id(thing="sensor-0001", profile=PROFILE, behavior_name="MessagesSent",
+                                           window=WINDOW_START),
+        "thingName": "sensor-0001",
+        "securityProfileName": PROFILE,
+        "behavior": {"name": "MessagesSent", "metric": "aws:num-messages-sent",
+                     "criteria": {"comparisonOperator": "greater-than", "value": {"count": 100},
+                                  "durationSeconds": 300}},
+        "metricValue": {"count": 150},
+        "violationEventType": "in-alarm",
+        "violationEventTime": NOW_MS,
+    }
+    assert state["t"]["sensor-0001"][:4] == [150, 150 * len(PAYLOAD), 0, 0]
+    assert state["t"]["sensor-0002"] == [20, 20 * len(PAYLOAD), 0, 0, 0]
+
+
+def test_the_same_flood_spread_over_many_batches_gives_exactly_one_violation():
+    # 150 messages, 5 per batch, among healthy neighbours: the limit (100) is crossed in batch 21.
+    neighbours = [telemetry(f"sensor-1{i:03d}") for i in range(20)]
+    batches = [[telemetry("sensor-0001") for _ in range(5)] + neighbours for _ in range(30)]
+    state = {}
+    found = []
+    for index, batch in enumerate(batches):
+        state, violations = fold(state, batch, LIMITS, WINDOW, now_ms=NOW_MS)
+        found.extend((index, v) for v in violations)
+    assert [(i, v["thingName"], v["behavior"]["name"]) for i, v in found] == [
+        (20, "sensor-0001", "MessagesSent")]
+    assert found[0][1]["metricValue"] == {"count": 105}
+    assert state["t"]["sensor-0001"][0] == 150
+    assert state["n"] == 30 * 25
+
+
+def test_byte_volume_spread_over_batches_gives_one_violation():
+    big = b"x" * 4000
+    batches = [[telemetry("sensor-0003", big)] * 2 for _ in range(10)]  # 80,000 bytes in 20 messages
+    _, violations = run(batches)
+    assert behaviors(violations) == [("sensor-0003", "MessageBytes")]
+    assert violations[0]["behavior"]["metric"] == "aws:message-byte-size"
+    assert violations[0]["metricValue"] == {"count": 56_000}  # 48,000 after batch 6, over 50,000 in batch 7
+    assert_defender_format(violations[0])
+
+
+@pytest.mark.parametrize("size", range(0, 13))
+def test_bytes_are_the_decoded_payload_length(size):
+    state, _ = run([[telemetry("sensor-0001", bytes(range(size)))]])
+    assert state["t"]["sensor-0001"][1] == size
+
+
+def test_healthy_traffic_from_many_devices_over_many_batches_gives_no_violation():
+    stats = FoldStats()
+    batches = [[telemetry(f"sensor-{(b * 500 + i) % 1000:04d}") for i in range(500)] for b in range(40)]
+    batches.append([presence(f"sensor-{i:04d}", "connected") for i in range(1000)])
+    batches.append([metrics_record(f"sensor-{i:04d}", report(established=2)) for i in range(1000)])
+    state, violations = run(batches, stats=stats)
+    assert violations == []
+    assert len(state["t"]) == 1000
+    assert all(entry[0] == 20 and entry[2] == 1 and entry[4] == 0 for entry in state["t"].values())
+    assert stats.records == 22_000 and stats.malformed == {} and stats.evicted == 0
+
+
+def test_at_the_limit_is_not_over_it():
+    _, violations = run([[telemetry("sensor-0001")] * 100, [presence("sensor-0001", "connected")] * 5])
+    assert violations == []
+    _, violations = run([[telemetry("sensor-0001")] * 101])
+    assert behaviors(violations) == [("sensor-0001", "MessagesSent")]
+
+
+# ---- retries, purity, windows -----------------------------------------------------------------------
+
+
+def test_a_retried_batch_with_the_previous_state_gives_the_same_result_and_no_double_count():
+    first = [telemetry("sensor-0001") for _ in range(60)]
+    state1, _ = fold({}, first, LIMITS, WINDOW, now_ms=NOW_MS)
+    snapshot = copy.deepcopy(state1)
+    second = [telemetry("sensor-0001") for _ in range(60)] + [presence("sensor-0002", "connected")] * 6
+    state2, violations = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
+    # Lambda retries the batch with the state it had sent: the same answer, nothing counted twice.
+    retried_state, retried = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
+    assert state1 == snapshot  # inputs are never modified
+    assert retried_state == state2 and retried == violations
+    assert state2["t"]["sensor-0001"][0] == 120
+    assert behaviors(violations) == [("sensor-0001", "MessagesSent"), ("sensor-0002", "ConnectionAttempts")]
+    # Through JSON (as Lambda carries it) too.
+    assert fold(json.loads(json.dumps(state1)), second, LIMITS, WINDOW, now_ms=NOW_MS) == (state2, violations)
+
+
+def test_a_new_window_starts_empty_and_previous_counts_do_not_carry_over():
+    state, violations = run([[telemetry("sensor-0001")] * 90])
+    assert violations == []
+    stats = FoldStats()
+    # Lambda starts each window with {}; a stale state of another window is discarded anyway.
+    for carried in ({}, state):
+        new_state, violations = fold(carried, [telemetry("sensor-0001")] * 90, LIMITS, NEXT_WINDOW,
+                                     now_ms=NOW_MS, stats=stats)
+        assert violations == []
+        assert new_state["t"] == {"sensor-0001": [90, 90 * len(PAYLOAD), 0, 0, 0]}
+        assert new_state["w"] == WINDOW_START + 300 and new_state["n"] == 90
+    assert stats.state_reset == 1
+
+
+def test_an_alarm_is_once_per_window_and_again_in_the_next():
+    state, first = run([[telemetry("sensor-0001")] * 101, [telemetry("sensor-0001")] * 50])
+    assert len(first) == 1 and alarmed_count(state) == 1
+    _, second = run([[telemetry("sensor-0001")] * 101], window=NEXT_WINDOW)
+    assert len(second) == 1
+    assert second[0]["violationId"] != first[0]["violationId"]
+    assert second[0]["violationId"] == derive_violation_id(
+        thing="sensor-0001", profile=PROFILE, behavior_name="MessagesSent", window=WINDOW_START + 300)
+
+
+def test_window_start_parsing():
+    assert window_start(WINDOW) == WINDOW_START
+    assert window_start({"start": "2024-03-05T07:05:00+00:00"}) == WINDOW_START
+    for bad in (None, {}, {"start": 5}, {"start": "yesterday"}, {"start": "2024-03-05T07:05:00"}, []):
+        assert window_start(bad) is None
+
+
+def test_without_a_window_the_current_aligned_window_is_used():
+    stats = FoldStats()
+    state, _ = fold({}, [telemetry("sensor-0001")], LIMITS, None, now_ms=NOW_MS, stats=stats)
+    assert state["w"] == WINDOW_START and stats.window_missing == 1
+
+
+# ---- connections, reports, spoofing ------------------------------------------------------------------
+
+
+def test_a_connect_and_disconnect_storm_gives_violations():
+    batches = [[presence("sensor-0009", "connected"), presence("sensor-0009", "disconnected")]
+               for _ in range(8)]
+    state, violations = run(batches)
+    assert sorted(behaviors(violations)) == [("sensor-0009", "ConnectionAttempts"),
+                                             ("sensor-0009", "Disconnects")]
+    by_name = {v["behavior"]["name"]: v for v in violations}
+    assert by_name["ConnectionAttempts"]["behavior"]["metric"] == "aws:num-connection-attempts"
+    assert by_name["Disconnects"]["behavior"]["metric"] == "aws:num-disconnects"
+    assert by_name["ConnectionAttempts"]["metricValue"] == {"count": 6}
+    for v in violations:
+        assert_defender_format(v)
+    assert state["t"]["sensor-0009"][2:4] == [8, 8]
+
+
+def test_a_listening_tcp_port_is_a_violation_at_once():
+    state, violations = run([[metrics_record("sensor-0005", report(tcp_ports=(22, 8080)))]])
+    assert behaviors(violations) == [("sensor-0005", "ListeningTcpPorts")]
+    violation = violations[0]
+    assert_defender_format(violation)
+    assert violation["behavior"] == {
+        "name": "ListeningTcpPorts", "metric": "aws:num-listening-tcp-ports",
+        "criteria": {"comparisonOperator": "greater-than", "value": {"count": 0}}}
+    assert violation["metricValue"] == {"count": 2}
+    # The next report in the same window does not repeat it.
+    _, again = run([[metrics_record("sensor-0005", report(tcp_ports=(22,)))]], state=state)
+    assert again == []
+
+
+def test_udp_ports_and_too_many_established_connections_are_violations():
+    record = metrics_record("sensor-0006", report(udp_ports=(5353,), established=4, short=True))
+    _, violations = run([[record]])
+    assert sorted(behaviors(violations)) == [("sensor-0006", "EstablishedTcpConnections"),
+                                             ("sensor-0006", "ListeningUdpPorts")]
+    established = next(v for v in violations if v["behavior"]["name"] == "EstablishedTcpConnections")
+    assert established["behavior"]["metric"] == "aws:num-established-tcp-connections"
+    assert established["behavior"]["criteria"]["value"] == {"count": 3}
+    assert established["metricValue"] == {"count": 4}
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_a_valid_report_without_ports_gives_no_violation(short):
+    stats = FoldStats()
+    _, violations = run([[metrics_record("sensor-0007", report(established=3, short=short))]], stats=stats)
+    assert violations == [] and stats.reports == 1 and stats.reports_invalid == 0
+
+
+INVALID_REPORTS = [
+    None, [], "report", {}, {"header": {"report_id": 1, "version": "1.0"}},
+    {"header": {"report_id": -1, "version": "1.0"}, "metrics": {}},
+    {"header": {"report_id": 1, "version": "2.0"}, "metrics": {}},
+    {"header": {"report_id": True, "version": "1.0"}, "metrics": {}},
+    {"header": {"report_id": 1.5, "version": "1.0"}, "metrics": {}},
+    {"header": {"version": "1.0"}, "metrics": {}},
+    {"header": {"report_id": 1, "version": "1.0"},
+     "metrics": {"listening_tcp_ports": {"ports": [{"port": 70000}]}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"listening_tcp_ports": {"ports": [{}]}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"listening_tcp_ports": {"ports": "22"}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"listening_udp_ports": {"total": "1"}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"network_stats": {"bytes_in": -5}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"tcp_connections": {
+        "established_connections": {"connections": [{"local_port": 1}]}}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {"surprise": {}}},
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {}, "extra": 1},
+    {"header": {"report_id": 1, "version": "1.0"}, "met": {}},  # mixed key styles
+    {"hed": {"rid": 1, "v": "1.0"}, "met": {"tp": {"ports": [{"pt": 22}]}}},  # long key in a short report
+    {"header": {"report_id": 1, "version": "1.0"}, "metrics": {}, "custom_metrics": []},
+]
+
+
+def test_invalid_reports_are_counted_and_never_crash():
+    stats = FoldStats()
+    batch = [metrics_record("sensor-0008", doc) for doc in INVALID_REPORTS]
+    batch.append(metrics_record("sensor-0008", report(tcp_ports=(22,))))  # a valid one still counts
+    _, violations = run([batch], stats=stats)
+    assert stats.reports == len(INVALID_REPORTS) + 1
+    assert stats.reports_invalid == len(INVALID_REPORTS)
+    assert behaviors(violations) == [("sensor-0008", "ListeningTcpPorts")]
+    assert stats.invalid_reports[0] == ("sensor-0008", "report is not an object")
+    assert len(stats.invalid_reports) == min(20, len(INVALID_REPORTS))
+
+
+@pytest.mark.parametrize("doc", INVALID_REPORTS)
+def test_parse_report_refuses(doc):
+    with pytest.raises(InvalidReport) as err:
+        parse_report(doc)
+    assert err.value.reason and len(err.value.reason) < 120
+
+
+def test_parse_report_counts():
+    assert parse_report(report(tcp_ports=(1, 2), udp_ports=(3,), established=2)) == ReportCounts(2, 1, 2)
+    assert parse_report(report(short=True)) == ReportCounts(0, 0, 0)
+    # total cannot hide listed ports, nor the list hide the total
+    doc = {"header": {"report_id": 1, "version": "1.0"},
+           "metrics": {"listening_tcp_ports": {"ports": [{"port": 22}], "total": 0},
+                       "listening_udp_ports": {"total": 4}}}
+    assert parse_report(doc) == ReportCounts(1, 4, None)
+    minimal = {"hed": {"rid": 0, "v": "1.0"}, "met": {}, "cmet": {"cpu": [{"number": 1}]}}
+    assert parse_report(minimal) == ReportCounts(None, None, None)
+
+
+def test_spoofed_telemetry_counts_against_the_client_id():
+    stats = FoldStats()
+    batch = [telemetry("victim-0001", client_id="attacker-01") for _ in range(101)]
+    state, violations = run([batch], stats=stats)
+    assert behaviors(violations) == [("attacker-01", "MessagesSent")]
+    assert "victim-0001" not in state["t"] and stats.spoofed == 101
+
+
+def test_a_report_naming_another_thing_counts_against_its_client_id():
+    record = kinesis_record({"kind": "metrics", "thing": "victim-0001", "client_id": "attacker-01",
+                             "report": report(tcp_ports=(22,))})
+    _, violations = run([[record]])
+    assert behaviors(violations) == [("attacker-01", "ListeningTcpPorts")]
+
+
+# ---- malformed records, caps, settings ---------------------------------------------------------------
+
+
+def test_malformed_records_are_counted_by_reason_and_skipped():
+    good = telemetry("sensor-0001")
+    bad = [
+        ({"kinesis": {}}, BAD_RECORD), ({}, BAD_RECORD), ("not a record", BAD_RECORD),
+        ({"kinesis": {"data": 12}}, BAD_RECORD),
+        (kinesis_record("%%%not base64%%%"), BAD_DATA), (kinesis_record(b"\xff\xfe{"), BAD_DATA),
+        (kinesis_record(b"{not json"), BAD_DATA), (kinesis_record(b"[1, 2]"), NOT_OBJECT),
+        (kinesis_record({"kind": "shadow"}), UNKNOWN_KIND),
+        (kinesis_record({"payload": 5, "thing": "a", "client_id": "a"}), BAD_FIELDS),
+        (kinesis_record({"payload": "abc", "thing": "a", "client_id": "a"}), BAD_PAYLOAD),
+        (kinesis_record({"payload": "", "thing": "a/b", "client_id": "a/b"}), UNSAFE_ID),
+        (kinesis_record({"kind": "presence", "event": "reconnected", "client_id": "a"}), BAD_FIELDS),
+        (kinesis_record({"kind": "presence", "event": "connected", "client_id": ["a"]}), UNSAFE_ID),
+        (kinesis_record({"kind": "presence", "event": "connected", "client_id": "x" * 129}), UNSAFE_ID),
+        (kinesis_record({"kind": "metrics", "thing": None, "report": {}}), BAD_FIELDS),
+        (kinesis_record(b"[" * 100_000), BAD_DATA),
+    ]
+    stats = FoldStats()
+    state, violations = fold({}, [good] + [record for record, _ in bad] + [good], LIMITS, WINDOW, stats=stats)
+    assert violations == []
+    expected: dict[str, int] = {}
+    for _, reason in bad:
+        expected[reason] = expected.get(reason, 0) + 1
+    assert stats.malformed == expected
+    assert stats.records == len(bad) + 2 and stats.telemetry == 2
+    assert state["t"] == {"sensor-0001": [2, 2 * len(PAYLOAD), 0, 0, 0]}
+
+
+def test_records_that_are_not_a_list_count_as_none():
+    state, violations = fold({}, None, LIMITS, WINDOW)
+    assert violations == [] and state["t"] == {} and state["n"] == 0
+
+
+def test_over_the_tracking_cap_the_least_active_are_dropped_and_the_flooder_still_alarms():
+    limits = Limits(max_messages=100, max_bytes=10**9, max_connects=5, max_disconnects=5,
+                    max_established_tcp=3, profile=PROFILE, max_tracked=20)
+    stats = FoldStats()
+    batches = [[telemetry("flooder-01")] * 10 + [telemetry(f"sensor-{b:02d}-{i:02d}") for i in range(15)]
+               for b in range(11)]
+    state, violations = run(batches, limits=limits, stats=stats)
+    assert behaviors(violations) == [("flooder-01", "MessagesSent")]
+    assert len(state["t"]) <= 20
+    assert state["t"]["flooder-01"][0] == 110
+    assert stats.evicted > 0 and state["e"] == stats.evicted
+
+
+def test_the_state_stays_under_one_megabyte_with_long_names():
+    stats = FoldStats()
+    batches = [[telemetry(f"{'x' * 118}-{b:03d}{i:04d}", b"p" * 300) for i in range(1000)] for b in range(12)]
+    state, _ = run(batches, limits=Limits(profile=PROFILE), stats=stats)
+    size = len(json.dumps({"state": state, "batchItemFailures": []}))  # with the default separators
+    assert size < 1_000_000, size
+    assert stats.evicted > 0 and stats.state_bytes >= size * 0.8
+
+
+def test_limits_from_env():
+    env = {"MAX_MESSAGES": "600", "MAX_BYTES": "5242880", "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "11",
+           "MAX_ESTABLISHED_TCP": "12", "WINDOW_SECONDS": "900", "PROFILE_NAME": "fleetwarden-dev-builtin",
+           "MAX_TRACKED_THINGS": "2000"}
+    limits, problems = limits_from_env(env)
+    assert problems == []
+    assert limits == Limits(max_messages=600, max_bytes=5_242_880, max_connects=10, max_disconnects=11,
+                            max_established_tcp=12, window_seconds=900, profile="fleetwarden-dev-builtin",
+                            max_tracked=2000)
+    limits, problems = limits_from_env({**env, "MAX_MESSAGES": "lots", "WINDOW_SECONDS": "901",
+                                        "PROFILE_NAME": "bad name"})
+    assert limits.max_messages == Limits.max_messages and limits.window_seconds == Limits.window_seconds
+    assert limits.profile == Limits.profile and len(problems) == 3
+    _, problems = limits_from_env({})
+    assert len(problems) == 7  # every required setting, not the optional cap

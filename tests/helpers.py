@@ -1,0 +1,96 @@
+"""Test helpers shared by the function tests of every capability."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+class Counting:
+    """Wraps a boto3 client: records every API call and raises queued errors first."""
+
+    def __init__(self, client: Any, fail: dict[str, list[Exception]] | None = None):
+        self._client = client
+        self.calls: list[str] = []
+        self.fail = fail or {}
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if name.startswith("_") or name in ("meta", "exceptions") or not callable(attr):
+            return attr
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls.append(name)
+            pending = self.fail.get(name)
+            if pending:
+                raise pending.pop(0)
+            return attr(*args, **kwargs)
+
+        return call
+
+
+def drain_published(sqs: Any, queue_url: str) -> list[dict]:
+    """Every JSON message an SNS topic delivered to this subscribed queue so far (drained)."""
+    out = []
+    while True:
+        got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        if not got:
+            return out
+        for message in got:
+            out.append(json.loads(json.loads(message["Body"])["Message"]))
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+
+TOKENS_TABLE = "fleetwarden-test-provisioning-tokens"
+AUDIT_TABLE = "fleetwarden-test-audit"
+NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
+
+
+class Clock:
+    """An injectable `now`: tests move time instead of sleeping."""
+
+    def __init__(self, t: float = NOW):
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@dataclass
+class LambdaContext:
+    function_name: str = "fleetwarden-test"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = "arn:aws:lambda:eu-west-1:123456789012:function:fleetwarden-test"
+    aws_request_id: str = "52fdfc07-2182-154f-163f-5f0f9a621d72"
+
+
+def create_tables(dynamodb) -> tuple:
+    """The tables exactly as the CDK stack creates them (keys, GSI)."""
+    tokens = dynamodb.create_table(
+        TableName=TOKENS_TABLE,
+        KeySchema=[{"AttributeName": "token_hash", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "token_hash", "AttributeType": "S"}],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    audit = dynamodb.create_table(
+        TableName=AUDIT_TABLE,
+        KeySchema=[{"AttributeName": "event_id", "KeyType": "HASH"}],
+        AttributeDefinitions=[
+            {"AttributeName": "event_id", "AttributeType": "S"},
+            {"AttributeName": "target", "AttributeType": "S"},
+            {"AttributeName": "at", "AttributeType": "S"},
+        ],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by_target",
+            "KeySchema": [{"AttributeName": "target", "KeyType": "HASH"},
+                          {"AttributeName": "at", "KeyType": "RANGE"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )
+    return tokens, audit
+
+
+def scan(table) -> list[dict]:
+    return table.scan(ConsistentRead=True)["Items"]
