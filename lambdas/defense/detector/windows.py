@@ -251,8 +251,176 @@ def _evict(things: dict[str, Any], touched: dict[str, list[int]], limits: Limits
     return len(dropped)
 
 
+class _Skipped(Exception):
+    """A record that is not counted, for `reason` (one of MALFORMED_REASONS)."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
 _a2b = binascii.a2b_base64
 _loads = json.loads
+
+
+def _decode(record: Any) -> dict[str, Any]:
+    """A Kinesis record -> the JSON object its data carries (base64 checked strictly)."""
+    try:
+        data = record["kinesis"]["data"]
+    except (TypeError, KeyError):
+        raise _Skipped(BAD_RECORD) from None
+    if type(data) is not str:
+        raise _Skipped(BAD_RECORD)
+    try:
+        doc = _loads(_a2b(data, strict_mode=True).decode())
+    except (ValueError, RecursionError):
+        raise _Skipped(BAD_DATA) from None
+    if type(doc) is not dict:
+        raise _Skipped(NOT_OBJECT)
+    return doc
+
+
+def _decoded_length(payload: str) -> int:
+    """The length base64 `payload` decodes to, without decoding: 3 bytes per 4 characters, less
+    the padding."""
+    length = len(payload)
+    if length & 3:
+        raise _Skipped(BAD_PAYLOAD)
+    nbytes = (length >> 2) * 3
+    if length and payload[-1] == "=":
+        nbytes -= 2 if payload[-2] == "=" else 1
+    return nbytes
+
+
+def _state_size(things: dict[str, Any]) -> int:
+    return sum(map(len, things)) + ENTRY_OVERHEAD * len(things)
+
+
+class _WindowCounts:
+    """The window's per-device counts while one batch is folded in. The previous state is only
+    read: an entry is copied on its first touch in the batch (then it is in `touched`), so the
+    caller's state never changes and a retried batch starts from the same counts."""
+
+    def __init__(self, state: Any, start: int, limits: Limits, now_ms: int, stats: FoldStats):
+        self.start, self.limits, self.now_ms, self.stats = start, limits, now_ms, stats
+        if (type(state) is dict and state.get("v") == STATE_VERSION and state.get("w") == start
+                and type(state.get("t")) is dict):
+            evicted, seen = state.get("e"), state.get("n")
+            self.things: dict[str, Any] = dict(state["t"])
+            self.evicted = evicted if type(evicted) is int else 0
+            self.seen = seen if type(seen) is int else 0
+        else:
+            if state:
+                stats.state_reset += 1
+            self.things, self.evicted, self.seen = {}, 0, 0
+        self.size = _state_size(self.things)
+        self.touched: dict[str, list[int]] = {}
+        self.violations: list[dict[str, Any]] = []
+
+    def entry(self, key: Any) -> list[int]:
+        """The writable entry of `key`; _Skipped(UNSAFE_ID) if key is not a thing name."""
+        entry = self.touched.get(key) if type(key) is str else None
+        return entry if entry is not None else self._first_touch(key)
+
+    def _first_touch(self, key: Any) -> list[int]:
+        if type(key) is not str or not _safe_id(key):
+            raise _Skipped(UNSAFE_ID)
+        old = self.things.get(key)
+        if old is not None and _valid_entry(old):
+            entry = old.copy()
+        else:
+            if old is None:
+                self._make_room(key)
+            entry = [0, 0, 0, 0, 0]
+        self.things[key] = self.touched[key] = entry
+        return entry
+
+    def _make_room(self, key: str) -> None:
+        """Account for a new thing, first evicting the least important ones if the state is full."""
+        limits = self.limits
+        if (len(self.things) >= limits.max_tracked
+                or self.size + len(key) + ENTRY_OVERHEAD > limits.state_budget_bytes):
+            dropped = _evict(self.things, self.touched, limits)
+            self.evicted += dropped
+            self.stats.evicted += dropped
+            self.size = _state_size(self.things)
+        self.size += len(key) + ENTRY_OVERHEAD
+
+    def _alarm(self, key: str, entry: list[int], behavior: Behavior, limit: int, observed: int, *,
+               windowed: bool) -> None:
+        """A violation, unless this thing already had one for this behaviour in this window."""
+        if not entry[ALARMED] & behavior.bit:
+            entry[ALARMED] |= behavior.bit
+            self.violations.append(build_violation(key, behavior, limit, observed, self.limits, self.start,
+                                                   self.now_ms, windowed=windowed))
+
+    def telemetry(self, doc: dict[str, Any]) -> None:
+        payload, client = doc.get("payload"), doc.get("client_id")
+        if type(payload) is not str or type(client) is not str:
+            raise _Skipped(BAD_FIELDS)
+        nbytes = _decoded_length(payload)
+        entry = self.entry(client)
+        stats = self.stats
+        if doc.get("thing") != client:
+            stats.spoofed += 1
+        entry[MESSAGES] += 1
+        entry[BYTES] += nbytes
+        stats.telemetry += 1
+
+    def presence(self, doc: dict[str, Any]) -> None:
+        event = doc.get("event")
+        if event == "connected":
+            slot = CONNECTS
+        elif event == "disconnected":
+            slot = DISCONNECTS
+        else:
+            raise _Skipped(BAD_FIELDS)
+        self.entry(doc.get("client_id"))[slot] += 1
+        self.stats.presence += 1
+
+    def report(self, doc: dict[str, Any]) -> None:
+        """A device-side metrics report, judged at once (its limits are not windowed)."""
+        thing = doc.get("thing")
+        client = doc.get("client_id", thing)
+        if type(thing) is not str or type(client) is not str:
+            raise _Skipped(BAD_FIELDS)
+        entry = self.entry(client)
+        stats = self.stats
+        if thing != client:
+            stats.spoofed += 1
+        stats.reports += 1
+        try:
+            counts = parse_report(doc.get("report"))
+        except InvalidReport as exc:
+            stats.reports_invalid += 1
+            if len(stats.invalid_reports) < MAX_INVALID_REPORTS_NOTED:
+                stats.invalid_reports.append((client, exc.reason))
+            return
+        if counts.listening_tcp_ports:
+            self._alarm(client, entry, LISTENING_TCP_PORTS, 0, counts.listening_tcp_ports, windowed=False)
+        if counts.listening_udp_ports:
+            self._alarm(client, entry, LISTENING_UDP_PORTS, 0, counts.listening_udp_ports, windowed=False)
+        established = counts.established_tcp_connections
+        if established is not None and established > self.limits.max_established_tcp:
+            self._alarm(client, entry, ESTABLISHED_TCP, self.limits.max_established_tcp, established,
+                        windowed=False)
+
+    def check_windowed_limits(self) -> None:
+        """Once per device touched in this batch: a limit is reported in the batch that crosses it."""
+        limits = self.limits
+        max_messages, max_bytes = limits.max_messages, limits.max_bytes
+        max_connects, max_disconnects = limits.max_connects, limits.max_disconnects
+        for key, entry in self.touched.items():
+            if (entry[MESSAGES] > max_messages or entry[BYTES] > max_bytes or entry[CONNECTS] > max_connects
+                    or entry[DISCONNECTS] > max_disconnects):  # rare: only then find which
+                for slot, behavior, limit in ((MESSAGES, MESSAGES_SENT, max_messages),
+                                              (BYTES, MESSAGE_BYTES, max_bytes),
+                                              (CONNECTS, CONNECTION_ATTEMPTS, max_connects),
+                                              (DISCONNECTS, DISCONNECTS_, max_disconnects)):
+                    if entry[slot] > limit:
+                        self._alarm(key, entry, behavior, limit, entry[slot], windowed=True)
+
+    def state(self) -> dict[str, Any]:
+        return {"v": STATE_VERSION, "w": self.start, "n": self.seen, "e": self.evicted, "t": self.things}
 
 
 def fold(
@@ -278,174 +446,34 @@ def fold(
     if start is None:
         stats.window_missing += 1
         start = now_ms // 1000 // limits.window_seconds * limits.window_seconds
-
-    if (type(state) is dict and state.get("v") == STATE_VERSION and state.get("w") == start
-            and type(state.get("t")) is dict):
-        things: dict[str, Any] = dict(state["t"])
-        evicted = state.get("e")
-        seen = state.get("n")
-        evicted = evicted if type(evicted) is int else 0
-        seen = seen if type(seen) is int else 0
-    else:
-        if state:
-            stats.state_reset += 1
-        things, evicted, seen = {}, 0, 0
-
-    max_tracked = limits.max_tracked
-    budget = limits.state_budget_bytes
-    size = sum(map(len, things)) + ENTRY_OVERHEAD * len(things)
-    touched: dict[str, list[int]] = {}  # this batch's entries: fresh copies, safe to change
-    violations: list[dict[str, Any]] = []
-    malformed = stats.malformed
-
-    def entry_for(key: Any) -> list[int] | None:
-        """The writable entry of `key` (copied from the previous state on first touch), or None
-        if key is not a thing name."""
-        nonlocal size, evicted
-        if type(key) is not str or not _safe_id(key):
-            return None
-        old = things.get(key)
-        if old is not None and _valid_entry(old):
-            entry = old.copy()
-        else:
-            if old is None:
-                if len(things) >= max_tracked or size + len(key) + ENTRY_OVERHEAD > budget:
-                    dropped = _evict(things, touched, limits)
-                    evicted += dropped
-                    stats.evicted += dropped
-                    size = sum(map(len, things)) + ENTRY_OVERHEAD * len(things)
-                size += len(key) + ENTRY_OVERHEAD
-            entry = [0, 0, 0, 0, 0]
-        things[key] = entry
-        touched[key] = entry
-        return entry
-
-    def report_violation(key: str, entry: list[int], behavior: Behavior, limit: int, observed: int) -> None:
-        if not entry[ALARMED] & behavior.bit:
-            entry[ALARMED] |= behavior.bit
-            violations.append(build_violation(key, behavior, limit, observed, limits, start, now_ms,
-                                              windowed=False))
-
+    counts = _WindowCounts(state, start, limits, now_ms, stats)
     if type(records) is not list:
         records = []
-    n_telemetry = n_spoofed = 0
+
+    malformed = stats.malformed
     for record in records:
         try:
-            try:
-                data = record["kinesis"]["data"]
-                if type(data) is not str:
-                    raise TypeError
-            except (TypeError, KeyError):
-                malformed[BAD_RECORD] = malformed.get(BAD_RECORD, 0) + 1
-                continue
-            try:
-                doc = _loads(_a2b(data, strict_mode=True).decode())
-            except (ValueError, RecursionError):
-                malformed[BAD_DATA] = malformed.get(BAD_DATA, 0) + 1
-                continue
-            if type(doc) is not dict:
-                malformed[NOT_OBJECT] = malformed.get(NOT_OBJECT, 0) + 1
-                continue
+            doc = _decode(record)
             kind = doc.get("kind")
-
             if kind is None or kind == "telemetry":  # the hot path
-                payload = doc.get("payload")
-                client = doc.get("client_id")
-                if type(payload) is not str or type(client) is not str:
-                    malformed[BAD_FIELDS] = malformed.get(BAD_FIELDS, 0) + 1
-                    continue
-                length = len(payload)
-                if length & 3:
-                    malformed[BAD_PAYLOAD] = malformed.get(BAD_PAYLOAD, 0) + 1
-                    continue
-                # The decoded length, without decoding: 3 bytes per 4 characters, less the padding.
-                nbytes = (length >> 2) * 3
-                if length and payload[-1] == "=":
-                    nbytes -= 2 if payload[-2] == "=" else 1
-                entry = touched.get(client) or entry_for(client)
-                if entry is None:
-                    malformed[UNSAFE_ID] = malformed.get(UNSAFE_ID, 0) + 1
-                    continue
-                if doc.get("thing") != client:
-                    n_spoofed += 1
-                entry[0] += 1
-                entry[1] += nbytes
-                n_telemetry += 1
-
+                counts.telemetry(doc)
             elif kind == "presence":
-                event = doc.get("event")
-                if event == "connected":
-                    slot = CONNECTS
-                elif event == "disconnected":
-                    slot = DISCONNECTS
-                else:
-                    malformed[BAD_FIELDS] = malformed.get(BAD_FIELDS, 0) + 1
-                    continue
-                client = doc.get("client_id")
-                entry = touched.get(client) if type(client) is str else None
-                if entry is None:
-                    entry = entry_for(client)
-                    if entry is None:
-                        malformed[UNSAFE_ID] = malformed.get(UNSAFE_ID, 0) + 1
-                        continue
-                entry[slot] += 1
-                stats.presence += 1
-
+                counts.presence(doc)
             elif kind == "metrics":
-                thing = doc.get("thing")
-                client = doc.get("client_id", thing)
-                if type(thing) is not str or type(client) is not str:
-                    malformed[BAD_FIELDS] = malformed.get(BAD_FIELDS, 0) + 1
-                    continue
-                entry = touched.get(client) or entry_for(client)
-                if entry is None:
-                    malformed[UNSAFE_ID] = malformed.get(UNSAFE_ID, 0) + 1
-                    continue
-                if thing != client:
-                    n_spoofed += 1
-                stats.reports += 1
-                try:
-                    counts = parse_report(doc.get("report"))
-                except InvalidReport as exc:
-                    stats.reports_invalid += 1
-                    if len(stats.invalid_reports) < MAX_INVALID_REPORTS_NOTED:
-                        stats.invalid_reports.append((client, exc.reason))
-                    continue
-                if counts.listening_tcp_ports:
-                    report_violation(client, entry, LISTENING_TCP_PORTS, 0, counts.listening_tcp_ports)
-                if counts.listening_udp_ports:
-                    report_violation(client, entry, LISTENING_UDP_PORTS, 0, counts.listening_udp_ports)
-                established = counts.established_tcp_connections
-                if established is not None and established > limits.max_established_tcp:
-                    report_violation(client, entry, ESTABLISHED_TCP, limits.max_established_tcp, established)
-
+                counts.report(doc)
             else:
-                malformed[UNKNOWN_KIND] = malformed.get(UNKNOWN_KIND, 0) + 1
+                raise _Skipped(UNKNOWN_KIND)
+        except _Skipped as skipped:
+            malformed[skipped.reason] = malformed.get(skipped.reason, 0) + 1
         except Exception:  # noqa: BLE001 - observation data: one odd record must never fail the batch
             malformed[BAD_RECORD] = malformed.get(BAD_RECORD, 0) + 1
+    counts.seen += len(records)
     stats.records += len(records)
-    stats.telemetry += n_telemetry
-    stats.spoofed += n_spoofed
+    counts.check_windowed_limits()
 
-    # The windowed limits, once per device touched in this batch: the batch where it crosses.
-    checks = ((MESSAGES, MESSAGES_SENT, limits.max_messages), (BYTES, MESSAGE_BYTES, limits.max_bytes),
-              (CONNECTS, CONNECTION_ATTEMPTS, limits.max_connects),
-              (DISCONNECTS, DISCONNECTS_, limits.max_disconnects))
-    max_messages, max_bytes = limits.max_messages, limits.max_bytes
-    max_connects, max_disconnects = limits.max_connects, limits.max_disconnects
-    for key, entry in touched.items():
-        if (entry[MESSAGES] > max_messages or entry[BYTES] > max_bytes or entry[CONNECTS] > max_connects
-                or entry[DISCONNECTS] > max_disconnects):
-            for slot, behavior, limit in checks:
-                if entry[slot] > limit and not entry[ALARMED] & behavior.bit:
-                    entry[ALARMED] |= behavior.bit
-                    violations.append(build_violation(key, behavior, limit, entry[slot], limits, start,
-                                                      now_ms, windowed=True))
-
-    stats.tracked = len(things)
-    stats.state_bytes = size
-    new_state = {"v": STATE_VERSION, "w": start, "n": seen + len(records), "e": evicted, "t": things}
-    return new_state, violations
+    stats.tracked = len(counts.things)
+    stats.state_bytes = counts.size
+    return counts.state(), counts.violations
 
 
 def alarmed_count(state: Any) -> int:
