@@ -19,9 +19,13 @@ import pytest
 from defense.auth_failures import handler as auth_handler
 from defense.auth_failures.counter import FailureCounter, Settings, settings_from_env
 from defense.auth_failures.failures import (
+    BAD_BASE64,
     BAD_CLIENT_ID,
+    BAD_GZIP,
+    BAD_JSON,
     BAD_LINE,
     BAD_LOG_EVENT,
+    BAD_MESSAGE_TYPE,
     BAD_TIMESTAMP,
     MalformedEvent,
     batch_token,
@@ -364,8 +368,36 @@ def test_malformed_deliveries_never_crash(aws, event, logs):
 def test_a_gzip_bomb_is_refused():
     bomb = gzip.compress(b'{"messageType": "DATA_MESSAGE", "logEvents": [], "pad": "'
                          + b"a" * (20 << 20) + b'"}')
-    with pytest.raises(MalformedEvent):
+    with pytest.raises(MalformedEvent) as refused:
         decode_event({"awslogs": {"data": base64.b64encode(bomb).decode()}})
+    assert refused.value.reason == BAD_GZIP
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    ("!!!not base64", BAD_BASE64),
+    (base64.b64encode(b"not gzip").decode(), BAD_GZIP),
+    (base64.b64encode(gzip.compress(b"{not json")).decode(), BAD_JSON),
+    (base64.b64encode(gzip.compress(b"\xff\xfe")).decode(), BAD_JSON),
+    (base64.b64encode(gzip.compress(b"[1, 2]")).decode(), BAD_MESSAGE_TYPE),
+    (base64.b64encode(gzip.compress(b'{"messageType": 1}')).decode(), BAD_MESSAGE_TYPE),
+])
+def test_a_malformed_delivery_is_refused_with_its_reason(data, reason):
+    with pytest.raises(MalformedEvent) as refused:
+        decode_event({"awslogs": {"data": data}})
+    assert refused.value.reason == reason
+
+
+def test_a_delivery_decodes_to_the_powertools_document():
+    doc = decode_event(delivery(failures(1)))
+    assert doc.message_type == "DATA_MESSAGE" and doc.log_group == "AWSIotLogsV2"
+
+
+def test_a_malformed_delivery_counts_one_total_and_one_breakdown(aws, capsys):
+    invoke({"awslogs": {"data": "!!!not base64"}})
+    points = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    malformed = [(p["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0], p["AuthEventsMalformed"],
+                  p.get("reason")) for p in points if "AuthEventsMalformed" in p]
+    assert sorted(malformed) == [(["service"], [1.0], None), (["service", "reason"], [1.0], BAD_BASE64)]
 
 
 def test_malformed_log_events_are_counted_and_the_rest_still_count(aws, capsys):

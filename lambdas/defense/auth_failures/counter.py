@@ -29,8 +29,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from botocore.exceptions import ClientError
-
 from defense.auth_failures.failures import batch_token, counter_key, expires_at, reportable
 
 BEHAVIOR_NAME = "AuthorizationFailures"
@@ -104,16 +102,14 @@ def build_violation(client_id: str, settings: Settings, count: int, window_start
     )
 
 
-def _conditional_failure(err: ClientError) -> bool:
-    return err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"
-
-
 class FailureCounter:
     """`client`: a boto3 DynamoDB client; `publish(violation)` raises if it was not published."""
 
     def __init__(self, client: Any, settings: Settings, publish: Callable[[dict[str, Any]], None], *,
                  now_ms: Callable[[], int], logger: Any):
         self.client = client
+        # The client's modeled error for a failed condition (a ClientError carrying the response).
+        self.condition_failed = client.exceptions.ConditionalCheckFailedException
         self.settings = settings
         self.publish = publish
         self.now_ms = now_ms
@@ -146,9 +142,7 @@ class FailureCounter:
                 ReturnValues="ALL_NEW", ReturnValuesOnConditionCheckFailure="ALL_OLD",
             )
             item, applied = response.get("Attributes") or {}, True
-        except ClientError as err:
-            if not _conditional_failure(err):
-                raise
+        except self.condition_failed as err:
             item, applied = err.response.get("Item") or {}, False
         count = int(item.get("count", {}).get("N", "0"))
         outcome = Outcome(client_id, window_start, len(event_ids), applied=applied, count=count,
@@ -166,9 +160,7 @@ class FailureCounter:
                 ExpressionAttributeNames={"#alarmed": "alarmed"},
                 ExpressionAttributeValues={":true": {"BOOL": True}},
             )
-        except ClientError as err:
-            if not _conditional_failure(err):
-                raise
+        except self.condition_failed:
             outcome.alarmed = True  # another invocation won: it publishes
             self._remember(pk)
             return outcome

@@ -17,6 +17,11 @@ belongs to the aligned window floor(t / WINDOW_SECONDS) * WINDOW_SECONDS of its 
 timestamp (the line's own "timestamp", read as UTC, when the event has none), so every
 invocation, container and retry puts it in the same counter. Client ids are counted whatever
 they are (up to IoT's 128 bytes); whether one may be named in a violation is `reportable`.
+
+The delivery is read with Powertools' CloudWatchLogsEvent.parse_logs_data(), inflated with the
+limits Powertools' own decompression lacks (strict base64, gzip only, a bounded size); the log
+events are then checked one by one here (a delivery may hold anything, and one odd event must
+not lose the others).
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Mapping
+
+from aws_lambda_powertools.utilities.data_classes import CloudWatchLogsEvent
+from aws_lambda_powertools.utilities.data_classes.cloud_watch_logs_event import CloudWatchLogsDecodedData
 
 AUTH_FAILURE = "AUTHORIZATION_FAILURE"
 DATA_MESSAGE = "DATA_MESSAGE"
@@ -87,12 +95,9 @@ def batch_token(event_ids: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(event_ids)).encode()).hexdigest()[:24]
 
 
-def decode_event(event: Any) -> dict[str, Any]:
-    """The subscription delivery -> its JSON document (a dict with a string messageType)."""
-    awslogs = event.get("awslogs") if isinstance(event, dict) else None
-    data = awslogs.get("data") if isinstance(awslogs, dict) else None
-    if not isinstance(data, str):
-        raise MalformedEvent(NOT_SUBSCRIPTION)
+def _inflate(data: str) -> bytes:
+    """base64 of gzip -> its bytes, refusing anything else and anything inflating past
+    MAX_DECOMPRESSED_BYTES."""
     try:
         compressed = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
@@ -100,15 +105,34 @@ def decode_event(event: Any) -> dict[str, Any]:
     try:
         inflater = zlib.decompressobj(wbits=31)  # gzip only
         raw = inflater.decompress(compressed, MAX_DECOMPRESSED_BYTES)
-        if inflater.unconsumed_tail or not inflater.eof:
-            raise MalformedEvent(BAD_GZIP)
     except zlib.error:
         raise MalformedEvent(BAD_GZIP) from None
+    if inflater.unconsumed_tail or not inflater.eof:
+        raise MalformedEvent(BAD_GZIP)
+    return raw
+
+
+class SubscriptionEvent(CloudWatchLogsEvent):
+    """CloudWatchLogsEvent whose parse_logs_data() inflates through `_inflate` (Powertools'
+    decompress_logs_data has no size limit: a small delivery could inflate to gigabytes)."""
+
+    @property
+    def decompress_logs_data(self) -> bytes:
+        return _inflate(self.raw_logs_data)
+
+
+def decode_event(event: Any) -> CloudWatchLogsDecodedData:
+    """The subscription delivery -> its decoded document (an object with a string messageType)."""
+    awslogs = event.get("awslogs") if isinstance(event, dict) else None
+    if not isinstance(awslogs, dict) or not isinstance(awslogs.get("data"), str):
+        raise MalformedEvent(NOT_SUBSCRIPTION)
     try:
-        doc = json.loads(raw.decode("utf-8"))
-    except (ValueError, RecursionError):
+        doc = SubscriptionEvent(event).parse_logs_data()
+    except MalformedEvent:
+        raise
+    except (ValueError, RecursionError):  # not UTF-8 JSON
         raise MalformedEvent(BAD_JSON) from None
-    if not isinstance(doc, dict) or not isinstance(doc.get("messageType"), str):
+    if not isinstance(doc.raw_event, dict) or not isinstance(doc.get("messageType"), str):
         raise MalformedEvent(BAD_MESSAGE_TYPE)
     return doc
 
@@ -146,7 +170,7 @@ def _line_time_ms(line: dict[str, Any]) -> int | None:
     return ms if ms >= 0 else None
 
 
-def tally(doc: dict[str, Any], window_seconds: int) -> Tally:
+def tally(doc: Mapping[str, Any], window_seconds: int) -> Tally:
     """A DATA_MESSAGE document -> its authorization failures per (client id, window). Never raises
     for content: every odd log event is counted in Tally.malformed and skipped."""
     result = Tally()

@@ -7,30 +7,33 @@ DynamoDB or SNS error raises after every other client of the delivery has been h
 Lambda retries the delivery (asynchronous invocation); the counters make the retry count
 nothing twice (see counter.py).
 
+The delivery is read through Powertools' CloudWatchLogsEvent (failures.decode_event). boto3 is
+imported when the first data message needs its clients. No Powertools Tracer: its X-Ray SDK
+import (~120 ms of cold start) is not worth a subsegment per UpdateItem of a function that runs
+only when devices fail to authorize; Lambda's active tracing still records every invocation.
+
 Env: COUNTERS_TABLE, VIOLATION_TOPIC_ARN, PROFILE_NAME, WINDOW_SECONDS, MAX_AUTH_FAILURES.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import time
 from typing import Any
 
-import boto3
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-from botocore.config import Config
+from defense.auth_failures.counter import BEHAVIOR_NAME, FailureCounter, settings_from_env
+from defense.auth_failures.failures import (
+    BAD_MESSAGE_TYPE,
+    CONTROL_MESSAGE,
+    DATA_MESSAGE,
+    MalformedEvent,
+    decode_event,
+    tally,
+)
+from shared.runtime import client, handler_runtime
 
-from defense.auth_failures.counter import FailureCounter, settings_from_env
-from defense.auth_failures.failures import CONTROL_MESSAGE, DATA_MESSAGE, MalformedEvent, decode_event, tally
-
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "auth-failure-detector")
-logger = Logger(service=SERVICE)
-NAMESPACE = "Fleetwarden"
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-
-BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
+runtime = handler_runtime("auth-failure-detector")
+logger, metrics, count = runtime.logger, runtime.metrics, runtime.count
 
 
 class CountingError(RuntimeError):
@@ -44,7 +47,7 @@ def _dependencies() -> tuple[FailureCounter, tuple[str, ...]]:
     for problem in problems:
         logger.error("auth failure detector setting missing or invalid; using the default",
                      extra={"problem": problem})
-    sns = boto3.client("sns", config=BOTO_CONFIG)
+    sns = client("sns")
 
     def publish(violation: dict[str, Any]) -> None:
         from shared.violations import violation_json
@@ -53,18 +56,9 @@ def _dependencies() -> tuple[FailureCounter, tuple[str, ...]]:
             raise CountingError("VIOLATION_TOPIC_ARN is not set")
         sns.publish(TopicArn=settings.topic, Message=violation_json(violation))
 
-    counter = FailureCounter(boto3.client("dynamodb", config=BOTO_CONFIG), settings, publish,
+    counter = FailureCounter(client("dynamodb"), settings, publish,
                              now_ms=lambda: int(time.time() * 1000), logger=logger)
     return counter, tuple(problems)
-
-
-def _count(name: str, value: float, **dimensions: str) -> None:
-    if not dimensions:
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-        return
-    with single_metric(name=name, unit=MetricUnit.Count, value=value, namespace=NAMESPACE,
-                       default_dimensions={"service": SERVICE, **dimensions}):
-        pass
 
 
 # The event holds client ids, source IPs and principals: only counts and client ids are logged.
@@ -76,28 +70,26 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         doc = decode_event(event)
     except MalformedEvent as exc:
         logger.error("not a CloudWatch Logs subscription delivery", extra={"reason": exc.reason})
-        _count("AuthEventsMalformed", 1)
-        _count("AuthEventsMalformed", 1, reason=exc.reason)
+        count("AuthEventsMalformed", reason=exc.reason)
         summary["malformed"] = 1
         return summary
-    message_type = doc["messageType"]
+    message_type = doc.message_type
     if message_type == CONTROL_MESSAGE:  # CloudWatch Logs checking the destination is reachable
         logger.info("control message ignored")
-        _count("AuthControlMessages", 1)
+        count("AuthControlMessages")
         return summary
     if message_type != DATA_MESSAGE:
         logger.error("unknown subscription message type", extra={"message_type": message_type[:64]})
-        _count("AuthEventsMalformed", 1)
-        _count("AuthEventsMalformed", 1, reason="bad-message-type")
+        count("AuthEventsMalformed", reason=BAD_MESSAGE_TYPE)
         summary["malformed"] = 1
         return summary
 
     counter, problems = _dependencies()
     if problems:
-        _count("AuthDetectorConfigInvalid", len(problems))
+        count("AuthDetectorConfigInvalid", len(problems))
     failures = tally(doc, counter.settings.window_seconds)
     for reason, n in sorted(failures.malformed.items()):
-        _count("AuthLogLinesMalformed", n, reason=reason)
+        runtime.breakdown("AuthLogLinesMalformed", n, reason=reason)  # the total is counted below
     if failures.malformed:
         logger.warning("malformed log events skipped", extra={"reasons": failures.malformed})
 
@@ -125,16 +117,14 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                 "violation_id": outcome.violation["violationId"], "count": outcome.count,
                 "window_start": window_start})
 
-    _count("AuthFailuresCounted", failures.counted)
-    _count("AuthLogLinesIgnored", failures.ignored)
-    _count("AuthLogLinesMalformed", failures.malformed_total)
-    _count("AuthCounterUpdates", len(failures.failures) - skipped)
-    _count("AuthDeliveriesRepeated", duplicates)
-    _count("AuthClientsUnreportable", unreportable)
-    _count("ViolationsPublished", violations)
-    if violations:
-        _count("ViolationsPublished", violations, behavior="AuthorizationFailures")
-    _count("AuthCountingErrors", errors)
+    count("AuthFailuresCounted", failures.counted)
+    count("AuthLogLinesIgnored", failures.ignored)
+    count("AuthLogLinesMalformed", failures.malformed_total)
+    count("AuthCounterUpdates", len(failures.failures) - skipped)
+    count("AuthDeliveriesRepeated", duplicates)
+    count("AuthClientsUnreportable", unreportable)
+    count("ViolationsPublished", violations, behavior=BEHAVIOR_NAME if violations else None)
+    count("AuthCountingErrors", errors)
     summary.update(failures=failures.counted, clients=len(failures.failures), violations=violations,
                    malformed=failures.malformed_total)
     logger.info("authorization failures counted", extra={
