@@ -47,7 +47,7 @@ import boto3  # noqa: E402
 from defense.auto_response import handler  # noqa: E402
 from moto import mock_aws  # noqa: E402
 
-SAMPLE = json.loads((ROOT / "tests" / "lambdas" / "events" / "defender-violation-in-alarm.json").read_text())
+SAMPLE = json.loads((ROOT / "tests" / "defense" / "events" / "defender-violation-in-alarm.json").read_text())
 INCIDENTS_TABLE = "bench-incidents"
 QUARANTINE_GROUP = "bench-quarantine"
 EXEMPT_GROUP = "bench-exempt"
