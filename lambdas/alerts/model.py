@@ -4,7 +4,8 @@ Devices publish `{"header": {"fw", "code", "fields"}, "trace": "<base64>"}` on `
 an IoT rule stores each message unchanged in the data bucket under
 `alerts/<thing>/<yyyy>/<mm>/<dd>/<epoch-ms>-<uuid>.json`. The processor validates each object
 against `Alert`, indexes the valid ones in the alerts table (`index_item`) and quarantines the
-rest under `QUARANTINE_PREFIX`.
+rest under `QUARANTINE_PREFIX`. This module is the standard library only: `Alert` and
+`AlertHeader` (pydantic) are defined in alerts.schema and loaded from here on first use.
 
 Alerts table: partition key `thing` (S), sort key `alert_id` (S), GSI `by_alert_id` (partition
 key `alert_id`). `alert_id` starts with the fixed-width receive time, so a thing's alerts sort
@@ -17,13 +18,12 @@ import base64
 import binascii
 import hashlib
 import json
-import math
 import re
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, StringConstraints, field_validator
+if TYPE_CHECKING:
+    from alerts.schema import Alert, AlertHeader  # noqa: F401
 
 MAX_ALERT_BYTES = 262_144  # 256 KiB: larger objects are quarantined without being read
 MAX_FIELDS = 64
@@ -47,54 +47,6 @@ ALERT_ID_PATTERN = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z#[0-9
 ALERTS_TABLE_PARTITION_KEY = "thing"
 ALERTS_TABLE_SORT_KEY = "alert_id"
 ALERT_ID_INDEX = "by_alert_id"  # GSI: partition key alert_id
-
-FieldId = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,6}$")]
-
-
-class AlertHeader(BaseModel):
-    """What the classifier may see of an alert (and all the index keeps of it)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    fw: Annotated[StrictStr, Field(min_length=1, max_length=32)]
-    code: Annotated[StrictInt, Field(ge=0, le=MAX_CODE)]
-    fields: Annotated[dict[FieldId, float], Field(max_length=MAX_FIELDS)]
-
-    @field_validator("fields", mode="before")
-    @classmethod
-    def _finite_numbers(cls, value: Any) -> Any:
-        """Values must be real JSON numbers: no bool, no numeric strings, no NaN/Infinity."""
-        if isinstance(value, Mapping):
-            for number in value.values():
-                if isinstance(number, bool) or not isinstance(number, (int, float)):
-                    # ValueError, not TypeError: pydantic turns only ValueErrors into ValidationErrors.
-                    raise ValueError("field values must be numbers")  # noqa: TRY004
-                try:
-                    finite = math.isfinite(number)
-                except OverflowError:  # an int too large for a float
-                    finite = False
-                if not finite:
-                    raise ValueError("field values must be finite")
-        return value
-
-
-class Alert(BaseModel):
-    """One alert object as a device publishes it. Extra keys are refused, here and in the header."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    header: AlertHeader
-    trace: StrictStr
-
-    @field_validator("trace")
-    @classmethod
-    def _strict_base64(cls, value: str) -> str:
-        decode_base64(value)
-        return value
-
-    def trace_bytes(self) -> bytes:
-        return decode_base64(self.trace)
-
 
 def decode_base64(value: str) -> bytes:
     """Strict standard base64: alphabet, padding and canonical form checked; at least one byte."""
@@ -135,7 +87,20 @@ def load_alert_json(raw: bytes) -> Any:
 
 def parse_alert(raw: bytes) -> Alert:
     """Object bytes to an Alert. Raises InvalidAlertJSON, or pydantic.ValidationError (`invalid-alert`)."""
+    from alerts.schema import Alert  # pydantic, on first use (see __getattr__)
+
     return Alert.model_validate(load_alert_json(raw))
+
+
+def __getattr__(name: str) -> Any:
+    """`Alert` and `AlertHeader` (alerts.schema) on first access: importing the contract does not
+    load pydantic (~60 ms of cold start), which only the processor needs, and only once it reads an
+    object."""
+    if name in ("Alert", "AlertHeader"):
+        from alerts import schema
+
+        return getattr(schema, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def parse_alert_key(key: object) -> str | None:

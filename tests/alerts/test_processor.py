@@ -518,6 +518,38 @@ def test_duplicate_event_in_a_later_batch_forwards_and_indexes_once(env):
     assert len(env.items()) == 1
 
 
+def test_a_result_stored_by_the_previous_version_still_reads_back(env, capsys):
+    """Idempotency records live 24 h: those written before results were ObjectResults (plain
+    dicts, the same field names) must still count as processed after a deploy."""
+    key, version = env.put_alert()
+    body = notify(env, key, version)
+    assert failures(env.run(body)) == []
+    [record] = env.idempotency.scan()["Items"]
+    stored = json.loads(record["data"])
+    old = {"outcome": "forwarded", "alert_id": stored["alert_id"]}  # what the previous version stored
+    env.idempotency.update_item(Key={"id": record["id"]}, UpdateExpression="SET #d = :d",
+                                ExpressionAttributeNames={"#d": "data"},
+                                ExpressionAttributeValues={":d": json.dumps(old)})
+    capsys.readouterr()
+    assert failures(env.run(body)) == []
+    assert len(env.classifier.requests) == 1 and len(env.items()) == 1
+    assert "AlertEventsDuplicate" in capsys.readouterr().out
+
+
+def test_the_processor_refuses_an_idempotency_config_that_cannot_tell_duplicates():
+    from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig
+
+    from alerts.processor.process import IDEMPOTENCY_KEY_JMESPATH, new_idempotency_config
+
+    class Store:  # never reached: the check comes first
+        pass
+
+    with pytest.raises(ValueError, match="new_idempotency_config"):
+        AlertProcessor(s3=None, table=None, forward=None, persistence_store=Store(),
+                       idempotency_config=IdempotencyConfig(event_key_jmespath=IDEMPOTENCY_KEY_JMESPATH))
+    assert new_idempotency_config(expires_after_seconds=60).expires_after_seconds == 60
+
+
 def test_a_new_version_of_the_same_key_is_a_new_alert(env):
     key, v1 = env.put_alert()
     _, v2 = env.put_alert(key=key)
@@ -828,6 +860,19 @@ def test_parse_message_never_raises_on_odd_records():
     assert parsed.objects == [] and len(parsed.invalid) == 3
 
 
+def test_the_alert_contract_imports_without_pydantic():
+    """The alerts API imports alerts.model for the key layout: pydantic (~60 ms of cold start) loads
+    only when Alert or AlertHeader is first used."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import sys, alerts.model as m; assert 'pydantic' not in sys.modules; "
+            "m.Alert; assert 'pydantic' in sys.modules")
+    lambdas = Path(__file__).resolve().parents[2] / "lambdas"
+    subprocess.run([sys.executable, "-c", code], cwd=lambdas, check=True, timeout=60)
+
+
 def test_processor_without_idempotency_is_plain_logic():
     """process.py needs no Lambda and no idempotency table: fakes for everything."""
     calls = []
@@ -860,5 +905,5 @@ def test_processor_without_idempotency_is_plain_logic():
                                count=lambda name, reason=None: counted.append(name))
     key = "alerts/sensor-1/2024/03/05/1.json"
     outcomes = processor.process_message(json.dumps(s3_notification(s3_record(key, "v1", 10))))
-    assert [o["outcome"] for o in outcomes] == ["forwarded"]
+    assert [o.outcome for o in outcomes] == ["forwarded"]
     assert calls == [("put", "sensor-1"), ("forward", "sensor-1")] and counted == ["AlertsForwarded"]
