@@ -1,18 +1,22 @@
 """Throughput of the telemetry Firehose transform on one core.
 
-Usage: .venv/bin/python bench/bench_transform.py [--records 500] [--runs 41]
+Usage: .venv/bin/python bench/bench_transform.py [--records 500] [--runs 41] [--against DIR]
 Times transform_batch over one batch of realistic valid records (~300-byte payloads, 10 metrics),
 and json.loads over the same payloads once base64-decoded (bytes) as the yardstick; the runs of
 each are interleaved. Prints the median of --runs runs as records/second, and the ratio
 transform ÷ json.loads(bytes) records/s; the ratio to json.loads of the payloads already decoded
 to str (json's fastest input) is printed too, for information.
 Targets: >= 50,000 records/s and ratio >= 0.25. Exits non-zero when a target is missed.
+--against DIR also times transform_batch of another revision's lambdas/ directory (e.g. from
+`git archive <rev> lambdas | tar -x -C /tmp/rev`) in the same interleaved runs, for a fair
+before/after comparison on a busy machine (for information: the targets apply to this tree).
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import importlib.util
 import json
 import os
 import platform
@@ -58,10 +62,21 @@ def firehose_records(n: int, seed: int = 7) -> tuple[list[dict], list[bytes]]:
     return records, payloads
 
 
+def load_transform_batch(lambdas: Path):
+    """transform_batch from another revision's lambdas/ (its telemetry module, under another name)."""
+    path = lambdas / "telemetry" / "transform" / "transform.py"
+    spec = importlib.util.spec_from_file_location("bench_other_transform", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.transform_batch
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=500)
     parser.add_argument("--runs", type=int, default=41)
+    parser.add_argument("--against", type=Path, metavar="DIR",
+                        help="another revision's lambdas/ directory, timed in the same runs")
     args = parser.parse_args()
 
     records, payloads = firehose_records(args.records)
@@ -82,7 +97,18 @@ def main() -> int:
         for text in texts:
             loads(text)
 
-    t_transform, t_bytes, t_text = interleaved_medians([transform, loads_bytes, loads_text], args.runs)
+    timed = [transform, loads_bytes, loads_text]
+    if args.against:
+        other_batch = load_transform_batch(args.against.resolve())
+        other_outputs, other_counts = other_batch(records, max_payload_bytes=8192)
+        assert other_counts == counts, other_counts
+        same = other_outputs == outputs
+
+        def other() -> None:
+            other_batch(records, max_payload_bytes=8192)
+
+        timed.append(other)
+    t_transform, t_bytes, t_text, *t_other = interleaved_medians(timed, args.runs)
     rate = args.records / t_transform
     rate_bytes = args.records / t_bytes
     rate_text = args.records / t_text
@@ -100,6 +126,11 @@ def main() -> int:
     print(f"ratio transform / json.loads(bytes): {ratio:.3f} (target >= {TARGET_RATIO}): "
           f"{'ok' if ratio >= TARGET_RATIO else 'UNDER TARGET'}")
     print(f"ratio transform / json.loads(str): {rate / rate_text:.3f} (for information)")
+    if t_other:
+        print(f"transform_batch of {args.against}: {t_other[0] * 1e3:.2f} ms/batch, "
+              f"{args.records / t_other[0]:,.0f} records/s, ratio {t_bytes / t_other[0]:.3f}; "
+              f"this tree is {t_other[0] / t_transform:.3f}x as fast; outputs "
+              f"{'identical' if same else 'differ'}")
     return 0 if rate >= TARGET_RATE and ratio >= TARGET_RATIO else 1
 
 

@@ -15,7 +15,9 @@ Only a thing name matching SAFE_THING ever reaches an S3 key. "ProcessingFailed"
 the truly unexpected (a record Firehose itself could not have produced, or a bug): Firehose
 then writes the record to its own processing-failed prefix, so it is not lost either.
 
-This module is on the hot path and imported at every cold start: stdlib only, no pydantic.
+Records are read through Powertools' KinesisFirehoseRecord and answered with its
+KinesisFirehoseDataTransformationRecord; the checks of what the rule put in a record are this
+module's own. It is on the hot path and imported at every cold start: no pydantic.
 """
 
 from __future__ import annotations
@@ -27,6 +29,12 @@ import re
 import time
 from datetime import date, datetime
 from typing import Any, Callable, Iterable
+
+from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import (
+    KinesisFirehoseDataTransformationRecord,
+    KinesisFirehoseDataTransformationRecordMetadata,
+    KinesisFirehoseRecord,
+)
 
 DEFAULT_MAX_PAYLOAD_BYTES = 8192
 MAX_METRICS = 100
@@ -151,11 +159,19 @@ def _iso_text(ts: str) -> bool:
     return True
 
 
-def _transform(record: Any, limit: int, b64_limit: int) -> dict[str, Any]:
+def _answer(record: KinesisFirehoseRecord, line: str, partition_keys: dict[str, str]) -> dict[str, Any]:
+    """The Ok output record carrying one JSON line, under the prefix of `partition_keys`."""
+    return record.build_data_transformation_response(
+        data=_b2a(line.encode(), newline=False).decode(),
+        metadata=KinesisFirehoseDataTransformationRecordMetadata(partition_keys=partition_keys),
+    ).asdict()
+
+
+def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dict[str, Any]:
     """The output record of a valid record; raises _Reject for an invalid one, anything else only
     on the unexpected. The hot path: every check is inline, in the cheapest order that still
     reports the most telling reason."""
-    data = record["data"]
+    data = record.data
     if type(data) is not str:
         raise TypeError("record data is not a string")  # Firehose always sends base64 text
     try:
@@ -247,13 +263,10 @@ def _transform(record: Any, limit: int, b64_limit: int) -> dict[str, Any]:
             f'"received_at":{received_at!r},"ts":{ts_json},"seq":{seq!r},'
             f'"metrics":{{{",".join(parts)}}}}}\n')
     day = _dates.get(received_at // _MS_PER_DAY) or utc_date(received_at)
-    return {"recordId": record["recordId"], "result": OK,
-            "data": _b2a(line.encode(), newline=False).decode(),
-            "metadata": {"partitionKeys": {"stream": "telemetry", "partition": f"thing={thing}",
-                                           "date": day}}}
+    return _answer(record, line, {"stream": "telemetry", "partition": f"thing={thing}", "date": day})
 
 
-def _rejected(record: dict, rejection: _Reject, now: Callable[[], float]) -> dict[str, Any]:
+def _rejected(record: KinesisFirehoseRecord, rejection: _Reject, now: Callable[[], float]) -> dict[str, Any]:
     """The error line of an invalid record: why, and the whole original record data in `raw`."""
     reason = rejection.reason
     received_at = rejection.received_at
@@ -265,19 +278,19 @@ def _rejected(record: dict, rejection: _Reject, now: Callable[[], float]) -> dic
         received_at = None
     else:
         day = utc_date(received_at)
-    line = _encode({"error": reason, "detail": rejection.detail, "recordId": record["recordId"],
-                    "thing": rejection.thing, "received_at": received_at, "raw": record["data"]})
-    return {"recordId": record["recordId"], "result": OK,
-            "data": _b2a(line.encode() + b"\n", newline=False).decode(),
-            "metadata": {"partitionKeys": {"stream": "telemetry-errors", "partition": f"reason={reason}",
-                                           "date": day}}}
+    line = _encode({"error": reason, "detail": rejection.detail, "recordId": record.record_id,
+                    "thing": rejection.thing, "received_at": received_at, "raw": record.data})
+    return _answer(record, line + "\n", {"stream": "telemetry-errors", "partition": f"reason={reason}",
+                                         "date": day})
 
 
-def _failed(record: Any) -> dict[str, Any]:
-    """The answer when something unexpected happened: Firehose keeps the original record."""
-    fields = record if type(record) is dict else {}
+def _failed(record: KinesisFirehoseRecord) -> dict[str, Any]:
+    """The answer when something unexpected happened: Firehose keeps the original record. The
+    record may lack anything (even be no object): read as a plain dict, never raising."""
+    fields = record.raw_event if type(record.raw_event) is dict else {}
     data = fields.get("data")
-    return {"recordId": fields.get("recordId"), "result": FAILED, "data": data if type(data) is str else ""}
+    return KinesisFirehoseDataTransformationRecord(
+        record_id=fields.get("recordId"), result=FAILED, data=data if type(data) is str else "").asdict()
 
 
 def _b64_limit(limit: int) -> int:
@@ -291,18 +304,13 @@ def transform_record(
     rejection reason or PROCESSING_FAILED, "thing": the thing name if known and safe, else None,
     "detail": why (fixed text, or the exception type for a failure), else None}.
     max_payload_bytes defaults to payload_limit() (the environment)."""
-    limit = payload_limit() if max_payload_bytes is None else max_payload_bytes
-    try:
-        try:
-            output = _transform(record, limit, _b64_limit(limit))
-            thing = _loads(_a2b(output["data"]))["thing"]
-            return {"record": output, "reason": None, "thing": thing, "detail": None}
-        except _Reject as rejection:
-            return {"record": _rejected(record, rejection, now), "reason": rejection.reason,
-                    "thing": rejection.thing, "detail": rejection.detail}
-    except Exception as exc:  # noqa: BLE001 - one record must never fail anything else
-        return {"record": _failed(record), "reason": PROCESSING_FAILED, "thing": None,
-                "detail": type(exc).__name__}
+    reported: list[tuple[Any, str, str | None, str]] = []
+    [output], _ = transform_batch([record], max_payload_bytes=max_payload_bytes, now=now,
+                                  on_reject=lambda *report: reported.append(report))
+    if reported:
+        [(_, reason, thing, detail)] = reported
+        return {"record": output, "reason": reason, "thing": thing, "detail": detail}
+    return {"record": output, "reason": None, "thing": _loads(_a2b(output["data"]))["thing"], "detail": None}
 
 
 def transform_batch(
@@ -312,7 +320,8 @@ def transform_batch(
     on_reject: RejectCallback | None = None,
     now: Callable[[], float] = time.time,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Firehose input records -> (output records, in the same order with the same recordIds; counts).
+    """Firehose input records (the event's "records", as Firehose sends them) -> (output records,
+    in the same order with the same recordIds; counts).
 
     counts = {"records", "valid", "rejected", "failed", "reasons": {reason: n}}, where
     valid + rejected + failed == records. on_reject(record_id, reason, thing, detail) is called for
@@ -325,7 +334,8 @@ def transform_batch(
     append = outputs.append
     reasons: dict[str, int] = {}
     valid = failed = 0
-    for record in records:
+    for raw in records:
+        record = KinesisFirehoseRecord(raw)
         try:
             try:
                 append(_transform(record, limit, b64_limit))
