@@ -101,7 +101,7 @@ class ParsedMessage:
     objects: list[ObjectRef] = field(default_factory=list)
     test_event: bool = False  # S3's s3:TestEvent, sent when the notification is configured
     ignored: int = 0  # S3 records that are not ObjectCreated events
-    invalid: list[str] = field(default_factory=list)  # why the message, or some of its records, name no object
+    invalid: list[str] = field(default_factory=list)  # why it, or some of its records, names no object
 
 
 def object_ref(record: S3EventRecord) -> ObjectRef | None:
@@ -238,7 +238,8 @@ class AlertProcessor:
         self._process_once = self._process
         if persistence_store is not None:
             config = idempotency_config or new_idempotency_config()
-            if config.event_key_jmespath != IDEMPOTENCY_KEY_JMESPATH or config.response_hook is not _mark_duplicate:
+            if (config.event_key_jmespath != IDEMPOTENCY_KEY_JMESPATH
+                    or config.response_hook is not _mark_duplicate):
                 raise ValueError("the idempotency config must come from new_idempotency_config()")
             self._process_once = idempotent_function(
                 self._process,
@@ -282,7 +283,9 @@ class AlertProcessor:
 
     # ---- one object ---------------------------------------------------------------------------
 
-    def process_object(self, ref: ObjectRef, *, remaining_ms: Callable[[], int] | None = None) -> ObjectResult:
+    def process_object(
+        self, ref: ObjectRef, *, remaining_ms: Callable[[], int] | None = None
+    ) -> ObjectResult:
         if ref.key.startswith(QUARANTINE_PREFIX):
             # Our own quarantine copies (if the notification is not prefix-filtered): never loop.
             self.count(IGNORED, reason="quarantine-copy")

@@ -3,16 +3,16 @@ processor of the telemetry delivery stream.
 
 Answers every record (see transform.py); never logs payload contents: per rejected record only
 its recordId, reason, fixed detail text and the thing name if safe; per batch one line of counts.
+No Powertools Tracer: it would load the X-Ray SDK (~120 ms of cold start) to trace a function that
+calls nothing (Lambda's active tracing still records each invocation).
 """
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit, single_metric
-
+from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import KinesisFirehoseEvent
+from shared.runtime import handler_runtime
 from telemetry.transform.transform import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PROCESSING_FAILED,
@@ -20,12 +20,8 @@ from telemetry.transform.transform import (
     transform_batch,
 )
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "telemetry-transform")
-logger = Logger(service=SERVICE)
-NAMESPACE = "Fleetwarden"
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-# No powertools Tracer: it imports the X-Ray SDK (~200 ms of cold start, over the 150 ms budget)
-# to trace a function that calls nothing. Lambda active tracing still records each invocation.
+runtime = handler_runtime("telemetry-transform")
+SERVICE, logger, metrics = runtime.service, runtime.logger, runtime.metrics
 
 
 def _payload_limit() -> int:
@@ -50,25 +46,27 @@ def _report(record_id: Any, reason: str, thing: str | None, detail: str) -> None
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    records = event.get("records") if isinstance(event, dict) else None
-    if not isinstance(records, list):
+    firehose = KinesisFirehoseEvent(event) if isinstance(event, dict) else None
+    if firehose is None or not isinstance(firehose.get("records"), list):
         # Not from Firehose: there is no record to answer.
         logger.error("not a Firehose transformation event")
-        metrics.add_metric(name="TelemetryBatchesMalformed", unit=MetricUnit.Count, value=1)
+        runtime.count("TelemetryBatchesMalformed")
         return {"records": []}
 
-    outputs, counts = transform_batch(records, max_payload_bytes=_payload_limit(), on_reject=_report)
+    # The records as Firehose sent them: transform_batch reads each through KinesisFirehoseRecord.
+    outputs, counts = transform_batch(firehose["records"], max_payload_bytes=_payload_limit(),
+                                      on_reject=_report)
 
-    # Every batch reports all three, zeros included, so an alarm always has data.
-    metrics.add_metric(name="TelemetryRecordsValid", unit=MetricUnit.Count, value=counts["valid"])
-    metrics.add_metric(name="TelemetryRecordsRejected", unit=MetricUnit.Count, value=counts["rejected"])
-    metrics.add_metric(name="TelemetryRecordsFailed", unit=MetricUnit.Count, value=counts["failed"])
-    # The same rejections broken down by reason: one emission per reason per batch.
+    # Every batch reports all three, zeros included, so an alarm always has data; the rejections
+    # also broken down by reason (one emission per reason per batch).
+    runtime.count("TelemetryRecordsValid", value=counts["valid"])
+    runtime.count("TelemetryRecordsRejected", value=counts["rejected"])
+    runtime.count("TelemetryRecordsFailed", value=counts["failed"])
     for reason, count in sorted(counts["reasons"].items()):
-        with single_metric(name="TelemetryRecordsRejected", unit=MetricUnit.Count, value=count,
-                           namespace=NAMESPACE, default_dimensions={"service": SERVICE, "reason": reason}):
-            pass
-    invocation_id = event.get("invocationId")
+        runtime.breakdown("TelemetryRecordsRejected", count, reason=reason)
+    invocation_id = firehose.get("invocationId")
     logger.info("telemetry batch transformed", extra={
         **counts, "invocation_id": invocation_id if isinstance(invocation_id, str) else None})
+    # Not KinesisFirehoseDataTransformationResponse: its asdict() refuses an empty list, and the
+    # records are already answered as dicts.
     return {"records": outputs}

@@ -242,8 +242,10 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dic
         raise _Reject(WRONG_TYPE, "metrics is not an object", thing, received_at)
     if len(metrics) > MAX_METRICS:
         raise _Reject(WRONG_TYPE, f"metrics has over {MAX_METRICS} keys", thing, received_at)
-    # Checked and written in one pass, by hand: ~25% faster than json's C encoder for a small dict,
-    # and valid compact JSON (_quote is json's own string escaper; ints are written by repr).
+    # Checked and written in one pass, by hand, and valid compact JSON (_quote is json's own string
+    # escaper; ints are written by repr). Measured against json.dumps of the line (floats parsed,
+    # then checked) in one bench_transform run: 57,000 vs 47,000 records/s, the latter under both
+    # targets (50,000/s, ratio 0.25): the hand-built line stays.
     parts = []
     add = parts.append
     for key, value in metrics.items():
