@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from lambdas.identity.tokens import CLAIM_CLIENT_PREFIX, DEFAULT_SERIAL_PATTERN
 
@@ -28,13 +28,7 @@ TLS_SECURITY_POLICIES = (
     "IoTSecurityPolicy_TLS13_1_3_2022_10",  # TLS 1.3 only (default)
     "IoTSecurityPolicy_TLS13_1_2_2022_10",  # TLS 1.2 and 1.3, for devices without TLS 1.3
 )
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-gov)?-[a-z]+-\d$")
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
-_LOG_GROUP_NAME = re.compile(r"^[\w#/.\-]{1,512}$")
-
-
 
 
 class ConfigError(ValueError):
@@ -114,108 +108,162 @@ class FleetConfig:
     stage_names: tuple[str, ...]
 
 
-# Per-stage keys, their defaults, and the validator that checks each one.
-_STAGE_DEFAULTS: dict[str, Any] = {
-    "account": None,
-    "region": None,
-    "log_retention_days": 90,
-    "trail_retention_days": 2557,  # 7 years: a common audit retention floor
-    "access_log_retention_days": 365,
-    "iot_log_level": "ERROR",
-    "ops_email": None,
-    "tls_security_policy": TLS_SECURITY_POLICIES[0],
-    "existing_trail_log_group": None,
-    "termination_protection": False,
-    # null: the stage named by account_singletons_owner owns them; true/false overrides that,
-    # e.g. true for every stage when each stage has an account of its own.
-    "owns_account_singletons": None,
-    "serial_pattern": DEFAULT_SERIAL_PATTERN,
-    "provisioning_token_ttl_minutes": 15,
-    "ca_certificate_file": None,
-    "ca_verification_certificate_file": None,
-    "declared_devices": [],
-    "declared_devices_cap": 100,
-    # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
-    "powertools_layer_version": 38,
-    "telemetry_buffer_seconds": 300,
-    "telemetry_infrequent_access_days": 30,
-    "telemetry_retention_days": 365,
-    "alert_retention_days": 2557,
-    "max_telemetry_bytes": 8192,
-    # The external classification service that receives alert headers (never traces).
-    "classifier_url": "https://classifier.example.com/v1/alerts",
-    # Detection and containment (DefenseStack).
-    "detect": "both",
-    "revocation": "deactivate",
-    "dry_run": False,
-    "exempt_group": None,
-    "detection_window_seconds": 300,
-    "max_messages_per_window": 600,
-    "max_message_bytes_per_window": 5_242_880,
-    "max_authorization_failures_per_window": 10,
-    "max_connection_attempts_per_window": 10,
-    "max_disconnects_per_window": 10,
-    "max_established_tcp_connections": 10,
-}
-DETECT_SOURCES = ("defender", "builtin", "both")
-REVOCATION_MODES = ("quarantine-only", "deactivate", "revoke")
-_THING_GROUP = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+# --- validators: each takes a value and returns it (perhaps normalised) or raises Refused -------
+
+Check = Callable[[Any], Any]
 
 
-def _one_of(key: str, value: Any, allowed: tuple) -> Any:
-    if value not in allowed:
-        shown = ", ".join(str(a) for a in allowed)
-        raise ConfigError(f"{key} = {value!r} is not allowed; use one of: {shown}")
-    return value
+class Refused(Exception):
+    """A validator's verdict; the message reads "<key> = <value> <why>"."""
+
+    def __init__(self, value: Any, why: str):
+        super().__init__(why)
+        self.value, self.why = value, why
 
 
-def _retention(key: str, value: Any) -> int:
+def one_of(allowed: tuple) -> Check:
+    def check(value: Any) -> Any:
+        if value not in allowed:
+            raise Refused(value, f"is not allowed; use one of: {', '.join(str(a) for a in allowed)}")
+        return value
+    return check
+
+
+def whole(low: int, high: int) -> Check:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise Refused(value, f"must be a whole number from {low} to {high}")
+        return value
+    return check
+
+
+def matches(pattern: str, why: str) -> Check:
+    """A string matching `pattern`; `why` says what it must be."""
+    compiled = re.compile(pattern)
+
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not compiled.match(value):
+            raise Refused(value, why)
+        return value
+    return check
+
+
+def optional(check: Check) -> Check:
+    """None (the feature is off) or a value `check` accepts."""
+    return lambda value: None if value is None else check(value)
+
+
+def all_of(*checks: Check) -> Check:
+    """Each check in turn, on what the one before returned."""
+    def check(value: Any) -> Any:
+        for step in checks:
+            value = step(value)
+        return value
+    return check
+
+
+def days(value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key} = {value!r} must be a whole number of days")
+        raise Refused(value, "must be a whole number of days")
     if value <= 0:
-        raise ConfigError(f"{key} = {value!r} must be a positive number of days")
+        raise Refused(value, "must be a positive number of days")
     return value
 
 
-def _log_retention(key: str, value: Any) -> int:
-    _retention(key, value)
-    return _one_of(key, value, LOG_RETENTION_DAYS)
-
-
-def _optional_match(key: str, value: Any, pattern: re.Pattern, what: str) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not pattern.match(value):
-        raise ConfigError(f"{key} = {value!r} is not {what}")
-    return value
-
-
-def _flag(key: str, value: Any) -> bool:
+def flag(value: Any) -> bool:
     if not isinstance(value, bool):
-        raise ConfigError(f"{key} = {value!r} must be true or false")
+        raise Refused(value, "must be true or false")
     return value
 
 
-def _whole(key: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{key} = {value!r} must be a whole number from {low} to {high}")
-    return value
+def upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
 
 
-def _https_url(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not re.match(r"^https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$", value):
-        raise ConfigError(f"{key} = {value!r} must be an https:// URL")
-    return value
-
-
-def _serial_pattern(key: str, value: Any) -> str:
+def anchored_regex(value: Any) -> str:
     if not isinstance(value, str) or not value.startswith("^") or not value.endswith("$"):
-        raise ConfigError(f"{key} = {value!r} must be a regular expression anchored with ^ and $")
+        raise Refused(value, "must be a regular expression anchored with ^ and $")
     try:
         re.compile(value)
     except re.error as err:
-        raise ConfigError(f"{key} = {value!r} is not a valid regular expression: {err}") from None
+        raise Refused(value, f"is not a valid regular expression: {err}") from None
     return value
+
+
+def checked_below(value: Any) -> Any:
+    """Checked after the table pass, with the settings and files it depends on."""
+    return value
+
+
+def _checked(key: str, value: Any, check: Check) -> Any:
+    try:
+        return check(value)
+    except Refused as refused:
+        raise ConfigError(f"{key} = {refused.value!r} {refused.why}") from None
+
+
+# --- the per-stage settings: key in cdk.json -> default and check ---------------------------
+
+@dataclass(frozen=True)
+class Setting:
+    default: Any
+    check: Check
+    limit: str | None = None  # the DetectionLimits field it fills, if any
+
+
+DETECT_SOURCES = ("defender", "builtin", "both")
+REVOCATION_MODES = ("quarantine-only", "deactivate", "revoke")
+_up_to_a_million = whole(1, 10**6)
+
+# Each key is the StageConfig field of the same name unless handled in `_stage` after the pass.
+SETTINGS: dict[str, Setting] = {
+    "account": Setting(None, optional(matches(r"^\d{12}$", "is not a 12-digit AWS account id"))),
+    "region": Setting(None, optional(matches(
+        r"^[a-z]{2}(-gov)?-[a-z]+-\d$", "is not an AWS region name such as eu-west-1"))),
+    "log_retention_days": Setting(90, all_of(days, one_of(LOG_RETENTION_DAYS))),
+    "trail_retention_days": Setting(2557, days),  # 7 years: a common audit retention floor
+    "access_log_retention_days": Setting(365, days),
+    "iot_log_level": Setting("ERROR", all_of(upper, one_of(IOT_LOG_LEVELS))),
+    "ops_email": Setting(None, optional(matches(
+        r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$", "is not a valid email address"))),
+    "tls_security_policy": Setting(TLS_SECURITY_POLICIES[0], one_of(TLS_SECURITY_POLICIES)),
+    "existing_trail_log_group": Setting(None, optional(matches(
+        r"^[\w#/.\-]{1,512}$", "is not a CloudWatch Logs log group name"))),
+    "termination_protection": Setting(False, flag),
+    # null: the stage named by account_singletons_owner owns them; true/false overrides that,
+    # e.g. true for every stage when each stage has an account of its own.
+    "owns_account_singletons": Setting(None, optional(flag)),
+    "serial_pattern": Setting(DEFAULT_SERIAL_PATTERN, anchored_regex),
+    "provisioning_token_ttl_minutes": Setting(15, whole(1, 1440)),
+    "ca_certificate_file": Setting(None, checked_below),
+    "ca_verification_certificate_file": Setting(None, checked_below),
+    "declared_devices": Setting([], checked_below),
+    "declared_devices_cap": Setting(100, whole(0, 1000)),
+    # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
+    "powertools_layer_version": Setting(38, whole(1, 10_000)),
+    # Firehose buffers 60-900 s before writing a partition's file.
+    "telemetry_buffer_seconds": Setting(300, whole(60, 900)),
+    "telemetry_infrequent_access_days": Setting(30, whole(30, 36500)),
+    "telemetry_retention_days": Setting(365, days),
+    "alert_retention_days": Setting(2557, days),
+    "max_telemetry_bytes": Setting(8192, whole(256, 131072)),
+    # The external classification service that receives alert headers (never traces).
+    "classifier_url": Setting("https://classifier.example.com/v1/alerts", matches(
+        r"^https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$", "must be an https:// URL")),
+    # Detection and containment (DefenseStack).
+    "detect": Setting("both", one_of(DETECT_SOURCES)),
+    "revocation": Setting("deactivate", one_of(REVOCATION_MODES)),
+    "dry_run": Setting(False, flag),
+    "exempt_group": Setting(None, optional(matches(r"^[A-Za-z0-9:_-]{1,128}$", "is not a thing group name"))),
+    # Lambda tumbling windows and Defender durations both stop at 15 minutes.
+    "detection_window_seconds": Setting(300, one_of((60, 300, 600, 900))),
+    "max_messages_per_window": Setting(600, whole(1, 10**9), limit="messages"),
+    "max_message_bytes_per_window": Setting(5_242_880, whole(1, 10**12), limit="message_bytes"),
+    "max_authorization_failures_per_window": Setting(10, _up_to_a_million, limit="authorization_failures"),
+    "max_connection_attempts_per_window": Setting(10, _up_to_a_million, limit="connection_attempts"),
+    "max_disconnects_per_window": Setting(10, _up_to_a_million, limit="disconnects"),
+    "max_established_tcp_connections": Setting(10, whole(0, 10**5), limit="established_tcp_connections"),
+}
 
 
 def _pem_file(key: str, value: Any, base_dir: Path, marker: str) -> str | None:
@@ -280,91 +328,22 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
     where = f"stages.{name}"
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where} must be an object of settings")
-    unknown = sorted(set(raw) - set(_STAGE_DEFAULTS))
+    unknown = sorted(set(raw) - set(SETTINGS))
     if unknown:
-        raise ConfigError(
-            f"{where}.{unknown[0]} is not a known setting; known: {', '.join(_STAGE_DEFAULTS)}"
-        )
-    v = {**_STAGE_DEFAULTS, **raw}
-    level = v["iot_log_level"]
-    return StageConfig(
-        name=name,
-        account=_optional_match(f"{where}.account", v["account"], _ACCOUNT, "a 12-digit AWS account id"),
-        region=_optional_match(f"{where}.region", v["region"], _REGION, "an AWS region name such as eu-west-1"),
-        owns_account_singletons=(name == owner) if v["owns_account_singletons"] is None else _flag(
-            f"{where}.owns_account_singletons", v["owns_account_singletons"]),
-        log_retention_days=_log_retention(f"{where}.log_retention_days", v["log_retention_days"]),
-        trail_retention_days=_retention(f"{where}.trail_retention_days", v["trail_retention_days"]),
-        access_log_retention_days=_retention(
-            f"{where}.access_log_retention_days", v["access_log_retention_days"]
-        ),
-        iot_log_level=_one_of(
-            f"{where}.iot_log_level", level.upper() if isinstance(level, str) else level, IOT_LOG_LEVELS
-        ),
-        ops_email=_optional_match(f"{where}.ops_email", v["ops_email"], _EMAIL, "a valid email address"),
-        tls_security_policy=_one_of(
-            f"{where}.tls_security_policy", v["tls_security_policy"], TLS_SECURITY_POLICIES
-        ),
-        existing_trail_log_group=_optional_match(
-            f"{where}.existing_trail_log_group",
-            v["existing_trail_log_group"],
-            _LOG_GROUP_NAME,
-            "a CloudWatch Logs log group name",
-        ),
-        termination_protection=_flag(f"{where}.termination_protection", v["termination_protection"]),
-        serial_pattern=_serial_pattern(f"{where}.serial_pattern", v["serial_pattern"]),
-        provisioning_token_ttl_minutes=_whole(
-            f"{where}.provisioning_token_ttl_minutes", v["provisioning_token_ttl_minutes"], 1, 1440
-        ),
-        ca_certificate_pem=_pem_file(
-            f"{where}.ca_certificate_file", v["ca_certificate_file"], base_dir, "CERTIFICATE"
-        ),
-        ca_verification_certificate_pem=_pem_file(
-            f"{where}.ca_verification_certificate_file", v["ca_verification_certificate_file"],
-            base_dir, "CERTIFICATE",
-        ),
-        declared_devices=_declared_devices(
-            where,
-            v["declared_devices"],
-            _whole(f"{where}.declared_devices_cap", v["declared_devices_cap"], 0, 1000),
-            v["serial_pattern"],
-            base_dir,
-        ),
-        powertools_layer_version=_whole(
-            f"{where}.powertools_layer_version", v["powertools_layer_version"], 1, 10_000
-        ),
-        # Firehose buffers 60-900 s before writing a partition's file.
-        telemetry_buffer_seconds=_whole(
-            f"{where}.telemetry_buffer_seconds", v["telemetry_buffer_seconds"], 60, 900),
-        telemetry_infrequent_access_days=_whole(
-            f"{where}.telemetry_infrequent_access_days", v["telemetry_infrequent_access_days"], 30, 36500),
-        telemetry_retention_days=_retention(
-            f"{where}.telemetry_retention_days", v["telemetry_retention_days"]),
-        alert_retention_days=_retention(f"{where}.alert_retention_days", v["alert_retention_days"]),
-        max_telemetry_bytes=_whole(f"{where}.max_telemetry_bytes", v["max_telemetry_bytes"], 256, 131072),
-        classifier_url=_https_url(f"{where}.classifier_url", v["classifier_url"]),
-        detect=_one_of(f"{where}.detect", v["detect"], DETECT_SOURCES),
-        revocation=_one_of(f"{where}.revocation", v["revocation"], REVOCATION_MODES),
-        dry_run=_flag(f"{where}.dry_run", v["dry_run"]),
-        exempt_group=_optional_match(f"{where}.exempt_group", v["exempt_group"], _THING_GROUP,
-                                     "a thing group name"),
-        # Lambda tumbling windows and Defender durations both stop at 15 minutes.
-        detection_window_seconds=_one_of(
-            f"{where}.detection_window_seconds", v["detection_window_seconds"], (60, 300, 600, 900)),
-        limits=DetectionLimits(
-            messages=_whole(f"{where}.max_messages_per_window", v["max_messages_per_window"], 1, 10**9),
-            message_bytes=_whole(f"{where}.max_message_bytes_per_window",
-                                 v["max_message_bytes_per_window"], 1, 10**12),
-            authorization_failures=_whole(f"{where}.max_authorization_failures_per_window",
-                                          v["max_authorization_failures_per_window"], 1, 10**6),
-            connection_attempts=_whole(f"{where}.max_connection_attempts_per_window",
-                                       v["max_connection_attempts_per_window"], 1, 10**6),
-            disconnects=_whole(f"{where}.max_disconnects_per_window", v["max_disconnects_per_window"],
-                               1, 10**6),
-            established_tcp_connections=_whole(f"{where}.max_established_tcp_connections",
-                                               v["max_established_tcp_connections"], 0, 10**5),
-        ),
-    )
+        raise ConfigError(f"{where}.{unknown[0]} is not a known setting; known: {', '.join(SETTINGS)}")
+    v = {key: _checked(f"{where}.{key}", raw.get(key, setting.default), setting.check)
+         for key, setting in SETTINGS.items()}
+
+    # The settings that depend on other settings, the stage's name or files.
+    if v["owns_account_singletons"] is None:
+        v["owns_account_singletons"] = name == owner
+    for file_key, pem_field in (("ca_certificate_file", "ca_certificate_pem"),
+                                ("ca_verification_certificate_file", "ca_verification_certificate_pem")):
+        v[pem_field] = _pem_file(f"{where}.{file_key}", v.pop(file_key), base_dir, "CERTIFICATE")
+    v["declared_devices"] = _declared_devices(
+        where, v["declared_devices"], v.pop("declared_devices_cap"), v["serial_pattern"], base_dir)
+    limits = DetectionLimits(**{s.limit: v.pop(key) for key, s in SETTINGS.items() if s.limit})
+    return StageConfig(name=name, limits=limits, **v)
 
 
 def load_config(context: Mapping[str, Any], base_dir: Path | None = None) -> FleetConfig:
@@ -385,11 +364,11 @@ def load_config(context: Mapping[str, Any], base_dir: Path | None = None) -> Fle
             )
     names = tuple(stages)
     stage_name = context.get("stage") or DEFAULT_STAGE
-    _one_of("stage", stage_name, names)
+    _checked("stage", stage_name, one_of(names))
 
     # Account-wide IoT settings exist once per account and region: one stage owns them.
     owner = settings.get("account_singletons_owner", "prod" if "prod" in names else names[0])
-    _one_of("fleetwarden.account_singletons_owner", owner, names)
+    _checked("fleetwarden.account_singletons_owner", owner, one_of(names))
 
     base_dir = base_dir or Path(__file__).resolve().parent.parent
     stage = _stage(stage_name, stages[stage_name], owner, base_dir)

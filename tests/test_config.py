@@ -47,6 +47,15 @@ def test_stage_in_its_own_account_can_own_singletons():
     assert load_config(context_with("prod", owns_account_singletons=False)).stage.owns_account_singletons is False
 
 
+def test_values_are_normalised_and_limits_grouped():
+    stage = load_config(context_with(iot_log_level="info", max_messages_per_window=7,
+                                     max_established_tcp_connections=0)).stage
+    assert stage.iot_log_level == "INFO"
+    assert (stage.limits.messages, stage.limits.established_tcp_connections) == (7, 0)
+    assert stage.limits.disconnects == 10  # the default
+    assert stage.ca_certificate_pem is None and stage.declared_devices == ()
+
+
 BAD_VALUES = [
     # (stage, overrides, words the one-line message must contain)
     ("staging", {}, ["stage = 'staging'", "dev, prod"]),
@@ -65,6 +74,13 @@ BAD_VALUES = [
     ("dev", {"provisioning_token_ttl_minutes": 0}, ["provisioning_token_ttl_minutes = 0", "1 to 1440"]),
     ("dev", {"ca_certificate_file": "nope.pem"}, ["ca_certificate_file = 'nope.pem'", "no such file"]),
     ("dev", {"declared_devices": {"a": 1}}, ["declared_devices must be a list"]),
+    ("dev", {"detect": "x"}, ["stages.dev.detect = 'x' is not allowed; use one of: defender, builtin, both"]),
+    ("dev", {"detection_window_seconds": 30}, ["detection_window_seconds = 30", "60, 300, 600, 900"]),
+    ("dev", {"max_disconnects_per_window": True}, ["max_disconnects_per_window = True", "1 to 1000000"]),
+    ("dev", {"declared_devices_cap": 1001}, ["declared_devices_cap = 1001", "0 to 1000"]),
+    ("dev", {"classifier_url": "http://x"}, ["classifier_url = 'http://x'", "https:// URL"]),
+    ("dev", {"exempt_group": "lab benches"}, ["exempt_group = 'lab benches'", "thing group name"]),
+    ("dev", {"iot_log_level": "loud"}, ["iot_log_level = 'LOUD'", "DISABLED"]),
 ]
 
 
