@@ -2,8 +2,9 @@
 and SNS (ops topic, read back through a subscribed SQS queue).
 
 Most tests go through handler.lambda_handler with real-shaped SNS events carrying the real
-Device Defender sample. IoT and SNS calls are counted (and failures injected) by wrapping the
-handler's clients.
+Device Defender sample. IoT and SNS calls are counted (and failures injected) with botocore's
+before-call hook on the handler's clients, so paginated calls count too and injected errors are
+raised as botocore raises them (the service's modeled exception class for a modeled code).
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from defense.auto_response.respond import (
     ContainmentError,
     Settings,
 )
+from botocore import xform_name
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
-from tests.helpers import Counting
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
@@ -207,17 +209,36 @@ def logs():
     ar_handler.logger.registered_handler.setStream(previous)
 
 
-def unwrapped(client: Any) -> Any:
-    return client._client if isinstance(client, Counting) else client
+class Calls:
+    """The API calls a boto3 client makes, by method name, seen by botocore's before-call hook
+    (so a paginator's calls count too). `fail` queues errors per method: the call is answered
+    with the error's response and botocore raises it as it would a service's answer, with the
+    modeled exception class (e.g. iot.exceptions.ResourceNotFoundException) for a modeled code."""
+
+    HOOK = "tests-calls"
+
+    def __init__(self, client: Any, fail: dict[str, list[ClientError]] | None = None):
+        self.calls: list[str] = []
+        self.fail = fail or {}
+        client.meta.events.unregister("before-call", unique_id=self.HOOK)  # one counter per client
+        client.meta.events.register("before-call", self._before, unique_id=self.HOOK)
+
+    def _before(self, model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        name = xform_name(model.name)
+        self.calls.append(name)
+        pending = self.fail.get(name)
+        if not pending:
+            return None
+        error = pending.pop(0)
+        return AWSResponse(url="", status_code=400, headers={}, raw=None), error.response
 
 
-def counted(env, iot_fail: dict[str, list[Exception]] | None = None,
-            sns_fail: dict[str, list[Exception]] | None = None) -> SimpleNamespace:
-    """Wrap the handler's clients (built now, with the current env) so calls are counted."""
+def counted(env, iot_fail: dict[str, list[ClientError]] | None = None,
+            sns_fail: dict[str, list[ClientError]] | None = None) -> SimpleNamespace:
+    """Count the calls of the handler's clients (built now, with the current env) from here on."""
     responder = ar_handler._dependencies()
-    responder.iot = Counting(unwrapped(responder.iot), iot_fail)
-    responder.sns = Counting(unwrapped(responder.sns), sns_fail)
-    return SimpleNamespace(iot=responder.iot, sns=responder.sns, responder=responder)
+    return SimpleNamespace(iot=Calls(responder.iot, iot_fail), sns=Calls(responder.sns, sns_fail),
+                           responder=responder)
 
 
 def invoke(event: Any) -> dict[str, Any]:
@@ -485,17 +506,11 @@ def test_thing_without_certificates_is_contained_by_the_group_alone(env):
 def test_non_certificate_principals_are_counted_not_touched(env):
     make_thing(env.iot)
     responder = counted(env).responder
-    real = responder.iot._client
 
-    class WithCognito:
-        def __getattr__(self, name):
-            return getattr(real, name)
+    def with_cognito(parsed: dict[str, Any], **_: Any) -> None:
+        parsed["principals"] = [*parsed["principals"], "eu-west-1:1234abcd-cognito-identity"]
 
-        def list_thing_principals(self, **kwargs):
-            page = real.list_thing_principals(**kwargs)
-            return {**page, "principals": [*page["principals"], "eu-west-1:1234abcd-cognito-identity"]}
-
-    responder.iot = WithCognito()
+    responder.iot.meta.events.register("after-call.iot.ListThingPrincipals", with_cognito)
     invoke(sns_event(SAMPLE))
     item = incident(env)
     assert item["status"] == "contained" and item["other_principals"] == 1

@@ -17,7 +17,7 @@ from tests.helpers import AUDIT_TABLE, NOW, create_tables
 from tests.defense.test_auto_response import (
     INCIDENTS_TABLE,
     QUARANTINE_GROUP,
-    Counting,
+    Calls,
     LambdaContext,
     client_error,
     create_incidents_table,
@@ -241,7 +241,7 @@ def test_a_failed_completion_record_is_not_reported_as_success(env):
 def test_an_iot_failure_midway_is_reported_and_audited(env):
     inactive, _ = contained_device(env)
     admin = admin_handler._dependencies()
-    admin.iot = Counting(admin.iot, {"remove_thing_from_thing_group": [client_error("ThrottlingException")]})
+    Calls(admin.iot, {"remove_thing_from_thing_group": [client_error("ThrottlingException")]})
     result = invoke(**request("reinstate"))
     assert result["ok"] is False and "ThrottlingException" in result["error"]
     assert result["done"]["reactivated"] == [inactive] and result["done"]["removed_from_group"] is False
@@ -249,8 +249,7 @@ def test_an_iot_failure_midway_is_reported_and_audited(env):
     _requested, failed = audit_records(env)
     assert failed["details"]["status"] == "failed" and failed["details"]["error"] == "ThrottlingException"
     assert failed["details"]["reactivated"] == inactive
-    # Running it again finishes the job.
-    admin.iot = admin.iot._client
+    # Running it again (the injected error is spent) finishes the job.
     again = invoke(**request("reinstate"))
     assert again["ok"] and again["already_active"] == [inactive] and not in_group(env)
 
@@ -258,9 +257,9 @@ def test_an_iot_failure_midway_is_reported_and_audited(env):
 def test_reinstate_call_pattern(env):
     contained_device(env)
     admin = admin_handler._dependencies()
-    admin.iot = Counting(admin.iot)
+    counter = Calls(admin.iot)
     invoke(**request("reinstate"))
-    calls = admin.iot.calls
+    calls = counter.calls
     assert calls[0] == "list_thing_principals" and calls[-1] == "remove_thing_from_thing_group"
     assert sorted(calls[1:-1]) == ["describe_certificate", "describe_certificate", "update_certificate"]
 

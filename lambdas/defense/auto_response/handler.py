@@ -1,91 +1,85 @@
 """Lambda entry point (defense.auto_response.handler.lambda_handler): the violation topic's subscriber.
 
-Invoked asynchronously by SNS with one record per notification. Each record's Message is a
-violation (shared.violations); respond.Responder contains the device and records the incident.
-A message that can never succeed (not SNS, not a violation) is counted, logged and processed.
-A failed containment step raises, after every record of the event has been tried, so Lambda
-retries the invocation (twice, then the on-failure destination); the retry resumes each incident
-from its first step that is not done, and finished incidents are duplicates that cost no AWS call.
+Invoked asynchronously by SNS with one record per notification, read through Powertools'
+SNSEvent; each record's Message is a violation (shared.violations) that respond.Responder
+validates, contains and records. A message that can never succeed (not SNS, not a violation) is
+counted, logged and processed. A failed containment step raises, after every record of the event
+has been tried, so Lambda retries the invocation (twice, then the on-failure destination); the
+retry resumes each incident from its first step not done, and finished incidents are duplicates
+that cost no AWS call.
+
+respond (with pydantic and boto3) is imported on the first record, not at module load.
+No Powertools Tracer: ~120 ms of X-Ray SDK import is not worth a subsegment per AWS call here;
+Lambda's active tracing still records every invocation.
 """
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
-from defense.auto_response.respond import MALFORMED, MALFORMED_METRIC, RECEIVED, Responder, Settings
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from botocore.config import Config
-from shared.metrics import counter
+from aws_lambda_powertools.utilities.data_classes import SNSEvent
+from defense.auto_response.outcomes import MALFORMED, MALFORMED_METRIC, NOT_HANDLED, RECEIVED
+from shared.runtime import client, handler_runtime, resource
 
-# The invocation raises: Lambda retries it, then sends it to the on-failure destination.
-NOT_HANDLED = "ViolationsNotHandled"
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sns_event import SNSEventRecord, SNSMessage
+    from defense.auto_response.respond import Responder
 
-SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME", "auto-response")
-NAMESPACE = "Fleetwarden"
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-tracer = Tracer(service=SERVICE)
-
-# Standard retries back off on throttling inside the SDK; the handler itself never sleeps.
-BOTO_CONFIG = Config(connect_timeout=2, read_timeout=5, retries={"total_max_attempts": 3, "mode": "standard"})
-
-
-# The total (to alarm on) and, with a reason, the same metric broken down by reason.
-count = counter(metrics, SERVICE)
+runtime = handler_runtime("auto-response")
+logger, metrics, count = runtime.logger, runtime.metrics, runtime.count
 
 
 @functools.cache
 def _dependencies() -> Responder:
     """Built on first use, once per container (and after the env is set, in tests).
     A configuration error raises here: every invocation fails and is retried, loudly."""
+    from defense.auto_response.respond import Responder, Settings
+
     settings = Settings.from_env(os.environ)
     return Responder(
-        iot=boto3.client("iot", config=BOTO_CONFIG),
-        sns=boto3.client("sns", config=BOTO_CONFIG),
-        table=boto3.resource("dynamodb", config=BOTO_CONFIG).Table(settings.incidents_table),
+        iot=client("iot"),
+        sns=client("sns"),
+        table=resource("dynamodb").Table(settings.incidents_table),
         settings=settings,
         count=count,
         logger=logger,
     )
 
 
-def _sns_message(record: Any) -> str | None:
-    if not isinstance(record, dict) or record.get("EventSource") != "aws:sns":
+def _notification(record: SNSEventRecord) -> SNSMessage | None:
+    """The record's SNS notification, if it is one carrying a string Message."""
+    if not isinstance(record.raw_event, dict) or record.get("EventSource") != "aws:sns":
         return None
-    sns = record.get("Sns")
-    if not isinstance(sns, dict) or not isinstance(sns.get("Message"), str):
+    if not isinstance(record.get("Sns"), dict) or not isinstance(record.sns.get("Message"), str):
         return None
-    return sns["Message"]
+    return record.sns
 
 
 # log_event=False: the logs carry the violation's keys, the raw message is in the incident.
 @logger.inject_lambda_context(log_event=False)
-@tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
-    records = event.get("Records") if isinstance(event, dict) else None
-    if not isinstance(records, list) or not records:
+    if not isinstance(event, dict) or not isinstance(event.get("Records"), list) or not event["Records"]:
         logger.warning("not an SNS event; ignored", extra={"reason": "not-sns"})
-        count(MALFORMED_METRIC, "not-sns")
+        count(MALFORMED_METRIC, reason="not-sns")
         return {"outcomes": [{"status": MALFORMED, "detail": "not an SNS event"}]}
 
     remaining = getattr(context, "get_remaining_time_in_millis", None)
     outcomes: list[dict[str, Any]] = []
     failure: Exception | None = None
-    for record in records:
-        message = _sns_message(record)
-        if message is None:
+    for record in SNSEvent(event).records:
+        notification = _notification(record)
+        if notification is None:
             logger.warning("record is not an SNS notification; ignored", extra={"reason": "not-sns"})
             count(RECEIVED)
-            count(MALFORMED_METRIC, "not-sns")
+            count(MALFORMED_METRIC, reason="not-sns")
             outcomes.append({"status": MALFORMED, "detail": "not an SNS record"})
             continue
-        logger.set_correlation_id(record["Sns"].get("MessageId"))
+        logger.set_correlation_id(notification.get("MessageId"))
         try:
-            outcome = _dependencies().handle(message, remaining_ms=remaining)
+            outcome = _dependencies().handle(notification.message, remaining_ms=remaining)
             outcomes.append({"status": outcome.status, "violation_id": outcome.violation_id,
                              "thing": outcome.thing, "steps": outcome.steps, "detail": outcome.detail})
         except Exception as exc:  # noqa: BLE001 - try every record, then fail the invocation

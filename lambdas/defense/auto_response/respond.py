@@ -1,24 +1,30 @@
 """Contain the device named in a violation message. Plain logic over injected clients and a clock.
 
-One incident item per violation id (the incidents table), created with a conditional put, drives
-everything, so SNS duplicates and Lambda's async retries are safe:
+Why a Lambda and not a Step Functions state machine: SNS cannot start one, so it would add a hop
+(a Lambda or SQS + EventBridge Pipe) in a stack owned elsewhere right now; the decision (two
+lookups, the plan) stays Python; the incident item is still needed (idempotency on violationId,
+device admin and the dashboard read it); each transition adds latency to a path measured in
+milliseconds, and moto runs ASL only through an opt-in interpreter. Async retries plus the
+on-failure destination already retry and park failures; the incident's `steps` map is the checkpoint.
+
+One incident item per violation id (the incidents table) drives everything, so SNS duplicates and
+Lambda's async retries are safe:
 
   * `alarm-cleared` / `alarm-invalidated` -> recorded, nothing else (no automatic reinstatement).
     Defender keeps one violation id across a violation's events, so a clearance normally lands on
     the in-alarm incident: `cleared_event_type/_time/_at` are added and its status is kept. With
     no incident yet, the clearance creates one with status `recorded`; an in-alarm event arriving
     after it (SNS does not keep order) still contains the device.
-  * new `in-alarm` -> status `in-progress` with a lease; look the thing up (its certificates, and the
-    exempt group), decide the outcome and the ordered plan of steps, then run the steps:
+  * `in-alarm` -> the incident is claimed under a lease (`in-progress`), the thing looked up and
+    an outcome and ordered plan decided, then the plan's steps run:
         contained: quarantine, shutdown_command, certificate:<id>..., notify
         exempt / dry-run: notify (dry-run also records `planned`, what containment would do)
         unknown-thing: no step
-    Each step's result is written to `steps` as it completes (`done`, `skipped:<why>`,
-    `failed:<code>`). A failing AWS call records `failed:<code>`, releases the lease and raises,
-    so Lambda retries the invocation; the retry claims the incident and runs only the steps that
-    are not `done`/`skipped`. Then the final status is written.
-  * an existing incident that is finished, or in progress under a live lease (a concurrent
-    duplicate delivery) -> duplicate: counted, logged, no AWS call.
+    Each result lands in `steps` (`done`, `skipped:<why>`, `failed:<code>`). A failing AWS call
+    records `failed:<code>`, releases the lease and raises, so Lambda retries the invocation; the
+    retry claims the incident again and runs only the steps not `done`/`skipped`.
+  * an incident that is finished, or claimed under a live lease (a concurrent duplicate delivery)
+    -> duplicate: counted, logged, no AWS call.
 
 Lookups cost at most two IoT calls: ListThingPrincipals answers both "does the thing exist"
 (ResourceNotFoundException) and "which certificates", and ListThingGroupsForThing runs only when
@@ -28,78 +34,61 @@ an exempt group is configured. A contained device with one certificate costs 5 I
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Protocol
+from typing import Any, Callable, Mapping
 
-from defense.auto_response.commands import QUEUED, queue_shutdown_command
 from aws_lambda_powertools import Logger
+from boto3.dynamodb.conditions import Attr, ConditionBase
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
-from shared.audit import iso_utc
-from shared.violations import (
-    ALARM_CLEARED,
-    ALARM_INVALIDATED,
-    IN_ALARM,
-    InvalidViolation,
-    Violation,
-    parse_violation,
+from defense.auto_response.commands import QUEUED, queue_shutdown_command
+from defense.auto_response.outcomes import (
+    CONTAINED,
+    DRY_RUN,
+    DUPLICATE,
+    DUPLICATE_METRIC,
+    EXEMPT,
+    IN_PROGRESS,
+    MALFORMED,
+    MALFORMED_METRIC,
+    OUTCOME_METRIC,
+    RECEIVED,
+    RECORDED,
+    RECORDED_METRIC,
+    RESUMED_METRIC,
+    STEP_FAILED_METRIC,
+    UNKNOWN_THING,
 )
+from shared.audit import error_code, iso_utc
+from shared.violations import IN_ALARM, InvalidViolation, Violation, parse_violation
 
 _logger = Logger(child=True)
 
-# Incident statuses.
-CONTAINED = "contained"
-RECORDED = "recorded"
-DRY_RUN = "dry-run"
-EXEMPT = "exempt"
-UNKNOWN_THING = "unknown-thing"
-IN_PROGRESS = "in-progress"
-FINAL_STATUSES = frozenset({CONTAINED, RECORDED, DRY_RUN, EXEMPT, UNKNOWN_THING})
-# Outcomes of one message that are not incident statuses.
-DUPLICATE = "duplicate"
-MALFORMED = "malformed"
-
-CLEARANCES = frozenset({ALARM_CLEARED, ALARM_INVALIDATED})
-
-# Revocation modes.
+# Revocation modes, and the certificate status each one sets.
 QUARANTINE_ONLY = "quarantine-only"
 DEACTIVATE = "deactivate"
 REVOKE = "revoke"
-CERTIFICATE_STATUS = {DEACTIVATE: "INACTIVE", REVOKE: "REVOKED"}
 MODES = frozenset({QUARANTINE_ONLY, DEACTIVATE, REVOKE})
+CERTIFICATE_STATUS = {DEACTIVATE: "INACTIVE", REVOKE: "REVOKED"}
 
-# Steps and their results.
+# Steps (a certificate step is `certificate:<id>`), and the lookup before them.
 QUARANTINE = "quarantine"
 SHUTDOWN = "shutdown_command"
-CERTIFICATE = "certificate"  # step key: certificate:<id>
+CERTIFICATE = "certificate"
 NOTIFY = "notify"
+LOOKUP = "lookup"
 DONE = "done"
-
-# Metric names (all Count); the reason dimension, where given, comes from a fixed set.
-RECEIVED = "ViolationsReceived"
-MALFORMED_METRIC = "ViolationsMalformed"  # reason: not-sns | not-json | invalid
-DUPLICATE_METRIC = "ViolationsDuplicate"
-RECORDED_METRIC = "ViolationsRecorded"
-UNKNOWN_THING_METRIC = "ViolationsUnknownThing"
-EXEMPT_METRIC = "ViolationsExempt"
-DRY_RUN_METRIC = "ViolationsDryRun"
-CONTAINED_METRIC = "DevicesContained"
-RESUMED_METRIC = "ContainmentsResumed"
-# reason: lookup | quarantine | shutdown_command | certificate | notify
-STEP_FAILED_METRIC = "ContainmentStepFailures"
 
 MAX_RAW_BYTES = 8 * 1024
 DEFAULT_LEASE_SECONDS = 60
 LEASE_MARGIN_SECONDS = 5
 CERT_ARN = re.compile(r":cert/([A-Za-z0-9]{1,128})$")
-NOT_FOUND = "ResourceNotFoundException"
-CERTIFICATE_STATE = "CertificateStateException"
-CONDITION_FAILED = "ConditionalCheckFailedException"
 TRUE, FALSE = frozenset({"true", "1", "yes"}), frozenset({"false", "0", "no", ""})
+# What an in-alarm event writes over an incident its clearance created first.
+ALARM_FIELDS = ("event_type", "event_time", "status", "mode", "steps", "violation", "attempts", "lease_until")
 
 
 class ConfigurationError(ValueError):
@@ -112,10 +101,6 @@ class ContainmentError(Exception):
     def __init__(self, violation_id: str, step: str, code: str):
         super().__init__(f"incident {violation_id}: step {step} failed ({code})")
         self.violation_id, self.step, self.code = violation_id, step, code
-
-
-class CountFn(Protocol):
-    def __call__(self, name: str, reason: str | None = None) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -152,23 +137,11 @@ class Settings:
 class Outcome:
     """What one message led to (returned by the handler, used by tests and logs)."""
 
-    status: str  # a final incident status, IN_PROGRESS never; or DUPLICATE / MALFORMED
+    status: str  # a final incident status, or DUPLICATE / MALFORMED
     violation_id: str | None = None
     thing: str | None = None
     steps: dict[str, str] = field(default_factory=dict)
     detail: str | None = None
-
-
-def _code(err: Exception) -> str:
-    if isinstance(err, ClientError):
-        return str(err.response.get("Error", {}).get("Code") or "ClientError")
-    return type(err).__name__
-
-
-def _plain(item: Mapping[str, Any] | None) -> dict[str, Any]:
-    """An item returned with a failed condition is in wire format; decode it."""
-    deserializer = TypeDeserializer()
-    return {k: deserializer.deserialize(v) for k, v in (item or {}).items()}
 
 
 def _complete(result: Any) -> bool:
@@ -183,6 +156,57 @@ def _malformed_reason(reason: str) -> str:
     return "not-json" if reason.startswith(("not JSON", "not UTF-8", "not a JSON object")) else "invalid"
 
 
+def decision(settings: Settings, certificates: list[str], exempt: bool) -> dict[str, Any]:
+    """`outcome` and `plan` for an in-alarm violation of a known thing (a dry run also records
+    `planned`: what containment would have run)."""
+    containment = [QUARANTINE, SHUTDOWN, *(f"{CERTIFICATE}:{c}" for c in certificates), NOTIFY]
+    if exempt:
+        return {"outcome": EXEMPT, "plan": [NOTIFY]}
+    if settings.dry_run:
+        return {"outcome": DRY_RUN, "plan": [NOTIFY], "planned": containment[:-1]}
+    return {"outcome": CONTAINED, "plan": containment}
+
+
+def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) -> dict[str, str]:
+    """The ops topic's message about a decided incident: Subject and Message for sns.publish."""
+    outcome, thing, mode = incident["outcome"], v.thingName, incident.get("mode")
+    what = f"{v.securityProfileName}/{v.behavior.name}"
+    steps = dict(incident.get("steps") or {})
+    if outcome == EXEMPT:
+        subject = f"Fleetwarden: exempt device {thing} violated {v.behavior.name}"
+        line = (f"Device {thing} violated {what} but is in the exempt group "
+                f"{settings.exempt_group}: no action was taken.")
+    elif outcome == DRY_RUN:
+        subject = f"Fleetwarden: dry run, device {thing} would be contained"
+        line = (f"DRY RUN: device {thing} violated {what}. Containment would run "
+                f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
+    else:
+        handled = sum(1 for s in steps if s.startswith(f"{CERTIFICATE}:"))
+        subject = f"Fleetwarden: device {thing} contained"
+        line = (f"Device {thing} violated {what} and was contained: added to thing group "
+                f"{settings.quarantine_group}, {handled} certificate(s) handled with mode "
+                f"{mode}. Reinstating it is an explicit operator action.")
+    details: dict[str, Any] = {
+        "thing": thing,
+        "outcome": outcome,
+        "mode": mode,
+        "violation": {
+            "violationId": v.violationId,
+            "securityProfileName": v.securityProfileName,
+            "behavior": v.behavior.name,
+            "metric": v.behavior.metric,
+            "metricValue": v.metricValue,
+            "violationEventType": v.violationEventType,
+            "violationEventTime": v.violationEventTime,
+        },
+        "steps": steps,
+        "certificates": list(incident.get("certificates") or []),
+    }
+    if outcome == DRY_RUN:
+        details["planned"] = list(incident.get("planned") or [])
+    return {"Subject": subject[:100], "Message": line + "\n\n" + json.dumps(details, default=str, indent=1)}
+
+
 class Responder:
     def __init__(
         self,
@@ -191,7 +215,7 @@ class Responder:
         sns: Any,
         table: Any,
         settings: Settings,
-        count: CountFn,
+        count: Callable[..., None],
         now: Callable[[], float] = time.time,
         logger: Logger | None = None,
         queue_shutdown: Callable[..., str] = queue_shutdown_command,
@@ -200,46 +224,42 @@ class Responder:
         self.count, self.now, self.log = count, now, logger or _logger
         self.queue_shutdown = queue_shutdown
 
-    # ---- one message ----------------------------------------------------------------------
+    # ---- one message ----------------------------------------------------------------------------
 
-    def handle(self, message: Any, *, remaining_ms: Callable[[], int] | None = None) -> Outcome:
+    def handle(self, message: str | bytes, *, remaining_ms: Callable[[], int] | None = None) -> Outcome:
         """One SNS Message string. Returns the outcome; raises ContainmentError (or a DynamoDB
         error) when the invocation must be retried."""
         self.count(RECEIVED)
         try:
-            violation = parse_violation(message)
+            v = parse_violation(message)
         except InvalidViolation as bad:
             self.log.warning("violation rejected", extra={"reason": bad.reason})
-            self.count(MALFORMED_METRIC, _malformed_reason(bad.reason))
+            self.count(MALFORMED_METRIC, reason=_malformed_reason(bad.reason))
             return Outcome(MALFORMED, detail=bad.reason)
 
         raw = message if isinstance(message, str) else message.decode("utf-8")
-        if not violation.in_alarm:
-            return self._record_clearance(violation, raw)
-        item = self._open_incident(violation, raw, self._lease_until(remaining_ms))
-        if item is None:
-            return Outcome(DUPLICATE, violation.violationId, violation.thingName)
-
-        if "plan" not in item:
-            decided = self._decide(violation, item)
-            if decided is None:  # unknown thing: recorded, nothing to do
-                return Outcome(UNKNOWN_THING, violation.violationId, violation.thingName)
-            item.update(decided)
-            pending = dict(decided)  # written with the first step's result
-        else:
-            pending = {}
-        return self._run_plan(violation, item, pending)
-
-    # ---- the incident item ------------------------------------------------------------------
+        if not v.in_alarm:
+            return self._record_clearance(v, raw)
+        incident = self._claim(v, raw, self._lease_until(remaining_ms))
+        if incident is None:
+            return Outcome(DUPLICATE, v.violationId, v.thingName)
+        unsaved: dict[str, Any] = {}
+        if "plan" not in incident:  # new, or an earlier attempt failed in the lookup
+            unsaved = self._decide(v)
+            incident.update(unsaved)
+        return self._run_plan(v, incident, unsaved)
 
     def _lease_until(self, remaining_ms: Callable[[], int] | None) -> int:
-        seconds = DEFAULT_LEASE_SECONDS
-        if remaining_ms is not None:
-            with contextlib.suppress(Exception):  # a context without a working clock: the default lease
-                seconds = int(remaining_ms()) // 1000 + LEASE_MARGIN_SECONDS
+        """Until this invocation times out (plus a margin): then a retry may take the incident over."""
+        try:
+            seconds = int(remaining_ms()) // 1000 + LEASE_MARGIN_SECONDS  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - no context clock: the default lease
+            seconds = DEFAULT_LEASE_SECONDS
         return int(self.now()) + seconds
 
-    def _new_item(self, v: Violation, raw: str) -> dict[str, Any]:
+    # ---- the incident item ----------------------------------------------------------------------
+
+    def _new_item(self, v: Violation, raw: str, **fields: Any) -> dict[str, Any]:
         at = iso_utc(self.now())
         item: dict[str, Any] = {
             "violation_id": v.violationId,
@@ -250,55 +270,77 @@ class Responder:
             "event_time": v.violationEventTime,
             "received_at": at,
             "updated_at": at,
-            "status": IN_PROGRESS if v.in_alarm else RECORDED,
             "mode": self.settings.revocation,
             "steps": {},
             "violation": _truncate(raw),
+            **fields,
         }
         if v.behavior.metric:
             item["metric"] = v.behavior.metric
         return item
 
-    def _put_new(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Conditional put; None when created, else the existing item."""
+    def _create(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
+        """Put the item unless its violation id exists: None when created, else the existing item."""
         try:
-            self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(violation_id)",
+            self.table.put_item(Item=item, ConditionExpression=Attr("violation_id").not_exists(),
                                 ReturnValuesOnConditionCheckFailure="ALL_OLD")
             return None
-        except ClientError as err:
-            if _code(err) != CONDITION_FAILED:
-                raise
-            return _plain(err.response.get("Item")) or self.table.get_item(
-                Key={"violation_id": item["violation_id"]}, ConsistentRead=True).get("Item") or {}
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException as err:
+            wire = err.response.get("Item")  # the existing item, in DynamoDB's wire format
+            if wire:
+                return {k: TypeDeserializer().deserialize(value) for k, value in wire.items()}
+            key = {"violation_id": item["violation_id"]}
+            return self.table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
 
-    def _duplicate(self, v: Violation, message: str = "duplicate violation", **extra: Any) -> None:
-        self.log.info(message, extra={"violation_id": v.violationId, "thing": v.thingName,
-                                      "event_type": v.violationEventType, **extra})
+    def _update(self, violation_id: str, *, attrs: Mapping[str, Any] | None = None,
+                steps: Mapping[str, str] | None = None, add: Mapping[str, int] | None = None,
+                remove: tuple[str, ...] = (), condition: ConditionBase | None = None) -> dict[str, Any] | None:
+        """One UpdateItem: SET `attrs`, entries of the `steps` map and updated_at, ADD `add`,
+        REMOVE `remove`, under `condition`. The item as written, or None if the condition failed."""
+        names: dict[str, str] = {}
+        values: dict[str, Any] = {":at": iso_utc(self.now())}
+        sets = ["updated_at = :at"]
+        for i, (name, value) in enumerate((attrs or {}).items()):
+            names[f"#a{i}"], values[f":a{i}"] = name, value
+            sets.append(f"#a{i} = :a{i}")
+        for i, (step, result) in enumerate((steps or {}).items()):
+            names["#steps"], names[f"#s{i}"], values[f":s{i}"] = "steps", step, result
+            sets.append(f"#steps.#s{i} = :s{i}")
+        expression = "SET " + ", ".join(sets)
+        for i, (name, amount) in enumerate((add or {}).items()):
+            names[f"#d{i}"], values[f":d{i}"] = name, amount
+        if add:
+            expression += " ADD " + ", ".join(f"#d{i} :d{i}" for i in range(len(add)))
+        for i, name in enumerate(remove):
+            names[f"#r{i}"] = name
+        if remove:
+            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        request: dict[str, Any] = {"Key": {"violation_id": violation_id}, "UpdateExpression": expression,
+                                   "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
+        if names:
+            request["ExpressionAttributeNames"] = names
+        if condition is not None:
+            request["ConditionExpression"] = condition
+        try:
+            return dict(self.table.update_item(**request)["Attributes"])
+        except self.table.meta.client.exceptions.ConditionalCheckFailedException:
+            return None
+
+    def _duplicate(self, v: Violation, **extra: Any) -> None:
+        self.log.info("duplicate violation", extra={"violation_id": v.violationId, "thing": v.thingName,
+                                                    "event_type": v.violationEventType, **extra})
         self.count(DUPLICATE_METRIC)
 
     def _record_clearance(self, v: Violation, raw: str) -> Outcome:
-        """alarm-cleared / alarm-invalidated: recorded, nothing else (no automatic reinstatement).
-
-        Defender keeps the violation id across a violation's events, so the clearance usually
-        lands on the in-alarm incident: it is added to it (cleared_*), its status is kept."""
-        at = iso_utc(self.now())
+        """alarm-cleared / alarm-invalidated: a new `recorded` incident, or the cleared_* fields
+        added to the existing one (its status kept). Nothing else: no automatic reinstatement."""
         clearance = {"cleared_event_type": v.violationEventType, "cleared_event_time": v.violationEventTime,
-                     "cleared_at": at}
-        existing = self._put_new({**self._new_item(v, raw), "status": RECORDED, **clearance})
+                     "cleared_at": iso_utc(self.now())}
+        existing = self._create(self._new_item(v, raw, status=RECORDED, **clearance))
         if existing is not None:
-            try:
-                self.table.update_item(
-                    Key={"violation_id": v.violationId},
-                    UpdateExpression="SET cleared_event_type = :type, cleared_event_time = :time,"
-                                     " cleared_at = :at, updated_at = :at",
-                    ConditionExpression="attribute_exists(violation_id) AND attribute_not_exists(cleared_at)",
-                    ExpressionAttributeValues={":type": v.violationEventType, ":time": v.violationEventTime,
-                                               ":at": at},
-                )
-            except ClientError as err:
-                if _code(err) != CONDITION_FAILED:
-                    raise
-                self._duplicate(v)
+            first_clearance = Attr("violation_id").exists() & Attr("cleared_at").not_exists()
+            if self._update(v.violationId, attrs=clearance, condition=first_clearance) is None:
+                self._duplicate(v, status=existing.get("status"))
                 return Outcome(DUPLICATE, v.violationId, v.thingName)
         self.log.info("violation recorded", extra={"violation_id": v.violationId, "thing": v.thingName,
                                                    "event_type": v.violationEventType,
@@ -306,255 +348,134 @@ class Responder:
         self.count(RECORDED_METRIC)
         return Outcome(RECORDED, v.violationId, v.thingName)
 
-    def _open_incident(self, v: Violation, raw: str, lease_until: int) -> dict[str, Any] | None:
-        """Create the in-alarm incident, or claim an unfinished one; None for a duplicate."""
-        item = {**self._new_item(v, raw), "status": IN_PROGRESS, "attempts": 1, "lease_until": lease_until}
-        old = self._put_new(item)
+    def _claim(self, v: Violation, raw: str, lease_until: int) -> dict[str, Any] | None:
+        """The in-alarm incident, held under a lease until `lease_until`: created now, taken over
+        from its clearance, or resumed if unfinished and not leased. None: a duplicate."""
+        item = self._new_item(v, raw, status=IN_PROGRESS, attempts=1, lease_until=lease_until)
+        old = self._create(item)
         if old is None:
             return item
-        if old.get("event_type") in CLEARANCES:
-            return self._upgrade(v, item)
-        return self._claim(v, old, lease_until)
-
-    def _upgrade(self, v: Violation, item: Mapping[str, Any]) -> dict[str, Any] | None:
-        """The clearance arrived first (SNS does not keep order): the in-alarm event still contains
-        the device (it did misbehave; reinstating stays a human decision). Keeps the cleared_* fields."""
-        fields = {k: item[k] for k in ("event_type", "event_time", "status", "mode", "steps", "violation",
-                                       "attempts", "lease_until", "updated_at")}
-        names = {f"#f{i}": k for i, k in enumerate(fields)}
-        values = {f":f{i}": value for i, value in enumerate(fields.values())}
-        try:
-            answer = self.table.update_item(
-                Key={"violation_id": v.violationId},
-                UpdateExpression="SET " + ", ".join(f"#f{i} = :f{i}" for i in range(len(fields))),
-                ConditionExpression="#f0 <> :in_alarm",
-                ExpressionAttributeNames=names,
-                ExpressionAttributeValues={**values, ":in_alarm": IN_ALARM},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as err:
-            if _code(err) != CONDITION_FAILED:
-                raise
-            self._duplicate(v, "duplicate violation: incident in progress elsewhere")
-            return None
-        return dict(answer["Attributes"])
-
-    def _claim(self, v: Violation, old: Mapping[str, Any], lease_until: int) -> dict[str, Any] | None:
-        keys = {"violation_id": v.violationId, "thing": v.thingName}
-        if old.get("status") != IN_PROGRESS:
+        claimed = None
+        if old.get("event_type") != IN_ALARM:
+            # Its clearance arrived first (SNS does not keep order): the device did misbehave, so it is
+            # contained all the same (reinstating stays a human decision). The cleared_* fields stay.
+            claimed = self._update(v.violationId, attrs={k: item[k] for k in ALARM_FIELDS},
+                                   condition=Attr("event_type").ne(IN_ALARM))
+        elif old.get("status") == IN_PROGRESS:
+            # An earlier attempt failed (lease released) or died (lease expired). A live lease means
+            # another invocation is on it right now: a concurrent duplicate.
+            free = Attr("lease_until").not_exists() | Attr("lease_until").lt(int(self.now()))
+            claimed = self._update(v.violationId, attrs={"lease_until": lease_until}, add={"attempts": 1},
+                                   condition=Attr("status").eq(IN_PROGRESS) & free)
+            if claimed is not None:
+                self.log.info("resuming containment", extra={
+                    "violation_id": v.violationId, "thing": v.thingName, "steps": claimed.get("steps"),
+                    "attempts": int(claimed.get("attempts", 0))})
+                self.count(RESUMED_METRIC)
+        if claimed is None:
             self._duplicate(v, status=old.get("status"))
-            return None
-        # Unfinished: an earlier attempt failed (lease released) or died (lease expired). A live
-        # lease means another invocation is working on it right now: a concurrent duplicate.
+        return claimed
+
+    # ---- the decision ---------------------------------------------------------------------------
+
+    def _decide(self, v: Violation) -> dict[str, Any]:
+        """Look the thing up and decide: `outcome`, `plan`, and what the lookup found, to be
+        stored with the first step's result. An unknown thing is an outcome with no step."""
         try:
-            answer = self.table.update_item(
-                Key={"violation_id": v.violationId},
-                UpdateExpression="SET lease_until = :lease, attempts = if_not_exists(attempts, :zero) + :one,"
-                                 " updated_at = :at",
-                ConditionExpression="#st = :in_progress AND (attribute_not_exists(lease_until)"
-                                    " OR lease_until < :now)",
-                ExpressionAttributeNames={"#st": "status"},
-                ExpressionAttributeValues={":lease": lease_until, ":zero": 0, ":one": 1,
-                                           ":at": iso_utc(self.now()), ":in_progress": IN_PROGRESS,
-                                           ":now": int(self.now())},
-                ReturnValues="ALL_NEW",
-            )
-        except ClientError as err:
-            if _code(err) != CONDITION_FAILED:
-                raise
-            self._duplicate(v, "duplicate violation: incident in progress elsewhere")
-            return None
-        item = dict(answer["Attributes"])
-        self.log.info("resuming containment", extra={**keys, "steps": item.get("steps"),
-                                                     "attempts": int(item.get("attempts", 0))})
-        self.count(RESUMED_METRIC)
-        return item
-
-    def _write(self, violation_id: str, *, steps: Mapping[str, str] | None = None,
-               attrs: Mapping[str, Any] | None = None, remove: tuple[str, ...] = ()) -> None:
-        """One UpdateItem: step results into the `steps` map, attributes, removals."""
-        steps, attrs = steps or {}, attrs or {}
-        names: dict[str, str] = {"#steps": "steps"}
-        values: dict[str, Any] = {":at": iso_utc(self.now())}
-        sets = ["updated_at = :at"]
-        for i, (step, result) in enumerate(steps.items()):
-            names[f"#s{i}"], values[f":s{i}"] = step, result
-            sets.append(f"#steps.#s{i} = :s{i}")
-        for i, (name, value) in enumerate(attrs.items()):
-            names[f"#a{i}"], values[f":a{i}"] = name, value
-            sets.append(f"#a{i} = :a{i}")
-        expression = "SET " + ", ".join(sets)
-        if remove:
-            for i, name in enumerate(remove):
-                names[f"#r{i}"] = name
-            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
-        if not steps:
-            del names["#steps"]
-        self.table.update_item(Key={"violation_id": violation_id}, UpdateExpression=expression,
-                               ExpressionAttributeNames=names, ExpressionAttributeValues=values)
-
-    # ---- lookups and the decision -------------------------------------------------------------
-
-    def _certificates(self, thing: str) -> tuple[list[str], int]:
-        """Certificate ids attached to the thing, and how many other principals it has.
-        Raises ClientError ResourceNotFoundException when the thing does not exist."""
-        certificates: list[str] = []
-        others = 0
-        kwargs: dict[str, Any] = {"thingName": thing}
-        while True:
-            page = self.iot.list_thing_principals(**kwargs)
-            for principal in page.get("principals", []):
-                match = CERT_ARN.search(principal)
-                if match:
-                    certificates.append(match.group(1))
-                else:
-                    others += 1
-            if not page.get("nextToken"):
-                return sorted(set(certificates)), others
-            kwargs["nextToken"] = page["nextToken"]
-
-    def _in_group(self, thing: str, group: str) -> bool:
-        kwargs: dict[str, Any] = {"thingName": thing}
-        while True:
-            page = self.iot.list_thing_groups_for_thing(**kwargs)
-            if any(g.get("groupName") == group for g in page.get("thingGroups", [])):
-                return True
-            if not page.get("nextToken"):
-                return False
-            kwargs["nextToken"] = page["nextToken"]
-
-    def _decide(self, v: Violation, item: dict[str, Any]) -> dict[str, Any] | None:
-        """Outcome and plan for an in-alarm violation, or None (unknown thing, recorded here)."""
-        thing, vid = v.thingName, v.violationId
-        keys = {"violation_id": vid, "thing": thing}
-        try:
-            certificates, others = self._certificates(thing)
-            exempt = bool(self.settings.exempt_group) and self._in_group(thing, self.settings.exempt_group)
+            certificates, others = self._principals(v.thingName)
+            exempt = bool(self.settings.exempt_group) and self._in_group(v.thingName, self.settings.exempt_group)
+        except self.iot.exceptions.ResourceNotFoundException:
+            self.log.warning("violation for an unknown thing", extra={"violation_id": v.violationId,
+                                                                      "thing": v.thingName})
+            return {"outcome": UNKNOWN_THING, "plan": []}
         except (ClientError, BotoCoreError) as err:
-            code = _code(err)
-            if code == NOT_FOUND:
-                self._write(vid, attrs={"status": UNKNOWN_THING}, remove=("lease_until",))
-                self.log.warning("violation for an unknown thing", extra={**keys, "status": UNKNOWN_THING})
-                self.count(UNKNOWN_THING_METRIC)
-                return None
-            self._write(vid, attrs={"error": f"lookup:{code}", "lease_until": 0})
-            self.log.error("thing lookup failed; the invocation will be retried",
-                           extra={**keys, "code": code})
-            self.count(STEP_FAILED_METRIC, "lookup")
-            raise ContainmentError(vid, "lookup", code) from err
-
-        containment = [QUARANTINE, SHUTDOWN, *(f"{CERTIFICATE}:{c}" for c in certificates), NOTIFY]
-        decided: dict[str, Any] = {"certificates": certificates}
+            raise self._fail(v, LOOKUP, error_code(err)) from err
+        decided = {**decision(self.settings, certificates, exempt), "certificates": certificates}
         if others:
             decided["other_principals"] = others
-        if exempt:
-            decided.update(outcome=EXEMPT, plan=[NOTIFY])
-        elif self.settings.dry_run:
-            decided.update(outcome=DRY_RUN, plan=[NOTIFY], planned=containment[:-1])
-        else:
-            decided.update(outcome=CONTAINED, plan=containment)
         return decided
 
-    # ---- the steps ----------------------------------------------------------------------------
+    def _principals(self, thing: str) -> tuple[list[str], int]:
+        """The certificate ids attached to the thing, and how many other principals it has.
+        Raises ResourceNotFoundException when the thing does not exist."""
+        pages = self.iot.get_paginator("list_thing_principals").paginate(thingName=thing)
+        matches = [CERT_ARN.search(p) for page in pages for p in page.get("principals", [])]
+        return sorted({m.group(1) for m in matches if m}), sum(1 for m in matches if m is None)
 
-    def _run_plan(self, v: Violation, item: dict[str, Any], pending: dict[str, Any]) -> Outcome:
-        vid, thing = v.violationId, v.thingName
-        keys = {"violation_id": vid, "thing": thing}
-        steps: dict[str, str] = {k: str(r) for k, r in (item.get("steps") or {}).items()}
-        plan = [str(s) for s in item["plan"]]
-        outcome = str(item["outcome"])
-        unwritten: dict[str, str] = {}
-        for index, step in enumerate(plan):
+    def _in_group(self, thing: str, group: str) -> bool:
+        pages = self.iot.get_paginator("list_thing_groups_for_thing").paginate(thingName=thing)
+        return any(g.get("groupName") == group for page in pages for g in page.get("thingGroups", []))
+
+    # ---- the steps ------------------------------------------------------------------------------
+
+    def _run_plan(self, v: Violation, incident: dict[str, Any], unsaved: dict[str, Any]) -> Outcome:
+        """Run the steps not yet complete, in order, then write the final status. A step that
+        changed something is saved at once; a skipped one, and `unsaved` attributes, ride along
+        with the next write (the last step's result with the final status)."""
+        plan, steps = incident["plan"], incident.setdefault("steps", {})
+        unsaved_steps: dict[str, str] = {}
+        for step in plan:
             if _complete(steps.get(step)):
                 continue
+            kind, _, argument = step.partition(":")
             try:
-                result = self._run_step(step, v, item, steps)
+                result = self.STEPS[kind](self, v, incident, argument)
             except (ClientError, BotoCoreError) as err:
-                code = _code(err)
-                failed = {**unwritten, step: f"failed:{code}"}
-                self._write(vid, steps=failed, attrs={**pending, "error": f"{step}:{code}", "lease_until": 0})
-                self.log.error("containment step failed; the invocation will be retried",
-                               extra={**keys, "step": step, "code": code})
-                self.count(STEP_FAILED_METRIC, step.split(":", 1)[0])
-                raise ContainmentError(vid, step, code) from err
-            steps[step] = unwritten[step] = result
-            # A step that changed something is written at once; a skipped one rides with the next
-            # write, and the last step with the final status.
-            if result == DONE and index < len(plan) - 1:
-                self._write(vid, steps=unwritten, attrs=pending)
-                unwritten, pending = {}, {}
+                code = error_code(err)
+                failed = {**unsaved_steps, step: f"failed:{code}"}
+                raise self._fail(v, step, code, steps=failed, attrs=unsaved) from err
+            steps[step] = unsaved_steps[step] = result
+            if result == DONE and step != plan[-1]:
+                self._update(v.violationId, steps=unsaved_steps, attrs=unsaved)
+                unsaved_steps, unsaved = {}, {}
 
-        self._write(vid, steps=unwritten, attrs={**pending, "status": outcome},
-                    remove=("lease_until", "error"))
-        self.log.info(f"violation handled: {outcome}", extra={**keys, "status": outcome, "steps": steps,
-                                                              "mode": item.get("mode")})
-        self.count({CONTAINED: CONTAINED_METRIC, EXEMPT: EXEMPT_METRIC, DRY_RUN: DRY_RUN_METRIC}[outcome])
-        return Outcome(outcome, vid, thing, steps)
+        outcome = incident["outcome"]
+        self._update(v.violationId, steps=unsaved_steps, attrs={**unsaved, "status": outcome},
+                     remove=("lease_until", "error"))
+        self.log.info(f"violation handled: {outcome}", extra={
+            "violation_id": v.violationId, "thing": v.thingName, "status": outcome, "steps": steps,
+            "mode": incident.get("mode")})
+        self.count(OUTCOME_METRIC[outcome])
+        return Outcome(outcome, v.violationId, v.thingName, dict(steps))
 
-    def _run_step(self, step: str, v: Violation, item: Mapping[str, Any], steps: Mapping[str, str]) -> str:
-        thing = v.thingName
-        if step == QUARANTINE:
-            self.iot.add_thing_to_thing_group(thingGroupName=self.settings.quarantine_group, thingName=thing)
-            return DONE
-        if step == SHUTDOWN:
-            result = self.queue_shutdown(thing, self.iot, incident_id=v.violationId)
-            return DONE if result == QUEUED else f"skipped:{result}"
-        if step.startswith(f"{CERTIFICATE}:"):
-            new_status = CERTIFICATE_STATUS.get(str(item.get("mode")))
-            if new_status is None:
-                return f"skipped:{QUARANTINE_ONLY}"
-            try:
-                self.iot.update_certificate(certificateId=step.split(":", 1)[1], newStatus=new_status)
-            except ClientError as err:
-                code = _code(err)
-                if code == NOT_FOUND:
-                    return "skipped:not-found"  # deleted since the lookup: it connects no one
-                if code == CERTIFICATE_STATE:
-                    return "skipped:certificate-state"  # e.g. already REVOKED, or mid-transfer
-                raise
-            return DONE
-        if step == NOTIFY:
-            self._notify(v, item, steps)
-            return DONE
-        raise ValueError(f"unknown step {step!r}")  # a corrupt plan: fail loudly
+    def _fail(self, v: Violation, step: str, code: str, *, steps: Mapping[str, str] | None = None,
+              attrs: Mapping[str, Any] | None = None) -> ContainmentError:
+        """Record the failed step (with what is unsaved), release the lease, log and count it;
+        returns the error to raise, so Lambda retries the invocation."""
+        self._update(v.violationId, steps=steps, attrs={**(attrs or {}), "error": f"{step}:{code}", "lease_until": 0})
+        self.log.error("containment step failed; the invocation will be retried",
+                       extra={"violation_id": v.violationId, "thing": v.thingName, "step": step, "code": code})
+        self.count(STEP_FAILED_METRIC, reason=step.partition(":")[0])
+        return ContainmentError(v.violationId, step, code)
 
-    def _notify(self, v: Violation, item: Mapping[str, Any], steps: Mapping[str, str]) -> None:
-        outcome, thing = str(item["outcome"]), v.thingName
-        what = f"{v.securityProfileName}/{v.behavior.name}"
-        if outcome == EXEMPT:
-            subject = f"Fleetwarden: exempt device {thing} violated {v.behavior.name}"
-            line = (f"Device {thing} violated {what} but is in the exempt group "
-                    f"{self.settings.exempt_group}: no action was taken.")
-        elif outcome == DRY_RUN:
-            subject = f"Fleetwarden: dry run, device {thing} would be contained"
-            line = (f"DRY RUN: device {thing} violated {what}. Containment would run "
-                    f"{', '.join(item.get('planned') or [])} (mode {item.get('mode')}); nothing was changed.")
-        else:
-            certs = [s.split(":", 1)[1] for s in steps if s.startswith(f"{CERTIFICATE}:")]
-            line = (f"Device {thing} violated {what} and was contained: added to thing group "
-                    f"{self.settings.quarantine_group}, {len(certs)} certificate(s) handled with mode "
-                    f"{item.get('mode')}. Reinstating it is an explicit operator action.")
-            subject = f"Fleetwarden: device {thing} contained"
-        details = {
-            "thing": thing,
-            "outcome": outcome,
-            "mode": item.get("mode"),
-            "violation": {
-                "violationId": v.violationId,
-                "securityProfileName": v.securityProfileName,
-                "behavior": v.behavior.name,
-                "metric": v.behavior.metric,
-                "metricValue": v.metricValue,
-                "violationEventType": v.violationEventType,
-                "violationEventTime": v.violationEventTime,
-            },
-            "steps": dict(steps),
-            "certificates": list(item.get("certificates") or []),
-        }
-        if outcome == DRY_RUN:
-            details["planned"] = list(item.get("planned") or [])
-        self.sns.publish(
-            TopicArn=self.settings.ops_topic_arn,
-            Subject=subject[:100],
-            Message=line + "\n\n" + json.dumps(details, default=str, indent=1),
-        )
+    def _quarantine(self, v: Violation, incident: Mapping[str, Any], _: str) -> str:
+        self.iot.add_thing_to_thing_group(thingGroupName=self.settings.quarantine_group, thingName=v.thingName)
+        return DONE
+
+    def _shutdown_command(self, v: Violation, incident: Mapping[str, Any], _: str) -> str:
+        result = self.queue_shutdown(v.thingName, self.iot, incident_id=v.violationId)
+        return DONE if result == QUEUED else f"skipped:{result}"
+
+    def _certificate(self, v: Violation, incident: Mapping[str, Any], certificate_id: str) -> str:
+        new_status = CERTIFICATE_STATUS.get(str(incident.get("mode")))
+        if new_status is None:
+            return f"skipped:{QUARANTINE_ONLY}"
+        try:
+            self.iot.update_certificate(certificateId=certificate_id, newStatus=new_status)
+        except self.iot.exceptions.ResourceNotFoundException:
+            return "skipped:not-found"  # deleted since the lookup: it connects no one
+        except self.iot.exceptions.CertificateStateException:
+            return "skipped:certificate-state"  # e.g. already REVOKED, or mid-transfer
+        return DONE
+
+    def _notify(self, v: Violation, incident: Mapping[str, Any], _: str) -> str:
+        self.sns.publish(TopicArn=self.settings.ops_topic_arn, **notification(v, incident, self.settings))
+        return DONE
+
+    # A step's kind -> what runs it: (responder, violation, incident, argument) -> its result.
+    STEPS: Mapping[str, Callable[[Responder, Violation, dict[str, Any], str], str]] = {
+        QUARANTINE: _quarantine,
+        SHUTDOWN: _shutdown_command,
+        CERTIFICATE: _certificate,
+        NOTIFY: _notify,
+    }
