@@ -11,7 +11,9 @@ import boto3
 import pytest
 from defense.device_admin import handler as admin_handler
 from defense.device_admin.admin import MAX_REASON
+from defense.device_admin.admin import THING as THING_RULE
 from moto import mock_aws
+from shared.violations import THING_NAME_PATTERN
 
 from tests.helpers import AUDIT_TABLE, NOW, create_tables
 from tests.defense.test_auto_response import (
@@ -277,3 +279,16 @@ def test_incident_marking_is_best_effort(env):
     result = invoke(**request("reinstate"))
     assert result["ok"] is True and str(result["incidents_updated"]).startswith("error")
     assert not in_group(env)
+
+
+def test_the_thing_rule_is_the_violation_rule():
+    assert THING_RULE.pattern == THING_NAME_PATTERN
+
+
+def test_a_failed_lookup_is_an_answer_and_nothing_is_audited(env):
+    contained_device(env)
+    admin = admin_handler._dependencies()
+    Calls(admin.iot, {"list_thing_principals": [client_error("ThrottlingException", "ListThingPrincipals")]})
+    result = invoke(**request("reinstate"))
+    assert result == {"ok": False, "error": "could not look the thing up (ThrottlingException)"}
+    assert audit_records(env) == [] and in_group(env)

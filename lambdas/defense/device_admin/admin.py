@@ -28,7 +28,6 @@ from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 from shared import audit
-from shared.violations import THING_NAME_PATTERN
 
 _logger = Logger(child=True)
 
@@ -36,12 +35,12 @@ QUARANTINE = "quarantine"
 REINSTATE = "reinstate"
 ACTIONS = (QUARANTINE, REINSTATE)
 FIELDS = frozenset({"action", "thing", "actor", "reason"})
-THING = re.compile(THING_NAME_PATTERN)
+# shared.violations.THING_NAME_PATTERN (a test keeps them equal); importing it would load pydantic.
+THING = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 # What `aws sts get-caller-identity` returns: an IAM user/role ARN or an assumed-role session ARN.
 ACTOR = re.compile(r"arn:aws[a-z-]*:(?:iam|sts)::\d{12}:[\x21-\x7e]{1,1900}")
 MAX_REASON = 256
 CERT_ARN = re.compile(r":cert/([A-Za-z0-9]{1,128})$")
-NOT_FOUND = "ResourceNotFoundException"
 MAX_INCIDENTS = 50  # newest incidents of the thing looked at when reinstating
 
 # Metric names (all Count).
@@ -64,12 +63,6 @@ class Request:
     thing: str
     actor: str
     reason: str
-
-
-def _code(err: Exception) -> str:
-    if isinstance(err, ClientError):
-        return str(err.response.get("Error", {}).get("Code") or "ClientError")
-    return type(err).__name__
 
 
 def parse_request(event: Any) -> Request:
@@ -116,11 +109,11 @@ class DeviceAdmin:
         except Rejected as rejected:
             self.log.warning("device admin request rejected", extra={"error": rejected.error,
                                                                      "reason": rejected.reason})
-            self.count(REJECTED, rejected.reason)
+            self.count(REJECTED, reason=rejected.reason)
             return {"ok": False, "error": rejected.error, **rejected.extra}
         except Exception as exc:  # noqa: BLE001 - the CLI always gets an answer
             self.log.exception("device admin request failed")
-            self.count(REJECTED, "internal-error")
+            self.count(REJECTED, reason="internal-error")
             return {"ok": False, "error": f"internal error: {type(exc).__name__}"}
 
     # ---- audit ------------------------------------------------------------------------------------
@@ -140,19 +133,15 @@ class DeviceAdmin:
     # ---- the actions ------------------------------------------------------------------------------
 
     def _certificates(self, thing: str) -> list[str]:
-        ids: list[str] = []
-        kwargs: dict[str, Any] = {"thingName": thing}
-        while True:
-            try:
-                page = self.iot.list_thing_principals(**kwargs)
-            except (ClientError, BotoCoreError) as err:
-                if _code(err) == NOT_FOUND:
-                    raise Rejected("unknown thing", "unknown-thing") from None
-                raise Rejected(f"could not look the thing up ({_code(err)})", "iot-error") from None
-            ids += [m.group(1) for p in page.get("principals", []) if (m := CERT_ARN.search(p))]
-            if not page.get("nextToken"):
-                return sorted(set(ids))
-            kwargs["nextToken"] = page["nextToken"]
+        """The certificate ids attached to the thing; an unknown thing is rejected."""
+        pages = self.iot.get_paginator("list_thing_principals").paginate(thingName=thing)
+        try:
+            principals = [p for page in pages for p in page.get("principals", [])]
+        except self.iot.exceptions.ResourceNotFoundException:
+            raise Rejected("unknown thing", "unknown-thing") from None
+        except (ClientError, BotoCoreError) as err:
+            raise Rejected(f"could not look the thing up ({audit.error_code(err)})", "iot-error") from None
+        return sorted({m.group(1) for p in principals if (m := CERT_ARN.search(p))})
 
     def _act(self, request: Request) -> dict[str, Any]:
         certificates = self._certificates(request.thing)  # also: does the thing exist
@@ -172,7 +161,7 @@ class DeviceAdmin:
             else:
                 self._reinstate(request.thing, certificates, summary)
         except (ClientError, BotoCoreError) as err:
-            code = _code(err)
+            code = audit.error_code(err)
             self.log.error("device admin action failed", extra={**summary, "code": code})
             details = {"error": code, **self._audit_details(summary)}
             try:
