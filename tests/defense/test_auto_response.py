@@ -30,6 +30,7 @@ from defense.auto_response.respond import (
     ConfigurationError,
     ContainmentError,
     Settings,
+    update_expression,
 )
 from botocore import xform_name
 from botocore.awsrequest import AWSResponse
@@ -737,6 +738,16 @@ def test_replaced_shutdown_seam_is_recorded_as_done(env):
 
 def test_the_shutdown_seam_today_is_not_available():
     assert queue_shutdown_command("dev-1", object()) == "not-available"
+
+
+def test_update_expression_uses_placeholders_for_every_name_and_value():
+    expression, names, values = update_expression(
+        attrs={"status": "contained"}, steps={"certificate:abc": "done"}, add={"attempts": 1},
+        remove=("lease_until", "error"))
+    assert expression == "SET #a0 = :a0, #steps.#s0 = :s0 ADD #d0 :d0 REMOVE #r0, #r1"
+    assert names == {"#a0": "status", "#s0": "certificate:abc", "#d0": "attempts", "#r0": "lease_until",
+                     "#r1": "error", "#steps": "steps"}
+    assert values == {":a0": "contained", ":s0": "done", ":d0": 1}
 
 
 # ---- configuration -------------------------------------------------------------------------------

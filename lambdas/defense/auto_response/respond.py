@@ -1,11 +1,11 @@
 """Contain the device named in a violation message. Plain logic over injected clients and a clock.
 
 Why a Lambda and not a Step Functions state machine: SNS cannot start one, so it would add a hop
-(a Lambda or SQS + EventBridge Pipe) in a stack owned elsewhere right now; the decision (two
-lookups, the plan) stays Python; the incident item is still needed (idempotency on violationId,
-device admin and the dashboard read it); each transition adds latency to a path measured in
-milliseconds, and moto runs ASL only through an opt-in interpreter. Async retries plus the
-on-failure destination already retry and park failures; the incident's `steps` map is the checkpoint.
+(a Lambda, or SQS + an EventBridge Pipe) in a stack owned elsewhere right now, and every state
+transition adds latency to containment (the cost, $0.025 per 1000 transitions, decides nothing).
+The decision (two lookups, the plan) stays code, the claim on violationId is still needed at the
+start, and moto runs ASL only through an opt-in interpreter. Async retries plus the on-failure
+destination already retry and park failures; the incident's `steps` map is the checkpoint.
 
 One incident item per violation id (the incidents table) drives everything, so SNS duplicates and
 Lambda's async retries are safe:
@@ -63,7 +63,7 @@ from defense.auto_response.outcomes import (
     UNKNOWN_THING,
 )
 from shared.audit import error_code, iso_utc
-from shared.violations import IN_ALARM, InvalidViolation, Violation, parse_violation
+from shared.violations import ALARM_CLEARED, ALARM_INVALIDATED, InvalidViolation, Violation, parse_violation
 
 _logger = Logger(child=True)
 
@@ -207,6 +207,23 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     return {"Subject": subject[:100], "Message": line + "\n\n" + json.dumps(details, default=str, indent=1)}
 
 
+def update_expression(*, attrs: Mapping[str, Any], steps: Mapping[str, str], add: Mapping[str, int],
+                      remove: tuple[str, ...]) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """UpdateExpression, names and values: SET `attrs` and entries of the `steps` map, ADD `add`,
+    REMOVE `remove`. Every name is a placeholder (`status` is a reserved word; step keys hold ':')."""
+    names = {**{f"#a{i}": k for i, k in enumerate(attrs)}, **{f"#s{i}": k for i, k in enumerate(steps)},
+             **{f"#d{i}": k for i, k in enumerate(add)}, **{f"#r{i}": k for i, k in enumerate(remove)}}
+    values = {**{f":a{i}": v for i, v in enumerate(attrs.values())},
+              **{f":s{i}": v for i, v in enumerate(steps.values())},
+              **{f":d{i}": v for i, v in enumerate(add.values())}}
+    if steps:
+        names["#steps"] = "steps"
+    sets = [f"#a{i} = :a{i}" for i in range(len(attrs))] + [f"#steps.#s{i} = :s{i}" for i in range(len(steps))]
+    clauses = [("SET", sets), ("ADD", [f"#d{i} :d{i}" for i in range(len(add))]),
+               ("REMOVE", [f"#r{i}" for i in range(len(remove))])]
+    return " ".join(f"{verb} {', '.join(parts)}" for verb, parts in clauses if parts), names, values
+
+
 class Responder:
     def __init__(
         self,
@@ -295,34 +312,18 @@ class Responder:
     def _update(self, violation_id: str, *, attrs: Mapping[str, Any] | None = None,
                 steps: Mapping[str, str] | None = None, add: Mapping[str, int] | None = None,
                 remove: tuple[str, ...] = (), condition: ConditionBase | None = None) -> dict[str, Any] | None:
-        """One UpdateItem: SET `attrs`, entries of the `steps` map and updated_at, ADD `add`,
-        REMOVE `remove`, under `condition`. The item as written, or None if the condition failed."""
-        names: dict[str, str] = {}
-        values: dict[str, Any] = {":at": iso_utc(self.now())}
-        sets = ["updated_at = :at"]
-        for i, (name, value) in enumerate((attrs or {}).items()):
-            names[f"#a{i}"], values[f":a{i}"] = name, value
-            sets.append(f"#a{i} = :a{i}")
-        for i, (step, result) in enumerate((steps or {}).items()):
-            names["#steps"], names[f"#s{i}"], values[f":s{i}"] = "steps", step, result
-            sets.append(f"#steps.#s{i} = :s{i}")
-        expression = "SET " + ", ".join(sets)
-        for i, (name, amount) in enumerate((add or {}).items()):
-            names[f"#d{i}"], values[f":d{i}"] = name, amount
-        if add:
-            expression += " ADD " + ", ".join(f"#d{i} :d{i}" for i in range(len(add)))
-        for i, name in enumerate(remove):
-            names[f"#r{i}"] = name
-        if remove:
-            expression += " REMOVE " + ", ".join(f"#r{i}" for i in range(len(remove)))
+        """One UpdateItem (see update_expression; updated_at is always set). Under a `condition`:
+        the item as written, or None if the condition failed. Unconditional: {} (asking for the
+        whole item back would cost a few ms on every step)."""
+        expression, names, values = update_expression(
+            attrs={"updated_at": iso_utc(self.now()), **(attrs or {})}, steps=steps or {}, add=add or {},
+            remove=remove)
         request: dict[str, Any] = {"Key": {"violation_id": violation_id}, "UpdateExpression": expression,
-                                   "ExpressionAttributeValues": values, "ReturnValues": "ALL_NEW"}
-        if names:
-            request["ExpressionAttributeNames"] = names
+                                   "ExpressionAttributeNames": names, "ExpressionAttributeValues": values}
         if condition is not None:
-            request["ConditionExpression"] = condition
+            request.update(ConditionExpression=condition, ReturnValues="ALL_NEW")
         try:
-            return dict(self.table.update_item(**request)["Attributes"])
+            return dict(self.table.update_item(**request).get("Attributes") or {})
         except self.table.meta.client.exceptions.ConditionalCheckFailedException:
             return None
 
@@ -356,11 +357,11 @@ class Responder:
         if old is None:
             return item
         claimed = None
-        if old.get("event_type") != IN_ALARM:
+        if old.get("event_type") in (ALARM_CLEARED, ALARM_INVALIDATED):
             # Its clearance arrived first (SNS does not keep order): the device did misbehave, so it is
             # contained all the same (reinstating stays a human decision). The cleared_* fields stay.
             claimed = self._update(v.violationId, attrs={k: item[k] for k in ALARM_FIELDS},
-                                   condition=Attr("event_type").ne(IN_ALARM))
+                                   condition=Attr("event_type").is_in([ALARM_CLEARED, ALARM_INVALIDATED]))
         elif old.get("status") == IN_PROGRESS:
             # An earlier attempt failed (lease released) or died (lease expired). A live lease means
             # another invocation is on it right now: a concurrent duplicate.
@@ -418,6 +419,8 @@ class Responder:
             if _complete(steps.get(step)):
                 continue
             kind, _, argument = step.partition(":")
+            if kind not in self.STEPS:
+                raise ValueError(f"unknown step {step!r}")  # a corrupt plan: fail loudly
             try:
                 result = self.STEPS[kind](self, v, incident, argument)
             except (ClientError, BotoCoreError) as err:
