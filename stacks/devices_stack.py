@@ -7,18 +7,18 @@ from aws_cdk import Stack
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
-from stacks.config import StageConfig
+from stacks.config import DeclaredDevice
 from stacks.identity_stack import IdentityStack
 
 
 class DevicesStack(Stack):
     def __init__(
-        self, scope: Construct, construct_id: str, *, stage: StageConfig, identity: IdentityStack, **kwargs
+        self, scope: Construct, construct_id: str, *, devices: tuple[DeclaredDevice, ...],
+        identity: IdentityStack, **kwargs
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.add_stack_dependency(identity)  # the device policy is referenced by name
-        policy_name = identity.registry.device_policy.policy_name
-        for device in stage.declared_devices:
+        for device in devices:
             # IoT signs the CSR: the private key stays on the device and never enters the template.
             certificate = iot.CfnCertificate(
                 self, f"{device.name}Certificate",
@@ -35,5 +35,5 @@ class DevicesStack(Stack):
             )
             iot.CfnPolicyPrincipalAttachment(
                 self, f"{device.name}PolicyAttachment",
-                policy_name=policy_name, principal=certificate.attr_arn,
+                policy_name=identity.device_policy_name, principal=certificate.attr_arn,
             )

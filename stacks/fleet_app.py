@@ -52,7 +52,7 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
                            identity=identity, ingest=ingest,
                            description=f"Fleetwarden {stage.name}: detection, containment, audits",
                            **common)
-    devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", stage=stage, identity=identity,
+    devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", devices=stage.declared_devices, identity=identity,
                            description=f"Fleetwarden {stage.name}: devices declared in config",
                            **common) if stage.declared_devices else None
 

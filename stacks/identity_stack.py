@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from aws_cdk import CfnOutput, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from lambdas.shared import topics
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
 from stacks.identity.device_endpoint import DeviceEndpoint
@@ -15,8 +13,10 @@ from stacks.identity.device_registry import DeviceRegistry
 from stacks.identity.factory_ca import FactoryCa
 from stacks.identity.fleet_provisioning import FleetProvisioning
 from stacks.identity.provisioning_role import ProvisioningRole
-from stacks.platform.table import secure_table
 from stacks.identity.token_api import OperatorDirectory, ProvisioningTokenApi
+from stacks.platform.iot_rule import rule_name
+from stacks.platform.key import customer_key
+from stacks.platform.table import secure_table
 
 
 class IdentityStack(Stack):
@@ -25,8 +25,9 @@ class IdentityStack(Stack):
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.add_stack_dependency(audit)
-        self.telemetry_rule_name = topics.telemetry_rule_name(stage.name)
-        log_key = audit.key
+        # Named here because the device policy publishes to it and the ingest stack creates it.
+        self.telemetry_rule_name = rule_name(stage.name, "telemetry")
+        defaults = audit.defaults
 
         self.endpoint = DeviceEndpoint(
             self, "DeviceEndpoint",
@@ -34,16 +35,13 @@ class IdentityStack(Stack):
         )
         self.registry = DeviceRegistry(
             self, "Registry",
-            prefix=stage.prefix, telemetry_rule=self.telemetry_rule_name,
-            log_key=log_key, log_retention_days=stage.log_retention_days,
+            prefix=stage.prefix, telemetry_rule=self.telemetry_rule_name, defaults=defaults,
         )
 
-        self.data_key = kms.Key(
+        self.data_key = customer_key(
             self, "IdentityDataKey",
             alias=f"alias/{stage.prefix}-identity",
             description=f"Fleetwarden {stage.name}: provisioning tokens and the audit table",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
         )
         self.audit_table = secure_table(
             self, "AuditTable",
@@ -81,19 +79,32 @@ class IdentityStack(Stack):
 
         self.provisioning = FleetProvisioning(
             self, "FleetProvisioning",
-            stage=stage, registry=self.registry, provisioning_role=self.provisioning_role,
-            tokens_table=self.tokens_table, audit_table=self.audit_table, log_key=log_key,
+            prefix=stage.prefix, serial_pattern=stage.serial_pattern,
+            registry=self.registry, provisioning_role=self.provisioning_role,
+            tokens_table=self.tokens_table, audit_table=self.audit_table, defaults=defaults,
         )
-        self.operators = OperatorDirectory(self, "Operators", stage=stage)
+        self.operators = OperatorDirectory(
+            self, "Operators", prefix=stage.prefix, deletion_protection=stage.termination_protection)
         self.token_api = ProvisioningTokenApi(
             self, "ProvisioningTokenApi",
-            stage=stage, directory=self.operators,
-            tokens_table=self.tokens_table, audit_table=self.audit_table, log_key=log_key,
+            prefix=stage.prefix, serial_pattern=stage.serial_pattern,
+            token_ttl_seconds=stage.provisioning_token_ttl_minutes * 60,
+            sets_account_logging_role=stage.owns_account_singletons,
+            user_pool=self.operators.user_pool,
+            tokens_table=self.tokens_table, audit_table=self.audit_table, defaults=defaults,
         )
 
-        CfnOutput(self, "DevicePolicyName", value=self.registry.device_policy.policy_name)
+        # What the other stacks use.
+        self.user_pool = self.operators.user_pool
+        self.device_policy_name = self.registry.device_policy.policy_name
+        self.fleet_group_arn = self.registry.fleet_group.attr_arn
+        self.quarantine_group_name = self.registry.quarantine_group.thing_group_name
+        self.quarantine_group_arn = self.registry.quarantine_group.attr_arn
+        self.functions = [self.provisioning.hook, self.token_api.function]
+
+        CfnOutput(self, "DevicePolicyName", value=self.device_policy_name)
         CfnOutput(self, "FleetGroupName", value=self.registry.fleet_group.thing_group_name)
-        CfnOutput(self, "QuarantineGroupName", value=self.registry.quarantine_group.thing_group_name)
+        CfnOutput(self, "QuarantineGroupName", value=self.quarantine_group_name)
         CfnOutput(self, "ClaimPolicyName", value=self.provisioning.claim_policy.policy_name)
         CfnOutput(self, "ProvisioningTemplateName", value=self.provisioning.template_name)
         CfnOutput(self, "AuditTableName", value=self.audit_table.table_name)

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, CfnOutput, Duration, RemovalPolicy, Stack, Validations
-from aws_cdk import aws_iot_actions_alpha as actions
-from aws_cdk import aws_kinesis as kinesis
-from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
+from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
+from stacks.alerts.api import AlertsApi
+from stacks.alerts.pipeline import AlertPipeline
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
-from stacks.alerts.pipeline import AlertPipeline
-from stacks.alerts.api import AlertsApi
-from stacks.platform.bucket import SecureBucket
-from stacks.telemetry.pipeline import TelemetryPipeline
 from stacks.identity_stack import IdentityStack
+from stacks.platform.bucket import SecureBucket
+from stacks.platform.iot_rule import rule_name
+from stacks.platform.key import allow_service, customer_key
+from stacks.telemetry.observations import observation_stream
+from stacks.telemetry.pipeline import TelemetryPipeline
 
 
 class IngestStack(Stack):
@@ -26,21 +25,17 @@ class IngestStack(Stack):
         super().__init__(scope, construct_id, **kwargs)
         self.add_stack_dependency(identity)
 
-        self.data_key = kms.Key(
+        self.data_key = customer_key(
             self, "DataKey",
             alias=f"alias/{stage.prefix}-data",
             description=f"Fleetwarden {stage.name}: device data, alert queue, alert index, secrets",
-            enable_key_rotation=True,
-            removal_policy=RemovalPolicy.RETAIN,
         )
         # S3 sends alert notifications into the KMS-encrypted queue as itself.
-        self.data_key.add_to_resource_policy(iam.PolicyStatement(
-            sid="S3NotifiesEncryptedQueue",
-            principals=[iam.ServicePrincipal("s3.amazonaws.com")],
+        allow_service(
+            self.data_key, sid="S3NotifiesEncryptedQueue", service="s3.amazonaws.com",
             actions=["kms:GenerateDataKey", "kms:Decrypt"],
-            resources=["*"],
             conditions={"StringEquals": {"aws:SourceAccount": Aws.ACCOUNT_ID}},
-        ))
+        )
 
         self.telemetry_bucket = SecureBucket(
             self, "TelemetryData",
@@ -64,45 +59,41 @@ class IngestStack(Stack):
 
         self.telemetry = TelemetryPipeline(
             self, "Telemetry",
-            stage=stage, rule_name=identity.telemetry_rule_name,
+            prefix=stage.prefix, rule_name=identity.telemetry_rule_name,
+            max_record_bytes=stage.max_telemetry_bytes, buffer_seconds=stage.telemetry_buffer_seconds,
             bucket=self.telemetry_bucket, error_bucket=self.alerts_bucket,
-            data_key=self.data_key, log_key=audit.key,
+            data_key=self.data_key, defaults=audit.defaults,
         )
-        # The built-in detector watches a tap of the telemetry path: every record also goes to a
-        # Kinesis stream keyed by thing, so one shard (and one detector window) sees a device.
+        # The built-in detector watches a tap of the telemetry path.
         self.observations = None
         if stage.detect in ("builtin", "both"):
-            self.observations = kinesis.Stream(
-                self, "Observations",
-                stream_name=f"{stage.prefix}-observations",
-                stream_mode=kinesis.StreamMode.ON_DEMAND,
-                encryption=kinesis.StreamEncryption.KMS,
-                encryption_key=self.data_key,
-                retention_period=Duration.hours(24),
-            )
-            Validations.of(self.observations).acknowledge(Acknowledgment(
-                id="AwsSolutions-KDS3",
-                reason="The stream uses the stage's customer-managed data key (rotated, with a key "
-                       "policy and CloudTrail records under our control) rather than aws/kinesis, "
-                       "like every other store of device data here.",
-            ))
-            self.telemetry.rule.add_action(actions.KinesisPutRecordAction(
-                # Keyed by the connection, so even a spoofed topic counts against its sender.
-                self.observations, partition_key="${clientid()}", role=self.telemetry.rule_role))
+            self.observations = observation_stream(
+                self, "Observations", name=f"{stage.prefix}-observations", key=self.data_key)
+            # Keyed by the connection, so even a spoofed topic counts against its sender.
+            self.telemetry.tap(self.observations, partition_key="${clientid()}")
             CfnOutput(self, "ObservationStreamName", value=self.observations.stream_name)
 
         self.alerts = AlertPipeline(
             self, "Alerts",
-            stage=stage, bucket=self.alerts_bucket, data_key=self.data_key, log_key=audit.key,
+            prefix=stage.prefix, rule_name=rule_name(stage.name, "alerts"),
+            classifier_url=stage.classifier_url,
+            bucket=self.alerts_bucket, data_key=self.data_key, defaults=audit.defaults,
             ops_topic=audit.ops_topic,
         )
         self.alerts_api = AlertsApi(
             self, "AlertsApi",
-            stage=stage, user_pool=identity.operators.user_pool,
+            prefix=stage.prefix, user_pool=identity.user_pool,
             alerts_table=self.alerts.alerts_table, bucket=self.alerts_bucket, data_key=self.data_key,
-            audit_table=identity.audit_table, audit_key=identity.data_key, log_key=audit.key,
+            audit_table=identity.audit_table, audit_key=identity.data_key, defaults=audit.defaults,
         )
+
+        # What the defense stack's dashboard watches.
+        self.functions = [self.telemetry.transform, self.alerts.processor, self.alerts_api.function]
+        self.telemetry_rule_name = self.telemetry.rule.topic_rule_name
+        self.alert_rule_name = self.alerts.rule.topic_rule_name
+        self.alert_dead_letters = self.alerts.dead_letters
+
         CfnOutput(self, "TelemetryBucketName", value=self.telemetry_bucket.bucket_name)
         CfnOutput(self, "AlertBucketName", value=self.alerts_bucket.bucket_name)
         CfnOutput(self, "TelemetryRuleName", value=identity.telemetry_rule_name)
-        CfnOutput(self, "AlertDeadLetterQueueUrl", value=self.alerts.dead_letters.queue_url)
+        CfnOutput(self, "AlertDeadLetterQueueUrl", value=self.alert_dead_letters.queue_url)

@@ -11,10 +11,11 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
-from stacks.config import StageConfig
-from stacks.alerts.pipeline import ALERTS_PREFIX, _logical
+from stacks.alerts.pipeline import ALERTS_PREFIX
 from stacks.identity.token_api import ADMIN_GROUP, ANALYST_GROUP
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import API_GATEWAY_CALLER, PythonFunction, allow_key_use
+from stacks.platform.nag import logical_id
 from stacks.platform.rest_api import SecureRestApi
 
 TRACE_URL_SECONDS = 300
@@ -26,14 +27,14 @@ class AlertsApi(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        prefix: str,
         user_pool: cognito.IUserPool,
         alerts_table: dynamodb.ITable,
         bucket: s3.IBucket,
         data_key: kms.IKey,
         audit_table: dynamodb.ITable,
         audit_key: kms.IKey,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
         self.function = PythonFunction(
@@ -49,8 +50,7 @@ class AlertsApi(Construct):
                 "ALERTS_READER_GROUP": ANALYST_GROUP,
                 "ADMIN_GROUP": ADMIN_GROUP,
             },
-            log_key=log_key,
-            stage=stage,
+            defaults=defaults,
             reserved_concurrency=10,
             synchronous_reason=API_GATEWAY_CALLER,
         ).function
@@ -68,21 +68,21 @@ class AlertsApi(Construct):
         allow_key_use(fn, audit_key)
         Validations.of(fn.role).acknowledge(
             Acknowledgment(
-                id=f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/{ALERTS_PREFIX}*]",
+                id=f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{ALERTS_PREFIX}*]",
                 reason="Trace downloads are presigned for alert objects named at run time; the role "
                        "can read only the alerts/ prefix.",
             ),
             Acknowledgment(
-                id=f"AwsSolutions-IAM5[Resource::<{_logical(alerts_table)}.Arn>/index/by_alert_id]",
+                id=f"AwsSolutions-IAM5[Resource::<{logical_id(alerts_table)}.Arn>/index/by_alert_id]",
                 reason="One named index of the alert table (the nag rule reads the path as a wildcard).",
             ),
         )
 
         self.rest = SecureRestApi(
             self, "Rest",
-            name=f"{stage.prefix}-alerts",
+            name=f"{prefix}-alerts",
             description="Alert index and trace downloads for analysts",
-            stage=stage, user_pool=user_pool, log_key=log_key,
+            user_pool=user_pool, defaults=defaults,
             rate_limit=20, burst_limit=40,
             no_cache_reason="Each trace fetch must be authorised and audited individually; a cache "
                             "would serve presigned URLs to other callers.",

@@ -4,12 +4,9 @@
 from __future__ import annotations
 
 from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
-from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot_actions_alpha as actions
-from aws_cdk import aws_iot_alpha as iot
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_s3 as s3
@@ -19,11 +16,12 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from lambdas.shared import topics
-from stacks.config import StageConfig
-from stacks.platform.nag import acknowledge_role_policy
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use
+from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule
+from stacks.platform.messaging import alarm, dead_letter_queue, queue_depth
+from stacks.platform.nag import logical_id
 from stacks.platform.table import secure_table
-from stacks.telemetry.pipeline import acknowledge_rule_writes, rule_error_action
 
 ALERTS_PREFIX = "alerts/"
 QUARANTINE_PREFIX = "quarantine/"
@@ -38,73 +36,59 @@ class AlertPipeline(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        prefix: str,
+        rule_name: str,
+        classifier_url: str,
         bucket: s3.Bucket,
         data_key: kms.IKey,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
         ops_topic: sns.ITopic,
     ) -> None:
         super().__init__(scope, construct_id)
-        rule_name = f"fleetwarden_{stage.name}_alerts"
-
         # --- rule: each alert becomes one object, keyed by thing and day, unique suffix ------
-        rule_role = iam.Role(self, "RuleRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-                             description="Alert rule: write alert objects and rule errors")
-        self.rule = iot.TopicRule(
+        role = rule_role(self, "Alert rule: write alert objects and rule errors")
+        self.rule = topic_rule(
             self, "Rule",
-            topic_rule_name=rule_name,
+            name=rule_name,
             description="Device alerts -> one S3 object each (traces stay in this account)",
-            sql=iot.IotSql.from_string_as_ver20160323(f"SELECT * FROM '{topics.alerts_topic('+')}'"),
-            actions=[actions.S3PutObjectAction(
-                bucket, role=rule_role,
+            sql=f"SELECT * FROM '{topics.alerts_topic('+')}'",
+            action=actions.S3PutObjectAction(
+                bucket, role=role,
                 key=ALERTS_PREFIX + "${topic(2)}/${parse_time('yyyy/MM/dd', timestamp())}/"
                     "${timestamp()}-${newuuid()}.json",
-            )],
-            error_action=rule_error_action(bucket, rule_name, rule_role),
+            ),
+            role=role, error_bucket=bucket,
         )
-        rule_role.add_to_policy(iam.PolicyStatement(
-            actions=["kms:GenerateDataKey", "kms:Encrypt"], resources=[data_key.key_arn]))
-        acknowledge_role_policy(rule_role, "the alert rule")
-        acknowledge_rule_writes(rule_role, bucket)
+        finish_rule_role(role, key=data_key, purpose="the alert rule", error_bucket=bucket)
 
         # --- queue of new alert objects, with a dead-letter queue a human watches -------------
-        self.dead_letters = sqs.Queue(
+        self.dead_letters = dead_letter_queue(
             self, "DeadLetters",
-            queue_name=f"{stage.prefix}-alerts-dlq",
-            encryption=sqs.QueueEncryption.KMS, encryption_master_key=data_key,
-            retention_period=Duration.days(14), enforce_ssl=True,
+            queue_name=f"{prefix}-alerts-dlq", key=data_key,
+            reason="This is the dead-letter queue of the alert queue; a DLQ of a DLQ would only "
+                   "move the same messages again. Its depth alarms the ops topic.",
         )
         self.queue = sqs.Queue(
             self, "Queue",
-            queue_name=f"{stage.prefix}-alerts",
+            queue_name=f"{prefix}-alerts",
             encryption=sqs.QueueEncryption.KMS, encryption_master_key=data_key,
             visibility_timeout=Duration.seconds(PROCESSOR_TIMEOUT.to_seconds() * 6),
             retention_period=Duration.days(4),  # TLS-only is part of the queue policy below
             dead_letter_queue=sqs.DeadLetterQueue(queue=self.dead_letters, max_receive_count=MAX_RECEIVES),
         )
-        Validations.of(self.dead_letters).acknowledge(Acknowledgment(
-            id="AwsSolutions-SQS3",
-            reason="This is the dead-letter queue of the alert queue; a DLQ of a DLQ would only "
-                   "move the same messages again. Its depth alarms the ops topic.",
-        ))
         self._notify_queue_from_bucket(bucket)
-        self.dlq_alarm = cloudwatch.Alarm(
+        self.dlq_alarm = alarm(
             self, "DeadLettersAlarm",
-            alarm_name=f"{stage.prefix}-alerts-dead-letters",
-            alarm_description="Alerts that could not be forwarded after retries: objects are intact "
-                              "in S3; fix the cause, then redrive the DLQ.",
-            metric=self.dead_letters.metric_approximate_number_of_messages_visible(
-                period=Duration.minutes(5), statistic="Maximum"),
-            threshold=1, evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            alarm_name=f"{prefix}-alerts-dead-letters",
+            description="Alerts that could not be forwarded after retries: objects are intact "
+                        "in S3; fix the cause, then redrive the DLQ.",
+            metric=queue_depth(self.dead_letters), topic=ops_topic,
         )
-        self.dlq_alarm.add_alarm_action(cw_actions.SnsAction(ops_topic))
 
         # --- tables, secrets --------------------------------------------------------------------
         self.alerts_table = secure_table(
             self, "AlertIndex",
-            table_name=f"{stage.prefix}-alerts",
+            table_name=f"{prefix}-alerts",
             partition_key="thing",
             sort_key=dynamodb.Attribute(name="alert_id", type=dynamodb.AttributeType.STRING),
             key=data_key,
@@ -117,7 +101,7 @@ class AlertPipeline(Construct):
         )
         self.idempotency_table = secure_table(
             self, "Idempotency",
-            table_name=f"{stage.prefix}-alert-idempotency",
+            table_name=f"{prefix}-alert-idempotency",
             partition_key="id",
             key=data_key,
             time_to_live_attribute="expiration",
@@ -127,13 +111,13 @@ class AlertPipeline(Construct):
         )
         self.classifier_api_key = secretsmanager.Secret(
             self, "ClassifierApiKey",
-            secret_name=f"{stage.prefix}/classifier-api-key",
+            secret_name=f"{prefix}/classifier-api-key",
             description="API key of the external classification service (set the real value after deploy)",
             encryption_key=data_key,
         )
         self.device_ref_key = secretsmanager.Secret(
             self, "DeviceRefKey",
-            secret_name=f"{stage.prefix}/device-ref-hmac-key",
+            secret_name=f"{prefix}/device-ref-hmac-key",
             description="HMAC key that turns a thing name into the opaque device reference sent out",
             encryption_key=data_key,
             generate_secret_string=secretsmanager.SecretStringGenerator(
@@ -158,14 +142,13 @@ class AlertPipeline(Construct):
             environment={
                 "ALERTS_TABLE": self.alerts_table.table_name,
                 "IDEMPOTENCY_TABLE": self.idempotency_table.table_name,
-                "CLASSIFIER_URL": stage.classifier_url,
+                "CLASSIFIER_URL": classifier_url,
                 "CLASSIFIER_API_KEY_SECRET": self.classifier_api_key.secret_arn,
                 "DEVICE_REF_KEY_SECRET": self.device_ref_key.secret_arn,
                 "CLASSIFIER_TIMEOUT_SECONDS": "3",
                 "ALERTS_BUCKET": bucket.bucket_name,
             },
-            log_key=log_key,
-            stage=stage,
+            defaults=defaults,
             reserved_concurrency=10,
             timeout=PROCESSOR_TIMEOUT,
             synchronous_reason="It consumes an SQS queue whose own dead-letter queue keeps every "
@@ -199,7 +182,7 @@ class AlertPipeline(Construct):
             resources=[self.classifier_api_key.secret_arn, self.device_ref_key.secret_arn]))
         allow_key_use(fn, data_key)
         Validations.of(fn.role).acknowledge(*[Acknowledgment(
-            id=f"AwsSolutions-IAM5[Resource::<{_logical(bucket)}.Arn>/{prefix}*]",
+            id=f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{prefix}*]",
             reason=why,
         ) for prefix, why in (
             (ALERTS_PREFIX, "Alert objects are named per message at run time (thing/day/uuid); the "
@@ -253,8 +236,3 @@ class AlertPipeline(Construct):
 def bucket_name_of(bucket: s3.Bucket) -> str:
     cfn: s3.CfnBucket = bucket.node.default_child
     return cfn.bucket_name
-
-
-def _logical(construct) -> str:
-    from aws_cdk import Stack
-    return Stack.of(construct).get_logical_id(construct.node.default_child)

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sns as sns
 from constructs import Construct
+
+from stacks.platform.messaging import ALARM_PERIOD, alarm
 
 
 def _any_event(source: str, names: tuple[str, ...]) -> str:
@@ -95,7 +95,6 @@ class SecurityAlarms(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         self.alarms: dict[str, cloudwatch.Alarm] = {}
-        notify = cw_actions.SnsAction(topic)
         for signal in SECURITY_SIGNALS:
             metric_filter = logs.MetricFilter(
                 self,
@@ -107,16 +106,11 @@ class SecurityAlarms(Construct):
                 metric_value="1",
                 default_value=0,
             )
-            alarm = cloudwatch.Alarm(
+            self.alarms[signal.metric_name] = alarm(
                 self,
                 f"{signal.metric_name}Alarm",
                 alarm_name=f"{alarm_name_prefix}-{signal.metric_name}",
-                alarm_description=f"{signal.description} (CloudTrail metric filter)",
-                metric=metric_filter.metric(statistic="Sum", period=Duration.minutes(5)),
-                threshold=1,
-                evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+                description=f"{signal.description} (CloudTrail metric filter)",
+                metric=metric_filter.metric(statistic="Sum", period=ALARM_PERIOD),
+                topic=topic,
             )
-            alarm.add_alarm_action(notify)
-            self.alarms[signal.metric_name] = alarm

@@ -6,7 +6,6 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, Duration, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_iot as iot
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
@@ -14,10 +13,10 @@ from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import StageConfig
-from stacks.platform.nag import acknowledge_dead_letter_grant
 from stacks.identity.device_registry import iot_arn_prefix
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
+from stacks.platform.nag import acknowledge_dead_letter_grant, logical_id
 from stacks.platform.table import secure_table
 
 THING_WILDCARD_REASON = ("Contained and reinstated devices are named by the violation or the "
@@ -30,29 +29,33 @@ class AutoResponse(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        prefix: str,
+        revocation: str,
+        exempt_group: str | None,
+        dry_run: bool,
+        deletion_protection: bool,
         violation_topic: sns.ITopic,
         ops_topic: sns.ITopic,
         ops_key: kms.IKey,
-        quarantine_group: iot.CfnThingGroup,
+        quarantine_group_name: str,
+        quarantine_group_arn: str,
         audit_table: dynamodb.ITable,
         audit_key: kms.IKey,
         key: kms.IKey,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
         dead_letters: sqs.IQueue,
     ) -> None:
+        """`revocation`, `exempt_group`, `dry_run`: how far containment goes (see config)."""
         super().__init__(scope, construct_id)
         arn = iot_arn_prefix()
         things, certs = f"{arn}:thing/*", f"{arn}:cert/*"
-        group_arn = quarantine_group.attr_arn
-        common = dict(stage=stage, log_key=log_key)
 
         self.incidents = secure_table(
             self, "Incidents",
-            table_name=f"{stage.prefix}-incidents",
+            table_name=f"{prefix}-incidents",
             partition_key="violation_id",
             key=key,
-            deletion_protection=stage.termination_protection,
+            deletion_protection=deletion_protection,
             backup_reason="Point-in-time recovery keeps 35 days of continuous backups of the "
                           "incident record; longer copies belong to the organisation's AWS Backup policy.",
         )
@@ -69,15 +72,15 @@ class AutoResponse(Construct):
             service="auto-response",
             environment={
                 "INCIDENTS_TABLE": self.incidents.table_name,
-                "QUARANTINE_GROUP": quarantine_group.thing_group_name,
-                "REVOCATION": stage.revocation,
-                "EXEMPT_GROUP": stage.exempt_group or "",
-                "DRY_RUN": "true" if stage.dry_run else "false",
+                "QUARANTINE_GROUP": quarantine_group_name,
+                "REVOCATION": revocation,
+                "EXEMPT_GROUP": exempt_group or "",
+                "DRY_RUN": "true" if dry_run else "false",
                 "OPS_TOPIC_ARN": ops_topic.topic_arn,
             },
             reserved_concurrency=10,
             timeout=Duration.seconds(30),
-            **common,
+            defaults=defaults,
         ).function
         # SNS invokes asynchronously: two retries resume the incident's unfinished steps, then
         # the event is kept in the dead-letter queue.
@@ -96,7 +99,7 @@ class AutoResponse(Construct):
             actions=["iot:ListThingGroupsForThing", "iot:ListThingPrincipals"],
             resources=[things]))
         fn.add_to_role_policy(iam.PolicyStatement(
-            sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, group_arn]))
+            sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, quarantine_group_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="RevokeCertificates", actions=["iot:UpdateCertificate"], resources=[certs]))
         fn.add_to_role_policy(iam.PolicyStatement(
@@ -113,14 +116,14 @@ class AutoResponse(Construct):
             description="Operator quarantine and reinstatement of one device (audited)",
             service="device-admin",
             environment={
-                "QUARANTINE_GROUP": quarantine_group.thing_group_name,
+                "QUARANTINE_GROUP": quarantine_group_name,
                 "AUDIT_TABLE": audit_table.table_name,
                 "INCIDENTS_TABLE": self.incidents.table_name,
             },
             reserved_concurrency=2,
             synchronous_reason="Operators invoke it synchronously from fleetctl and see its error; "
                                "there is no asynchronous event to dead-letter.",
-            **common,
+            defaults=defaults,
         ).function
         admin = self.device_admin
         admin.add_to_role_policy(iam.PolicyStatement(
@@ -128,7 +131,7 @@ class AutoResponse(Construct):
         admin.add_to_role_policy(iam.PolicyStatement(
             sid="QuarantineMembership",
             actions=["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"],
-            resources=[things, group_arn]))
+            resources=[things, quarantine_group_arn]))
         admin.add_to_role_policy(iam.PolicyStatement(
             sid="ReactivateCertificates", actions=["iot:DescribeCertificate", "iot:UpdateCertificate"],
             resources=[certs]))
@@ -141,9 +144,10 @@ class AutoResponse(Construct):
         allow_key_use(admin, key)
         self._acknowledge_wildcards(admin.role)
 
+        self.functions = [self.function, self.device_admin]
+
     def _acknowledge_wildcards(self, role: iam.IRole) -> None:
-        from aws_cdk import Stack
-        incidents = Stack.of(self).get_logical_id(self.incidents.node.default_child)
+        incidents = logical_id(self.incidents)
         Validations.of(role).acknowledge(
             *[Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:{kind}/*]",

@@ -12,7 +12,6 @@ from __future__ import annotations
 from aws_cdk import Duration, RemovalPolicy
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot_actions_alpha as actions
-from aws_cdk import aws_iot_alpha as iot
 from aws_cdk import aws_kinesis as kinesis
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -25,12 +24,13 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from lambdas.shared import topics
-from stacks.audit_stack import IOT_LOG_GROUP_NAME
-from stacks.config import StageConfig
-from stacks.platform.nag import acknowledge_dead_letter_grant, acknowledge_role_policy
+from stacks.audit.iot_logging import IOT_LOG_GROUP_NAME
+from stacks.config import DetectionLimits
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
+from stacks.platform.iot_rule import finish_rule_role, rule_name, rule_role, topic_rule
+from stacks.platform.nag import acknowledge_dead_letter_grant
 from stacks.platform.table import secure_table
-from stacks.telemetry.pipeline import acknowledge_rule_writes, rule_error_action
 
 PRESENCE_SQL = ("SELECT 'presence' AS kind, eventType AS event, clientId AS client_id, timestamp, "
                 "disconnectReason AS disconnect_reason FROM '{topic}'")
@@ -47,45 +47,46 @@ class BuiltinDetector(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        prefix: str,
+        stage_name: str,
+        limits: DetectionLimits,
+        window_seconds: int,
+        watch_auth_failures: bool,
         profile_name: str,
         observations: kinesis.IStream,
         violation_topic: sns.ITopic,
         key: kms.IKey,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
         error_bucket_name: str,
         dead_letters: sqs.IQueue,
     ) -> None:
+        """`watch_auth_failures`: also count authorisation failures from IoT Core's logs (the
+        stage that owns IoT logging)."""
         super().__init__(scope, construct_id)
         # The alert bucket has a deterministic name; referencing it by name keeps this stack
         # from exporting anything back to the ingest stack.
         error_bucket = s3.Bucket.from_bucket_name(self, "ErrorBucket", error_bucket_name)
-        limits, window = stage.limits, stage.detection_window_seconds
-        common = dict(stage=stage, log_key=log_key)
-
         # --- presence and device reports join the telemetry tap on the stream -------------------
-        rule_role = iam.Role(self, "RuleRole", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
-                             description="Detector rules: put presence events and device reports")
-        self.rules = []
-        for rule_id, name, sql, partition in (
-            ("PresenceRule", f"fleetwarden_{stage.name}_presence",
-             PRESENCE_SQL.format(topic=topics.presence_topic()), "${clientId}"),
-            ("DeviceMetricsRule", f"fleetwarden_{stage.name}_device_metrics",
-             METRICS_SQL.format(topic=topics.defender_metrics_topic("+")), "${topic(3)}"),
-        ):
-            self.rules.append(iot.TopicRule(
+        role = rule_role(self, "Detector rules: put presence events and device reports")
+        self.rules = [
+            topic_rule(
                 self, rule_id,
-                topic_rule_name=name,
+                name=name,
                 description="Feeds the built-in detector",
-                sql=iot.IotSql.from_string_as_ver20160323(sql),
-                actions=[actions.KinesisPutRecordAction(observations, partition_key=partition, role=rule_role)],
-                error_action=rule_error_action(error_bucket, name, rule_role),
-            ))
-        rule_role.add_to_policy(iam.PolicyStatement(
-            actions=["kms:GenerateDataKey", "kms:Encrypt"], resources=[observations.encryption_key.key_arn]))
-        acknowledge_role_policy(rule_role, "the detector's rules")
-        acknowledge_rule_writes(rule_role, error_bucket, bucket_arn_label=(
-            f"arn:<AWS::Partition>:s3:::{stage.prefix}-alerts-<AWS::AccountId>-<AWS::Region>"))
+                sql=sql,
+                action=actions.KinesisPutRecordAction(observations, partition_key=partition, role=role),
+                role=role, error_bucket=error_bucket,
+            )
+            for rule_id, name, sql, partition in (
+                ("PresenceRule", rule_name(stage_name, "presence"),
+                 PRESENCE_SQL.format(topic=topics.presence_topic()), "${clientId}"),
+                ("DeviceMetricsRule", rule_name(stage_name, "device_metrics"),
+                 METRICS_SQL.format(topic=topics.defender_metrics_topic("+")), "${topic(3)}"),
+            )
+        ]
+        finish_rule_role(role, key=observations.encryption_key, purpose="the detector's rules",
+                         error_bucket=error_bucket, error_bucket_label=(
+                             f"arn:<AWS::Partition>:s3:::{prefix}-alerts-<AWS::AccountId>-<AWS::Region>"))
 
         # --- the windowed detector --------------------------------------------------------------
         self.detector = PythonFunction(
@@ -97,7 +98,7 @@ class BuiltinDetector(Construct):
             environment={
                 "VIOLATION_TOPIC_ARN": violation_topic.topic_arn,
                 "PROFILE_NAME": profile_name,
-                "WINDOW_SECONDS": str(window),
+                "WINDOW_SECONDS": str(window_seconds),
                 "MAX_MESSAGES": str(limits.messages),
                 "MAX_BYTES": str(limits.message_bytes),
                 "MAX_CONNECTS": str(limits.connection_attempts),
@@ -108,14 +109,14 @@ class BuiltinDetector(Construct):
             timeout=Duration.minutes(1),
             synchronous_reason="It consumes a Kinesis stream; failed batches go to the on-failure "
                                "queue of the event source mapping.",
-            **common,
+            defaults=defaults,
         ).function
         self.detector.add_event_source(event_sources.KinesisEventSource(
             observations,
             starting_position=lambda_.StartingPosition.LATEST,
             batch_size=500,
             max_batching_window=Duration.seconds(5),
-            tumbling_window=Duration.seconds(window),
+            tumbling_window=Duration.seconds(window_seconds),
             retry_attempts=3,
             bisect_batch_on_error=False,  # a split batch would be folded with the wrong state
             on_failure=event_sources.SqsDlq(dead_letters),
@@ -125,10 +126,10 @@ class BuiltinDetector(Construct):
 
         # --- authorisation failures from IoT Core logs (the stage that owns IoT logging) ----------
         self.auth_failures = None
-        if stage.owns_account_singletons:
+        if watch_auth_failures:
             counters = secure_table(
                 self, "Counters",
-                table_name=f"{stage.prefix}-detector-counters",
+                table_name=f"{prefix}-detector-counters",
                 partition_key="pk",
                 key=key,
                 time_to_live_attribute="expires_at",
@@ -145,13 +146,13 @@ class BuiltinDetector(Construct):
                     "COUNTERS_TABLE": counters.table_name,
                     "VIOLATION_TOPIC_ARN": violation_topic.topic_arn,
                     "PROFILE_NAME": profile_name,
-                    "WINDOW_SECONDS": str(window),
+                    "WINDOW_SECONDS": str(window_seconds),
                     "MAX_AUTH_FAILURES": str(limits.authorization_failures),
                 },
                 reserved_concurrency=5,
                 synchronous_reason="CloudWatch Logs invokes it for failure log lines only and "
                                    "retries delivery itself; the log lines stay in the log group.",
-                **common,
+                defaults=defaults,
             ).function
             self.auth_failures.add_to_role_policy(iam.PolicyStatement(
                 actions=["dynamodb:UpdateItem"], resources=[counters.table_arn]))
@@ -163,3 +164,4 @@ class BuiltinDetector(Construct):
                 destination=log_destinations.LambdaDestination(self.auth_failures),
                 filter_pattern=logs.FilterPattern.literal(AUTH_FAILURE_PATTERN),
             )
+        self.functions = [self.detector] + ([self.auth_failures] if self.auth_failures else [])

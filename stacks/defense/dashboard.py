@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from aws_cdk import Duration
 from aws_cdk import aws_cloudwatch as cloudwatch
-from aws_cdk import aws_cloudwatch_actions as cw_actions
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
-from stacks.config import StageConfig
+from stacks.platform.messaging import ALARM_PERIOD, alarm, queue_depth
 
-FIVE_MINUTES = Duration.minutes(5)
+FIVE_MINUTES = ALARM_PERIOD
 
 
 def _fleet_metric(name: str, service: str) -> cloudwatch.Metric:
@@ -20,33 +20,38 @@ def _fleet_metric(name: str, service: str) -> cloudwatch.Metric:
                              dimensions_map={"service": service}, statistic="Sum", period=FIVE_MINUTES)
 
 
-class FleetDashboard(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig, defense, ingest,
-                 identity, ops_topic: sns.ITopic) -> None:
-        super().__init__(scope, construct_id)
-        notify = cw_actions.SnsAction(ops_topic)
-        functions: list[lambda_.IFunction] = [
-            defense.response.function, defense.response.device_admin,
-            ingest.telemetry.transform, ingest.alerts.processor, ingest.alerts_api.function,
-            identity.provisioning.hook, identity.token_api.function,
-        ]
-        if defense.detector:
-            functions.append(defense.detector.detector)
-            if defense.detector.auth_failures:
-                functions.append(defense.detector.auth_failures)
+def _rule_failures(rule_name: str) -> cloudwatch.Metric:
+    return cloudwatch.Metric(namespace="AWS/IoT", metric_name="Failure", dimensions_map={"RuleName": rule_name},
+                             statistic="Sum", period=FIVE_MINUTES, label=rule_name)
 
-        violations = defense.violation_topic.metric_number_of_messages_published(
+
+class FleetDashboard(Construct):
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        prefix: str,
+        functions: list[lambda_.IFunction],
+        response: lambda_.IFunction,
+        violation_topic: sns.ITopic,
+        telemetry_rule_name: str,
+        alert_rule_name: str,
+        defense_dead_letters: sqs.IQueue,
+        alert_dead_letters: sqs.IQueue,
+        ops_topic: sns.ITopic,
+    ) -> None:
+        """`functions`: every function whose errors and throttles are graphed; `response`: the
+        auto-response, whose errors alarm."""
+        super().__init__(scope, construct_id)
+        violations = violation_topic.metric_number_of_messages_published(
             period=FIVE_MINUTES, statistic="Sum", label="violations published")
         contained = _fleet_metric("DevicesContained", "auto-response")
-        rule_errors = [cloudwatch.Metric(namespace="AWS/IoT", metric_name="Failure",
-                                         dimensions_map={"RuleName": rule.topic_rule_name},
-                                         statistic="Sum", period=FIVE_MINUTES, label=rule.topic_rule_name)
-                       for rule in (ingest.telemetry.rule, ingest.alerts.rule)]
-        dlqs = [defense.dead_letters, ingest.alerts.dead_letters]
+        telemetry_failures, alert_failures = _rule_failures(telemetry_rule_name), _rule_failures(alert_rule_name)
 
         self.dashboard = cloudwatch.Dashboard(
             self, "Dashboard",
-            dashboard_name=f"{stage.prefix}-fleet",
+            dashboard_name=f"{prefix}-fleet",
             default_interval=Duration.hours(6),
         )
         self.dashboard.add_widgets(
@@ -60,7 +65,8 @@ class FleetDashboard(Construct):
             cloudwatch.GraphWidget(title="Alerts (forwarded / quarantined)", width=12, left=[
                 _fleet_metric("AlertsForwarded", "alert-processor"),
                 _fleet_metric("AlertsQuarantined", "alert-processor")]),
-            cloudwatch.GraphWidget(title="IoT rule action failures", width=12, left=rule_errors),
+            cloudwatch.GraphWidget(title="IoT rule action failures", width=12,
+                                   left=[telemetry_failures, alert_failures]),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Lambda errors", width=12,
@@ -69,30 +75,21 @@ class FleetDashboard(Construct):
                                    left=[f.metric_throttles(period=FIVE_MINUTES) for f in functions]),
         )
         self.dashboard.add_widgets(
-            cloudwatch.GraphWidget(title="Dead-letter queue depth", width=12, left=[
-                q.metric_approximate_number_of_messages_visible(period=FIVE_MINUTES, statistic="Maximum")
-                for q in dlqs]),
+            cloudwatch.GraphWidget(title="Dead-letter queue depth", width=12,
+                                   left=[queue_depth(q) for q in (defense_dead_letters, alert_dead_letters)]),
         )
 
         # Alarms that need a human: containment failing, defense dead letters, rule failures.
-        self.alarms = []
-        for alarm_id, metric, description in (
-            ("ResponseErrors", defense.response.function.metric_errors(period=FIVE_MINUTES),
-             "The auto-response failed; a violating device may not be contained. Check the incident steps."),
-            ("DefenseDeadLetters", defense.dead_letters.metric_approximate_number_of_messages_visible(
-                period=FIVE_MINUTES, statistic="Maximum"),
-             "Violations or detector batches that failed every retry are waiting in the defense DLQ."),
-            ("TelemetryRuleFailures", rule_errors[0], "The telemetry rule could not deliver to Firehose."),
-            ("AlertRuleFailures", rule_errors[1], "The alert rule could not write alert objects."),
-        ):
-            alarm = cloudwatch.Alarm(
-                self, alarm_id,
-                alarm_name=f"{stage.prefix}-{alarm_id}",
-                alarm_description=description,
-                metric=metric, threshold=1, evaluation_periods=1,
-                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+        self.alarms = [
+            alarm(self, alarm_id, alarm_name=f"{prefix}-{alarm_id}", description=description,
+                  metric=metric, topic=ops_topic)
+            for alarm_id, metric, description in (
+                ("ResponseErrors", response.metric_errors(period=FIVE_MINUTES),
+                 "The auto-response failed; a violating device may not be contained. Check the incident steps."),
+                ("DefenseDeadLetters", queue_depth(defense_dead_letters),
+                 "Violations or detector batches that failed every retry are waiting in the defense DLQ."),
+                ("TelemetryRuleFailures", telemetry_failures, "The telemetry rule could not deliver to Firehose."),
+                ("AlertRuleFailures", alert_failures, "The alert rule could not write alert objects."),
             )
-            alarm.add_alarm_action(notify)
-            self.alarms.append(alarm)
+        ]
         self.dashboard.add_widgets(cloudwatch.AlarmStatusWidget(title="Alarms", alarms=self.alarms, width=12))

@@ -8,7 +8,7 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.config import StageConfig
+from stacks.config import DetectionLimits
 from stacks.platform.nag import acknowledge_role_policy
 
 
@@ -26,12 +26,13 @@ def _behavior(name: str, metric: str, count: int, duration: int | None = None) -
     )
 
 
-def profile_behaviors(stage: StageConfig) -> list[iot.CfnSecurityProfile.BehaviorProperty]:
-    """Cloud-side (IoT Core measures) and device-side (the device reports) behaviours."""
-    window, limits = stage.detection_window_seconds, stage.limits
+def profile_behaviors(limits: DetectionLimits, window: int, max_message_bytes: int,
+                      ) -> list[iot.CfnSecurityProfile.BehaviorProperty]:
+    """Cloud-side (IoT Core measures) and device-side (the device reports) behaviours;
+    counts are per `window` seconds."""
     return [
         _behavior("MessagesSent", "aws:num-messages-sent", limits.messages, window),
-        _behavior("MessageByteSize", "aws:message-byte-size", stage.max_telemetry_bytes),
+        _behavior("MessageByteSize", "aws:message-byte-size", max_message_bytes),
         _behavior("AuthorizationFailures", "aws:num-authorization-failures",
                   limits.authorization_failures, window),
         _behavior("ConnectionAttempts", "aws:num-connection-attempts", limits.connection_attempts, window),
@@ -50,13 +51,16 @@ class DefenderProfile(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        name: str,
+        limits: DetectionLimits,
+        window_seconds: int,
+        max_message_bytes: int,
         fleet_group_arn: str,
         violation_topic: sns.ITopic,
         topic_key: kms.IKey,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.name = f"{stage.prefix}-fleet"
+        self.name = name
         alert_role = iam.Role(
             self, "AlertRole",
             assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
@@ -71,7 +75,7 @@ class DefenderProfile(Construct):
             self, "Profile",
             security_profile_name=self.name,
             security_profile_description="Fleetwarden behaviour limits for every fleet device",
-            behaviors=profile_behaviors(stage),
+            behaviors=profile_behaviors(limits, window_seconds, max_message_bytes),
             alert_targets={"SNS": iot.CfnSecurityProfile.AlertTargetProperty(
                 alert_target_arn=violation_topic.topic_arn, role_arn=alert_role.role_arn)},
             target_arns=[fleet_group_arn],

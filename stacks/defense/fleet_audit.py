@@ -10,7 +10,6 @@ from aws_cdk import aws_kms as kms
 from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.config import StageConfig
 from stacks.identity.device_registry import iot_arn_prefix
 from stacks.defense.auto_response import THING_WILDCARD_REASON
 from stacks.platform.nag import acknowledge_role_policy
@@ -19,14 +18,14 @@ from stacks.platform.nag import acknowledge_role_policy
 class MitigationActions(Construct):
     """What an operator can apply to an audit finding: quarantine, deactivate, tell ops."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig,
-                 quarantine_group: iot_l1.CfnThingGroup, ops_topic: sns.ITopic, ops_key: kms.IKey) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, prefix: str, quarantine_group_name: str,
+                 quarantine_group_arn: str, ops_topic: sns.ITopic, ops_key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         arn = iot_arn_prefix()
         role = iam.Role(self, "Role", assumed_by=iam.ServicePrincipal("iot.amazonaws.com"),
                         description="Device Defender mitigation actions")
         role.add_to_policy(iam.PolicyStatement(
-            actions=["iot:AddThingToThingGroup"], resources=[f"{arn}:thing/*", quarantine_group.attr_arn]))
+            actions=["iot:AddThingToThingGroup"], resources=[f"{arn}:thing/*", quarantine_group_arn]))
         role.add_to_policy(iam.PolicyStatement(actions=["iot:UpdateCertificate"], resources=[f"{arn}:cert/*"]))
         role.add_to_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[ops_topic.topic_arn]))
         role.add_to_policy(iam.PolicyStatement(
@@ -38,14 +37,14 @@ class MitigationActions(Construct):
 
         P = iot_l1.CfnMitigationAction
         self.actions = [
-            P(self, "Quarantine", action_name=f"{stage.prefix}-quarantine", role_arn=role.role_arn,
+            P(self, "Quarantine", action_name=f"{prefix}-quarantine", role_arn=role.role_arn,
               action_params=P.ActionParamsProperty(add_things_to_thing_group_params=P.AddThingsToThingGroupParamsProperty(
-                  thing_group_names=[quarantine_group.thing_group_name], override_dynamic_groups=True))),
-            P(self, "DeactivateCertificate", action_name=f"{stage.prefix}-deactivate-certificate",
+                  thing_group_names=[quarantine_group_name], override_dynamic_groups=True))),
+            P(self, "DeactivateCertificate", action_name=f"{prefix}-deactivate-certificate",
               role_arn=role.role_arn,
               action_params=P.ActionParamsProperty(update_device_certificate_params=P.UpdateDeviceCertificateParamsProperty(
                   action="DEACTIVATE"))),
-            P(self, "NotifyOps", action_name=f"{stage.prefix}-notify-ops", role_arn=role.role_arn,
+            P(self, "NotifyOps", action_name=f"{prefix}-notify-ops", role_arn=role.role_arn,
               action_params=P.ActionParamsProperty(publish_finding_to_sns_params=P.PublishFindingToSnsParamsProperty(
                   topic_arn=ops_topic.topic_arn))),
         ]
@@ -54,7 +53,7 @@ class MitigationActions(Construct):
 class FleetAudit(Construct):
     """Every audit check on, a daily scheduled audit, findings to the ops topic."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig,
+    def __init__(self, scope: Construct, construct_id: str, *, prefix: str,
                  ops_topic: sns.ITopic, ops_key: kms.IKey) -> None:
         super().__init__(scope, construct_id)
         self.configuration = iot.AccountAuditConfiguration(self, "Configuration", target_topic=ops_topic)
@@ -71,7 +70,7 @@ class FleetAudit(Construct):
             actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[ops_key.key_arn]))
         self.daily = iot.ScheduledAudit(
             self, "Daily",
-            scheduled_audit_name=f"{stage.prefix}-daily",
+            scheduled_audit_name=f"{prefix}-daily",
             account_audit_configuration=self.configuration,
             frequency=iot.Frequency.DAILY,
             audit_checks=list(iot.AuditCheck),

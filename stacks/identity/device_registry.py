@@ -6,10 +6,10 @@ from __future__ import annotations
 from aws_cdk import Aws
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
-from aws_cdk import aws_kms as kms
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.sdk_call import sdk_call
 from stacks.identity.iot_policies import device_policy_document, quarantine_policy_document
 
@@ -28,8 +28,7 @@ class DeviceRegistry(Construct):
         *,
         prefix: str,
         telemetry_rule: str,
-        log_key: kms.IKey,
-        log_retention_days: int,
+        defaults: PlatformDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
         arn_prefix = iot_arn_prefix()
@@ -96,8 +95,7 @@ class DeviceRegistry(Construct):
                     resources=[self.quarantine_policy.attr_arn, group_arn],
                 ),
             ],
-            log_key=log_key,
-            log_retention_days=log_retention_days,
+            defaults=defaults,
         )
         attach.node.add_dependency(self.quarantine_policy)
         self.quarantine_attachment = attach

@@ -7,13 +7,12 @@ from aws_cdk import Acknowledgment, Aws, Duration, Validations
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks.config import StageConfig
 from stacks.identity.device_registry import DeviceRegistry, iot_arn_prefix
 from stacks.identity.iot_policies import claim_policy_document
 from stacks.identity.provisioning_templates import fleet_provisioning_template
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use
 
 # IoT waits at most 5 s for the hook; the function must answer well inside that.
@@ -26,21 +25,22 @@ class FleetProvisioning(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
+        prefix: str,
+        serial_pattern: str,
         registry: DeviceRegistry,
         provisioning_role: iam.IRole,
         tokens_table: dynamodb.ITable,
         audit_table: dynamodb.ITable,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.template_name = f"{stage.prefix}-field"
+        self.template_name = f"{prefix}-field"
         template_arn = f"{iot_arn_prefix()}:provisioningtemplate/{self.template_name}"
 
         self.claim_policy = iot.CfnPolicy(
             self,
             "ClaimPolicy",
-            policy_name=f"{stage.prefix}-claim",
+            policy_name=f"{prefix}-claim",
             policy_document=claim_policy_document(iot_arn_prefix(), self.template_name),
         )
 
@@ -53,10 +53,9 @@ class FleetProvisioning(Construct):
             environment={
                 "TOKENS_TABLE": tokens_table.table_name,
                 "AUDIT_TABLE": audit_table.table_name,
-                "SERIAL_PATTERN": stage.serial_pattern,
+                "SERIAL_PATTERN": serial_pattern,
             },
-            log_key=log_key,
-            stage=stage,
+            defaults=defaults,
             reserved_concurrency=20,
             timeout=HOOK_TIMEOUT,
             synchronous_reason="IoT invokes the hook synchronously and waits for its answer; a "

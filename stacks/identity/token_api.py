@@ -8,10 +8,9 @@ from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
 from constructs import Construct
 
-from stacks.config import StageConfig
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import API_GATEWAY_CALLER, PythonFunction, allow_key_use
 from stacks.platform.rest_api import SecureRestApi
 
@@ -22,12 +21,12 @@ ANALYST_GROUP = "analysts"
 class OperatorDirectory(Construct):
     """The Cognito user pool of privileged humans (admins) and the CLI's app client."""
 
-    def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig) -> None:
+    def __init__(self, scope: Construct, construct_id: str, *, prefix: str, deletion_protection: bool) -> None:
         super().__init__(scope, construct_id)
         self.user_pool = cognito.UserPool(
             self,
             "UserPool",
-            user_pool_name=f"{stage.prefix}-operators",
+            user_pool_name=f"{prefix}-operators",
             self_sign_up_enabled=False,  # admins create operator accounts
             sign_in_aliases=cognito.SignInAliases(username=True, email=True),
             mfa=cognito.Mfa.REQUIRED,
@@ -40,7 +39,7 @@ class OperatorDirectory(Construct):
             account_recovery=cognito.AccountRecovery.EMAIL_ONLY,
             feature_plan=cognito.FeaturePlan.PLUS,
             standard_threat_protection_mode=cognito.StandardThreatProtectionMode.FULL_FUNCTION,
-            deletion_protection=stage.termination_protection,
+            deletion_protection=deletion_protection,
             removal_policy=RemovalPolicy.RETAIN,
         )
         cognito.CfnUserPoolGroup(
@@ -53,7 +52,7 @@ class OperatorDirectory(Construct):
         )
         self.cli_client = self.user_pool.add_client(
             "FleetctlClient",
-            user_pool_client_name=f"{stage.prefix}-fleetctl",
+            user_pool_client_name=f"{prefix}-fleetctl",
             auth_flows=cognito.AuthFlow(user_srp=True),
             generate_secret=False,
             id_token_validity=Duration.minutes(60),
@@ -72,11 +71,14 @@ class ProvisioningTokenApi(Construct):
         scope: Construct,
         construct_id: str,
         *,
-        stage: StageConfig,
-        directory: OperatorDirectory,
+        prefix: str,
+        serial_pattern: str,
+        token_ttl_seconds: int,
+        sets_account_logging_role: bool,
+        user_pool: cognito.IUserPool,
         tokens_table: dynamodb.ITable,
         audit_table: dynamodb.ITable,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
         self.function = PythonFunction(
@@ -88,12 +90,11 @@ class ProvisioningTokenApi(Construct):
             environment={
                 "TOKENS_TABLE": tokens_table.table_name,
                 "AUDIT_TABLE": audit_table.table_name,
-                "SERIAL_PATTERN": stage.serial_pattern,
-                "TOKEN_TTL_SECONDS": str(stage.provisioning_token_ttl_minutes * 60),
+                "SERIAL_PATTERN": serial_pattern,
+                "TOKEN_TTL_SECONDS": str(token_ttl_seconds),
                 "ADMIN_GROUP": ADMIN_GROUP,
             },
-            log_key=log_key,
-            stage=stage,
+            defaults=defaults,
             reserved_concurrency=5,
             synchronous_reason=API_GATEWAY_CALLER,
         ).function
@@ -103,10 +104,10 @@ class ProvisioningTokenApi(Construct):
 
         self.rest = SecureRestApi(
             self, "Rest",
-            name=f"{stage.prefix}-provisioning-tokens",
+            name=f"{prefix}-provisioning-tokens",
             description="One-time provisioning tokens for field association (admins only)",
-            stage=stage, user_pool=directory.user_pool, log_key=log_key,
-            rate_limit=5, burst_limit=10, sets_account_logging_role=True,
+            user_pool=user_pool, defaults=defaults,
+            rate_limit=5, burst_limit=10, sets_account_logging_role=sets_account_logging_role,
             no_cache_reason="Responses carry one-time secrets and must never be cached; the API "
                             "is low-volume and admin-only.",
         )

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Validations
+from aws_cdk import Acknowledgment, Aws, Duration, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sns as sns
 from constructs import Construct
 
-from stacks.config import StageConfig
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.nag import acknowledge_role_policy
-from stacks.platform.retention import log_retention
 
 LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
 RUNTIME = lambda_.Runtime.PYTHON_3_14
@@ -43,21 +42,14 @@ class PythonFunction(Construct):
         description: str,
         service: str,
         environment: dict[str, str],
-        stage: StageConfig,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
         reserved_concurrency: int,
         timeout: Duration = Duration.seconds(10),
         memory_size: int = 256,
         synchronous_reason: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
-        self.log_group = logs.LogGroup(
-            self,
-            "Logs",
-            retention=log_retention(stage.log_retention_days),
-            encryption_key=log_key,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
+        self.log_group = defaults.log_group(self, "Logs")
         # Our own role instead of CDK's default: the AWS-managed basic execution policy would
         # let the function write to any log group; this one writes only to its own.
         self.role = iam.Role(
@@ -77,7 +69,7 @@ class PythonFunction(Construct):
                 str(LAMBDAS_DIR), exclude=["**/__pycache__", "**/*.pyc", "**/tests"]
             ),
             layers=[lambda_.LayerVersion.from_layer_version_arn(
-                self, "Powertools", powertools_layer_arn(stage.powertools_layer_version)
+                self, "Powertools", powertools_layer_arn(defaults.powertools_layer_version)
             )],
             description=description,
             timeout=timeout,
@@ -120,7 +112,7 @@ def allow_key_use(function: lambda_.IFunction, key: kms.IKey) -> None:
     ))
 
 
-def allow_publish(function: lambda_.IFunction, topic, key: kms.IKey) -> None:
+def allow_publish(function: lambda_.IFunction, topic: sns.ITopic, key: kms.IKey) -> None:
     """Publish to one KMS-encrypted SNS topic, with exactly the key actions SNS needs."""
     function.add_to_role_policy(iam.PolicyStatement(actions=["sns:Publish"], resources=[topic.topic_arn]))
     function.add_to_role_policy(iam.PolicyStatement(

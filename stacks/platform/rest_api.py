@@ -6,13 +6,10 @@ from __future__ import annotations
 from aws_cdk import Acknowledgment, RemovalPolicy, Validations
 from aws_cdk import aws_apigateway as apigw
 from aws_cdk import aws_cognito as cognito
-from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from stacks.config import StageConfig
-from stacks.platform.retention import log_retention
+from stacks.platform.defaults import PlatformDefaults
 
 
 class SecureRestApi(Construct):
@@ -23,33 +20,25 @@ class SecureRestApi(Construct):
         *,
         name: str,
         description: str,
-        stage: StageConfig,
         user_pool: cognito.IUserPool,
-        log_key: kms.IKey,
+        defaults: PlatformDefaults,
         rate_limit: int,
         burst_limit: int,
         no_cache_reason: str,
         sets_account_logging_role: bool = False,
     ) -> None:
-        """`sets_account_logging_role`: this API creates API Gateway's account-wide CloudWatch
-        role (one API per account does, in the stage that owns account singletons)."""
+        """`sets_account_logging_role`: this API creates API Gateway's CloudWatch role, an
+        account-wide setting: one API per account sets it, in the stage that owns account singletons."""
         super().__init__(scope, construct_id)
-        access_logs = logs.LogGroup(
-            self, "AccessLogs",
-            retention=log_retention(stage.log_retention_days),
-            encryption_key=log_key,
-            removal_policy=RemovalPolicy.RETAIN,
-        )
-        owner = stage.owns_account_singletons and sets_account_logging_role
+        access_logs = defaults.log_group(self, "AccessLogs")
         self.api = apigw.RestApi(
             self,
             "Api",
             rest_api_name=name,
             description=description,
             endpoint_types=[apigw.EndpointType.REGIONAL],
-            # API Gateway's CloudWatch role is an account-wide setting: the owning stage sets it.
-            cloud_watch_role=owner,
-            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if owner else None,
+            cloud_watch_role=sets_account_logging_role,
+            cloud_watch_role_removal_policy=RemovalPolicy.RETAIN if sets_account_logging_role else None,
             deploy_options=apigw.StageOptions(
                 stage_name="v1",
                 throttling_rate_limit=rate_limit,
@@ -70,7 +59,7 @@ class SecureRestApi(Construct):
         )
         self.validator = self.api.add_request_validator(
             "Validate", validate_request_body=True, validate_request_parameters=True)
-        self._acknowledge(owner, no_cache_reason, rate_limit)
+        self._acknowledge(sets_account_logging_role, no_cache_reason, rate_limit)
 
     def add_method(
         self,

@@ -3,15 +3,13 @@ attaching an IoT policy to a thing group), on CDK's AwsCustomResource singleton 
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, RemovalPolicy, Stack, Validations
+from aws_cdk import Acknowledgment, Stack, Validations
 from aws_cdk import aws_iam as iam
-from aws_cdk import aws_kms as kms
-from aws_cdk import aws_logs as logs
 from aws_cdk import custom_resources as cr
 from constructs import Construct
 
+from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.nag import acknowledge_role_policy
-from stacks.platform.retention import log_retention
 
 _SINGLETON_ID = "AWS" + cr.AwsCustomResource.PROVIDER_FUNCTION_UUID.replace("-", "")
 _LOG_GROUP_ID = "SdkCallLogs"
@@ -24,17 +22,11 @@ def sdk_call(
     on_update: cr.AwsSdkCall,
     on_delete: cr.AwsSdkCall | None,
     statements: list[iam.PolicyStatement],
-    log_key: kms.IKey,
-    log_retention_days: int,
+    defaults: PlatformDefaults,
 ) -> cr.AwsCustomResource:
     stack = Stack.of(scope)
-    log_group = stack.node.try_find_child(_LOG_GROUP_ID) or logs.LogGroup(
-        stack,
-        _LOG_GROUP_ID,
-        retention=log_retention(log_retention_days),
-        encryption_key=log_key,
-        removal_policy=RemovalPolicy.RETAIN,
-    )
+    # One log group per stack, shared like the singleton function that writes to it.
+    log_group = stack.node.try_find_child(_LOG_GROUP_ID) or defaults.log_group(stack, _LOG_GROUP_ID)
     call = cr.AwsCustomResource(
         scope,
         construct_id,
