@@ -10,11 +10,7 @@ from stacks.audit.security_alarms import (
     IOT_CERTIFICATE_CHANGES,
     IOT_POLICY_CHANGES,
 )
-from tests.infra.synth import synthesise
-
-
-def resources(template_json: dict, cfn_type: str) -> dict[str, dict]:
-    return {k: v for k, v in template_json["Resources"].items() if v["Type"] == cfn_type}
+from tests.infra.synth import resources, synthesise
 
 
 def only(template_json: dict, cfn_type: str) -> dict:

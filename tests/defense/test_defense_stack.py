@@ -4,24 +4,11 @@ import json
 
 import pytest
 
-from tests.infra.synth import synthesise
-
-
-def resources(template_json, cfn_type):
-    return {k: v for k, v in template_json["Resources"].items() if v["Type"] == cfn_type}
+from tests.infra.synth import resources, role_actions, synthesise
 
 
 def defense(s):
     return s.template_json(s.stacks.defense)
-
-
-def role_actions(template_json, role_prefix):
-    found = set()
-    for policy in resources(template_json, "AWS::IAM::Policy").values():
-        if any(r["Ref"].startswith(role_prefix) for r in policy["Properties"]["Roles"]):
-            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
-                found |= set(statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]])
-    return found
 
 
 def test_one_kms_violation_topic(dev):

@@ -7,13 +7,9 @@ import pytest
 from aws_cdk.assertions import Match
 
 from stacks.config import ConfigError
-from tests.infra.synth import ROOT, synthesise
+from tests.infra.synth import ROOT, resources, synthesise
 from tests.infra.test_security_checks import CFN_LINT
 from tools.fleetctl.cli import main as fleetctl
-
-
-def resources(template_json, cfn_type):
-    return {k: v for k, v in template_json["Resources"].items() if v["Type"] == cfn_type}
 
 
 def identity(s):

@@ -59,3 +59,30 @@ def synthesise(
         amend(stacks)
     app.synth()  # raises if any security check finds an unacknowledged violation
     return Synthesised(stage=stage, stacks=stacks, outdir=outdir)
+
+
+# --- reading synthesised templates -----------------------------------------------------------
+
+def resources(template_json: dict, cfn_type: str) -> dict[str, dict]:
+    """The template's resources of one type, by logical id."""
+    return {k: v for k, v in template_json["Resources"].items() if v["Type"] == cfn_type}
+
+
+def actions_of(statement: dict) -> list[str]:
+    return statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+
+
+def role_actions(template_json: dict, role_prefix: str) -> set[str]:
+    """Every action granted to the roles whose logical id starts with `role_prefix`."""
+    found = set()
+    for policy in resources(template_json, "AWS::IAM::Policy").values():
+        if any(r["Ref"].startswith(role_prefix) for r in policy["Properties"]["Roles"]):
+            for statement in policy["Properties"]["PolicyDocument"]["Statement"]:
+                found |= set(actions_of(statement))
+    return found
+
+
+def topic_rules(template_json: dict) -> dict[str, dict]:
+    """Each IoT topic rule's payload, by rule name."""
+    return {r["Properties"]["RuleName"]: r["Properties"]["TopicRulePayload"]
+            for r in resources(template_json, "AWS::IoT::TopicRule").values()}
