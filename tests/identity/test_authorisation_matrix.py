@@ -3,9 +3,10 @@
 import pytest
 
 from lambdas.shared import topics
+from stacks.platform.iot_rule import rule_name
 from tests.identity.iot_policy_eval import Connection, client, is_allowed, topic, topicfilter
 
-RULE = topics.telemetry_rule_name("dev")
+RULE = rule_name("dev", "telemetry")  # the telemetry rule the stacks create
 
 
 def policy(s, logical_prefix: str) -> dict:
