@@ -3,7 +3,9 @@
 Code: the plain `lambdas/` directory as an asset (no Docker bundling), with the AWS-managed
 Powertools for AWS Lambda (Python) V3 layer for powertools and pydantic. Every function gets
 X-Ray tracing, a KMS-encrypted log group with the stage's retention, JSON logs, bounded
-concurrency, and the Powertools environment.
+concurrency, and the Powertools environment, encrypted at rest with the same customer-managed
+key as its logs. (Lambda creates the key grant for the execution role when CloudFormation
+creates the function; the role needs no KMS statement.)
 """
 
 from __future__ import annotations
@@ -78,6 +80,7 @@ class PythonFunction(Construct):
             tracing=lambda_.Tracing.ACTIVE,
             log_group=self.log_group,
             logging_format=lambda_.LoggingFormat.JSON,
+            environment_encryption=defaults.key,
             environment={
                 "POWERTOOLS_SERVICE_NAME": service,
                 "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",

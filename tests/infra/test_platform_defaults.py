@@ -1,5 +1,7 @@
 """The platform defaults every stack's functions share."""
 
+import json
+
 import pytest
 
 from tests.infra.synth import resources
@@ -18,3 +20,7 @@ def test_every_function_runs_latest_python_traced_bounded_and_json_logged(synthe
             assert props["ReservedConcurrentExecutions"] > 0, logical_id
             assert props["LoggingConfig"]["LogFormat"] == "JSON", logical_id
             assert props["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "Fleetwarden"
+            # The environment is encrypted with the audit key, like the function's logs.
+            assert "AuditKey" in json.dumps(props["KmsKeyArn"]), logical_id
+            assert props["KmsKeyArn"] == s.template_json(stack)["Resources"][
+                props["LoggingConfig"]["LogGroup"]["Ref"]]["Properties"]["KmsKeyId"], logical_id
