@@ -4,7 +4,13 @@ REST passes them. Shared by every function behind an operator API."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
+
+
+def authoriser_claims(event: Mapping[str, Any]) -> Any:
+    """The claims the authoriser put in a REST proxy event. None without an authoriser context
+    (a misconfigured API): no caller, so refused rather than a 500."""
+    return ((event.get("requestContext") or {}).get("authorizer") or {}).get("claims")
 
 
 def parse_groups(claim: Any) -> frozenset[str]:

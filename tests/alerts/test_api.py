@@ -15,7 +15,7 @@ import pytest
 import requests
 from moto import mock_aws
 
-from alerts.api import api, handler
+from alerts.api import handler, parameters, routes
 from alerts.model import Alert, index_item
 from shared.audit import iso_utc
 from tests.helpers import AUDIT_TABLE, NOW, Clock, create_tables, scan
@@ -185,7 +185,8 @@ def trace_event(alert_id: str, **kwargs) -> dict:
 
 def call(event, context) -> tuple[int, dict, dict]:
     response = handler.lambda_handler(event, context)
-    return response["statusCode"], response["headers"], json.loads(response["body"])
+    headers = {name: ", ".join(values) for name, values in response["multiValueHeaders"].items()}
+    return response["statusCode"], headers, json.loads(response["body"])
 
 
 def list_all(context, query: dict) -> tuple[list[dict], int]:
@@ -539,6 +540,40 @@ def test_wrong_method_is_405(aws, context, resource, method):
     assert scan(aws.audit) == []
 
 
+def test_404_and_405_are_no_store_json_and_counted(aws, context, capsys):
+    for event, status in ((api_event(resource="/things"), 404), (api_event(method="DELETE"), 405)):
+        got, headers, body = call(event, context)
+        assert got == status and set(body) == {"message"}
+        assert headers["Cache-Control"] == "no-store" and headers["Content-Type"] == "application/json"
+        assert '"AlertRequestsInvalid"' in capsys.readouterr().out
+
+
+def test_routes_follow_the_resource_not_the_path(aws, context):
+    """A custom domain's base path (and percent-escapes) are in `path`; the resource is what API
+    Gateway matched."""
+    event = api_event(query={"thing": THING})
+    event["path"] = "/analytics/alerts"
+    assert call(event, context)[0] == 200
+    event = trace_event(ids(aws)[0])
+    event["path"] = "/analytics" + event["path"]
+    assert call(event, context)[0] == 200
+
+
+def test_unexpected_error_is_a_generic_500(aws, context, logs, capsys, monkeypatch):
+    secret = "https://fleetwarden-test-data.s3.amazonaws.com/x?X-Amz-Signature=deadbeef"
+
+    def broken(**kwargs):
+        raise RuntimeError(f"boom {secret}")
+
+    monkeypatch.setattr(handler, "list_alerts", broken)
+    status, headers, body = call(api_event(query={"thing": THING}), context)
+    assert (status, body) == (500, {"message": "internal error"})
+    assert headers["Cache-Control"] == "no-store"
+    output = capsys.readouterr().out
+    assert '"AlertApiErrors"' in output and secret not in json.dumps(body)
+    assert "alerts request failed" in logs.getvalue()
+
+
 def test_log_lines_carry_the_caller(aws, context, logs):
     call(api_event(query={"thing": THING}), context)
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]
@@ -563,20 +598,20 @@ def test_log_lines_carry_the_caller(aws, context, logs):
     ("0999-01-01T00:00:00Z", False, "0999-01-01T00:00:00.000Z"),
 ])
 def test_normalise_instant(text, round_up, expected):
-    assert api.normalise_instant(text, "from", round_up=round_up) == expected
+    assert parameters.normalise_instant(text, "from", round_up=round_up) == expected
 
 
 def test_page_tokens_round_trip():
     key = {"thing": THING, "alert_id": "2023-11-14T12:00:00.000Z#0123456789ab"}
-    assert api.decode_next(api.encode_next(key), THING, None, None) == key
-    assert api.decode_next(api.encode_next(key), THING, "2023-11-14T12:00:00.000Z",
+    assert parameters.decode_next(parameters.encode_next(key), THING, None, None) == key
+    assert parameters.decode_next(parameters.encode_next(key), THING, "2023-11-14T12:00:00.000Z",
                            "2023-11-14T12:00:00.000Z#~") == key
 
 
 def test_fetch_trace_with_an_injected_clock(aws, context):
     deps = handler._dependencies()
-    result = api.fetch_trace(claims=ANALYST, alert_id=ids(aws)[0], alerts_table=aws.table,
-                             audit_table=aws.audit, s3=deps["s3"], data_bucket=DATA_BUCKET, expires_in=120,
-                             reader_group="analysts", admin_group="admins", now=Clock())
-    assert (result.status, result.outcome, result.body["expires_in"]) == (200, "AlertTraceFetched", 120)
+    body = routes.fetch_trace(claims=ANALYST, alert_id=ids(aws)[0], alerts_table=aws.table,
+                              audit_table=aws.audit, s3=deps["s3"], data_bucket=DATA_BUCKET, expires_in=120,
+                              reader_group="analysts", admin_group="admins", now=Clock())
+    assert (body["id"], body["expires_in"]) == (ids(aws)[0], 120)
     assert scan(aws.audit)[0]["at"] == iso_utc(NOW) == "2023-11-14T22:13:20.000Z"

@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from alerts.api.api import encode_next
+from alerts.api.parameters import encode_next
 from tests.alerts.test_api import (  # noqa: F401 - fixtures
     OTHER, PUBLIC_FIELDS, THING, api_event, aws, call, ids, world,
 )
