@@ -11,7 +11,9 @@ from identity.tokens import DEFAULT_SERIAL_PATTERN, hash_token, serial_pattern
 from tests.helpers import NOW, scan
 from tests.identity.test_provisioning_hook import hook_event
 from identity.token_api import handler
-from identity.token_api.issue import caller, issue_token, parse_groups
+from identity.token_api.issue import issue_token
+from shared.api import ApiError
+from shared.operators import caller, parse_groups
 
 PATTERN = serial_pattern({"SERIAL_PATTERN": DEFAULT_SERIAL_PATTERN})
 ADMIN = {"sub": "6f1c3c2e-0d4b-4a57-9a1e-6f9b1f0f2a11", "cognito:username": "alice",
@@ -48,7 +50,8 @@ def api_event(body: str | None = '{"serial": "sensor-0001"}', claims: dict | Non
 
 def call(event, context) -> tuple[int, dict, dict]:
     response = handler.lambda_handler(event, context)
-    return response["statusCode"], response["headers"], json.loads(response["body"])
+    headers = {name: ", ".join(values) for name, values in response["multiValueHeaders"].items()}
+    return response["statusCode"], headers, json.loads(response["body"])
 
 
 def issue(aws, clock, claims=ADMIN, body='{"serial": "sensor-0001"}', ttl=900):
@@ -56,13 +59,18 @@ def issue(aws, clock, claims=ADMIN, body='{"serial": "sensor-0001"}', ttl=900):
                        pattern=PATTERN, ttl_seconds=ttl, admin_group="admins", now=clock)
 
 
+def refusal(aws, clock, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as refused:
+        issue(aws, clock, **kwargs)
+    return refused.value
+
+
 # --- the logic, with a fixed clock -------------------------------------------------------------
 
 def test_admin_gets_a_token_and_only_its_hash_is_stored(aws, clock):
-    result = issue(aws, clock)
-    assert result.status == 201 and result.outcome == "ProvisioningTokensIssued"
-    token = result.body["token"]
-    assert result.body == {"serial": "sensor-0001", "token": token, "expires_at": "2023-11-14T22:28:20Z"}
+    body = issue(aws, clock)
+    token = body["token"]
+    assert body == {"serial": "sensor-0001", "token": token, "expires_at": "2023-11-14T22:28:20Z"}
 
     [item] = scan(aws.tokens)
     assert item == {"token_hash": hash_token(token), "serial": "sensor-0001", "issued_by": "alice",
@@ -76,14 +84,14 @@ def test_admin_gets_a_token_and_only_its_hash_is_stored(aws, clock):
 
 def test_username_falls_back_to_sub(aws, clock):
     claims = {k: v for k, v in ADMIN.items() if k != "cognito:username"}
-    assert issue(aws, clock, claims=claims).status == 201
+    assert issue(aws, clock, claims=claims)["token"]
     assert scan(aws.tokens)[0]["issued_by"] == ADMIN["sub"]
 
 
 def test_non_admin_is_refused_and_the_attempt_audited(aws, clock):
-    result = issue(aws, clock, claims=OPERATOR)
-    assert (result.status, result.outcome) == (403, "ProvisioningTokenRequestsForbidden")
-    assert "token" not in result.body and result.body["message"]
+    refused = refusal(aws, clock, claims=OPERATOR)
+    assert (refused.status, refused.outcome) == (403, "ProvisioningTokenRequestsForbidden")
+    assert refused.message
     assert scan(aws.tokens) == []
     [record] = scan(aws.audit)
     assert (record["action"], record["actor"], record["target"]) == (
@@ -93,7 +101,7 @@ def test_non_admin_is_refused_and_the_attempt_audited(aws, clock):
 
 @pytest.mark.parametrize("claims", [{}, {"cognito:groups": "admins"}, None])
 def test_caller_without_identity_is_refused(aws, clock, claims):
-    assert issue(aws, clock, claims=claims).status == 403
+    assert refusal(aws, clock, claims=claims).status == 403
     assert scan(aws.tokens) == []
 
 
@@ -165,9 +173,33 @@ def test_handler_reports_the_serial_rule(aws, context):
     assert DEFAULT_SERIAL_PATTERN in response["message"]
 
 
-@pytest.mark.parametrize("method,resource", [("GET", "/provisioning-tokens"), ("POST", "/things")])
-def test_handler_other_routes_are_404(aws, context, method, resource):
-    assert call(api_event(method=method, resource=resource), context)[0] == 404
+@pytest.mark.parametrize("method,resource", [("POST", "/things"), ("GET", "/"), ("POST", "/provisioning-tokens/x")])
+def test_handler_other_routes_are_404(aws, context, capsys, method, resource):
+    status, headers, body = call(api_event(method=method, resource=resource), context)
+    assert status == 404 and set(body) == {"message"} and headers["Cache-Control"] == "no-store"
+    assert '"ProvisioningTokenRequestsInvalid"' in capsys.readouterr().out
+    assert scan(aws.tokens) == [] and scan(aws.audit) == []
+
+
+@pytest.mark.parametrize("method", ["GET", "PUT", "DELETE"])
+def test_handler_other_methods_are_405_with_allow(aws, context, capsys, method):
+    status, headers, body = call(api_event(method=method), context)
+    assert status == 405 and headers["Allow"] == "POST" and set(body) == {"message"}
+    assert headers["Cache-Control"] == "no-store"
+    assert '"ProvisioningTokenRequestsInvalid"' in capsys.readouterr().out
+    assert scan(aws.tokens) == [] and scan(aws.audit) == []
+
+
+def test_handler_unexpected_error_is_a_generic_500(aws, context, logs, capsys, monkeypatch):
+    def broken(**kwargs):
+        raise RuntimeError("boom: token abc123 at https://example.com/x")
+
+    monkeypatch.setattr(handler, "issue_token", broken)
+    status, headers, body = call(api_event(), context)
+    assert (status, body) == (500, {"message": "internal error; no token was issued"})
+    assert headers["Cache-Control"] == "no-store"
+    assert '"ProvisioningTokenErrors"' in capsys.readouterr().out
+    assert "token request failed" in logs.getvalue()
 
 
 @pytest.mark.parametrize("broken", ["tokens", "audit"])
@@ -214,7 +246,11 @@ def test_parse_groups(claim, expected):
 @pytest.mark.parametrize("groups,allowed", [("admins", True), ("ops,admins", True), ("[ops admins]", True),
                                             ("superadmins", False), ("admin", False), ("ops", False)])
 def test_only_the_exact_admin_group_may_issue(aws, clock, groups, allowed):
-    assert (issue(aws, clock, claims={**ADMIN, "cognito:groups": groups}).status == 201) is allowed
+    claims = {**ADMIN, "cognito:groups": groups}
+    if allowed:
+        assert issue(aws, clock, claims=claims)["token"]
+    else:
+        assert refusal(aws, clock, claims=claims).status == 403
 
 
 def test_caller():

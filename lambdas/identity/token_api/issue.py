@@ -1,4 +1,5 @@
-"""Issue a provisioning token to an admin. Plain functions over injected tables and clock.
+"""Issue a provisioning token to an admin. Plain functions over injected tables and clock;
+`issue_token` returns the answer's body and raises ApiError for anything but a 201.
 
 The token is returned once, to the caller, and exists nowhere else: the table holds its
 SHA-256, the audit trail and logs hold the first 8 hex digits of that hash.
@@ -7,29 +8,26 @@ SHA-256, the audit trail and logs hold the first 8 hex digits of that hash.
 from __future__ import annotations
 
 import json
+import logging
 import re
-from dataclasses import dataclass
 from typing import Any, Callable
 
-from botocore.exceptions import BotoCoreError, ClientError
-
-from shared import audit
-from shared.operators import caller, parse_groups  # noqa: F401  (parse_groups: re-exported)
 from identity.tokens import hash_token, new_token, validate_serial
+from shared import audit
+from shared.api import ApiError
+from shared.operators import caller
 
 MAX_BODY = 4096  # the body is {"serial": "..."}; refuse to parse anything much larger
 FALLBACK_TARGET = "provisioning-tokens"  # audit target when no valid serial was asked for
+INVALID = "ProvisioningTokenRequestsInvalid"  # the outcome metric of a 400, 404 or 405
+ERRORS = "ProvisioningTokenErrors"  # ... and of a 500
+NO_TOKEN = "internal error; no token was issued"
+_quiet = logging.getLogger(__name__)  # the handler passes its Powertools logger
 
 
-@dataclass(frozen=True)
-class Result:
-    status: int
-    body: dict[str, Any]
-    outcome: str  # the metric counted for this request
-
-
-class BadRequest(Exception):
-    pass
+class BadRequest(ApiError):
+    def __init__(self, message: str):
+        super().__init__(400, message, INVALID)
 
 
 def parse_serial(body: str | None, pattern: re.Pattern[str]) -> str:
@@ -63,16 +61,15 @@ def issue_token(
     ttl_seconds: int,
     admin_group: str,
     now: Callable[[], float],
-    logger: Any = None,
-) -> Result:
+    logger: Any = _quiet,
+) -> dict[str, Any]:
     username, groups = caller(claims)
     # Authorise before looking at the body: non-admins learn nothing about validation.
     if username is None or admin_group not in groups:
-        return _refuse(username, groups, body, audit_table, pattern, admin_group, now, logger)
-    try:
-        serial = parse_serial(body, pattern)
-    except BadRequest as bad:
-        return Result(400, {"message": str(bad)}, "ProvisioningTokenRequestsInvalid")
+        _audit_refusal(username, groups, body, audit_table, pattern, admin_group, now, logger)
+        raise ApiError(403, f"only members of {admin_group} may issue provisioning tokens",
+                       "ProvisioningTokenRequestsForbidden")
+    serial = parse_serial(body, pattern)
 
     token = new_token()
     token_hash = hash_token(token)
@@ -101,16 +98,14 @@ def issue_token(
             now=now,
             logger=logger,
         )
-    except (ClientError, BotoCoreError):
-        if logger is not None:
-            logger.exception("could not store or audit a provisioning token", extra={"serial": serial})
-        return Result(500, {"message": "internal error; no token was issued"}, "ProvisioningTokenErrors")
-    body_out = {"serial": serial, "token": token, "expires_at": audit.iso_utc(expires_at, "seconds")}
-    return Result(201, body_out, "ProvisioningTokensIssued")
+    except Exception:  # noqa: BLE001 - whatever failed, the token is never shown
+        logger.exception("could not store or audit a provisioning token", extra={"serial": serial})
+        raise ApiError(500, NO_TOKEN, ERRORS) from None
+    return {"serial": serial, "token": token, "expires_at": audit.iso_utc(expires_at, "seconds")}
 
 
-def _refuse(username, groups, body, audit_table, pattern, admin_group, now, logger) -> Result:
-    """403, and an audit record of the attempt: a refused privileged action is itself evidence."""
+def _audit_refusal(username, groups, body, audit_table, pattern, admin_group, now, logger) -> None:
+    """A refused privileged action is itself evidence: audited, with the serial it asked for."""
     try:
         target = parse_serial(body, pattern)
     except BadRequest:
@@ -129,7 +124,4 @@ def _refuse(username, groups, body, audit_table, pattern, admin_group, now, logg
             logger=logger,
         )
     except Exception:  # noqa: BLE001 - the refusal stands even if it cannot be audited
-        if logger is not None:
-            logger.exception("could not audit a refused token request")
-    return Result(403, {"message": f"only members of {admin_group} may issue provisioning tokens"},
-                  "ProvisioningTokenRequestsForbidden")
+        logger.exception("could not audit a refused token request")
