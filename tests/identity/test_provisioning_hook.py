@@ -7,7 +7,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from botocore.exceptions import ClientError
+from botocore.awsrequest import AWSResponse
 from moto.dynamodb.models import DynamoDBBackend
 
 from identity.provisioning_hook import handler
@@ -44,6 +44,17 @@ def issue(tokens_table, serial=SERIAL, *, issued_by="alice", issued_at=NOW, ttl=
 def decide(aws, event, clock, *, tokens_table=None, iot=None, audit_table=None):
     return evaluate(event, tokens_table=tokens_table or aws.tokens, audit_table=audit_table or aws.audit,
                     iot=iot or aws.iot, pattern=PATTERN, now=clock)
+
+
+def fail(client, operation: str, code: str) -> None:
+    """Every later `operation` call of this boto3 client fails with `code`, raised as botocore
+    raises a service error (the modeled class when there is one)."""
+    def respond(**kwargs):
+        error = {"Error": {"Code": code, "Message": "injected"}, "ResponseMetadata": {"HTTPStatusCode": 400}}
+        return AWSResponse("https://injected", 400, {}, None), error
+
+    client.meta.events.register(f"before-call.{client.meta.service_model.service_id.hyphenize()}.{operation}",
+                                respond)
 
 
 def token_item(aws, token) -> dict:
@@ -105,7 +116,7 @@ def test_unknown_token_is_denied(aws, clock):
     assert scan(aws.audit) == []
 
 
-def test_consume_is_one_conditional_update_and_never_a_read():
+def test_consume_is_one_conditional_update_and_never_a_read(aws):
     """The decision rests on the atomic write alone; no get-then-put race."""
     calls = []
 
@@ -120,12 +131,9 @@ def test_consume_is_one_conditional_update_and_never_a_read():
         def __getattr__(self, name):  # get_item, query, scan...: must not be called
             raise AssertionError(f"unexpected call {name}")
 
-    class NoThing:
-        def list_thing_principals(self, thingName):
-            raise ClientError({"Error": {"Code": "ResourceNotFoundException"}}, "ListThingPrincipals")
-
+    # No such thing in moto's IoT: a new device.
     decision = evaluate(hook_event(token="t0k3n"), tokens_table=RecordingTable(),
-                        audit_table=RecordingTable(), iot=NoThing(), pattern=PATTERN, now=lambda: NOW)
+                        audit_table=RecordingTable(), iot=aws.iot, pattern=PATTERN, now=lambda: NOW)
     assert decision.allowed
     [call] = calls
     assert call["ConditionExpression"] == CONSUME_CONDITION
@@ -227,23 +235,18 @@ def test_missing_tokens_table_denies(aws, clock):
 
 
 def test_dynamodb_client_error_denies(aws, clock):
-    class Throttled:
-        def update_item(self, **kwargs):
-            error = {"Code": "ProvisionedThroughputExceededException", "Message": "slow down"}
-            raise ClientError({"Error": error}, "UpdateItem")
-
-    decision = decide(aws, hook_event(token=issue(aws.tokens)), clock, tokens_table=Throttled())
+    token = issue(aws.tokens)
+    fail(aws.tokens.meta.client, "UpdateItem", "ProvisionedThroughputExceededException")
+    decision = decide(aws, hook_event(token=token), clock)
     assert (decision.allowed, decision.reason) == (False, "dynamodb-error")
     assert "ProvisionedThroughputExceededException" in decision.detail
 
 
 def test_iot_error_denies_and_keeps_the_token(aws, clock):
-    class Denied:
-        def list_thing_principals(self, thingName):
-            raise ClientError({"Error": {"Code": "AccessDeniedException"}}, "ListThingPrincipals")
-
     token = issue(aws.tokens)
-    assert decide(aws, hook_event(token=token), clock, iot=Denied()).reason == "iot-error"
+    fail(aws.iot, "ListThingPrincipals", "AccessDeniedException")
+    decision = decide(aws, hook_event(token=token), clock)
+    assert decision.reason == "iot-error" and "AccessDeniedException" in decision.detail
     assert "used_at" not in token_item(aws, token)
 
 

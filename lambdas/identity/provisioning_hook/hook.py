@@ -11,9 +11,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from boto3.dynamodb.types import TypeDeserializer
-from botocore.exceptions import ClientError
-
 from shared import audit
 from identity.tokens import MAX_TOKEN_LENGTH, hash_token, validate_serial
 
@@ -75,10 +72,8 @@ def check_thing(iot: Any, serial: str, certificate_id: str) -> None:
     """
     try:
         page = iot.list_thing_principals(thingName=serial)
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-            return  # no such thing yet: the template will create it
-        raise
+    except iot.exceptions.ResourceNotFoundException:
+        return  # no such thing yet: the template will create it
     principals = page.get("principals", [])
     foreign = [p for p in principals if not p.endswith(f":cert/{certificate_id}")]
     if foreign or page.get("nextToken"):  # a further page can only hold other principals
@@ -87,6 +82,8 @@ def check_thing(iot: Any, serial: str, certificate_id: str) -> None:
 
 def _plain(item: dict[str, Any] | None) -> dict[str, Any]:
     """The item DynamoDB returns with a failed condition is in wire format; decode it."""
+    from boto3.dynamodb.types import TypeDeserializer  # only on this denial path
+
     deserializer = TypeDeserializer()
     return {k: deserializer.deserialize(v) for k, v in (item or {}).items()}
 
@@ -124,10 +121,8 @@ def consume_token(table: Any, request: Request, now: int) -> dict[str, Any]:
             # The old item comes back with the failure: a reason to log without a second read.
             ReturnValuesOnConditionCheckFailure="ALL_OLD",
         )
-    except ClientError as err:
-        if err.response.get("Error", {}).get("Code") == "ConditionalCheckFailedException":
-            raise Denied(_rejection_reason(_plain(err.response.get("Item")), request.serial, now)) from None
-        raise
+    except table.meta.client.exceptions.ConditionalCheckFailedException as failed:
+        raise Denied(_rejection_reason(_plain(failed.response.get("Item")), request.serial, now)) from None
     return response["Attributes"]
 
 
