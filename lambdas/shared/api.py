@@ -66,7 +66,8 @@ class OperatorApi(APIGatewayRestResolver):
 
     def answer(self, status: int, body: dict[str, Any], outcome: str, **headers: str) -> Response:
         self.runtime.count(outcome)
-        self.runtime.logger.info(f"{self.name} request answered", extra={"status": status, "outcome": outcome})
+        self.runtime.logger.info(f"{self.name} request answered",
+                                 extra={"status": status, "outcome": outcome})
         return Response(status_code=status, content_type="application/json", body=body,
                         headers={"Cache-Control": "no-store", **headers})
 
@@ -76,7 +77,8 @@ class OperatorApi(APIGatewayRestResolver):
     def _no_route(self, _: NotFoundError) -> Response:
         allowed = self.methods.get(self.current_event.get("resource"))
         if allowed:
-            return self.answer(405, {"message": "method not allowed"}, self.invalid, Allow=", ".join(sorted(allowed)))
+            return self.answer(405, {"message": "method not allowed"}, self.invalid,
+                               Allow=", ".join(sorted(allowed)))
         return self.answer(404, {"message": "not found"}, self.invalid)
 
     def _failed(self, _: Exception) -> Response:

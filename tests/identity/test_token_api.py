@@ -173,7 +173,9 @@ def test_handler_reports_the_serial_rule(aws, context):
     assert DEFAULT_SERIAL_PATTERN in response["message"]
 
 
-@pytest.mark.parametrize("method,resource", [("POST", "/things"), ("GET", "/"), ("POST", "/provisioning-tokens/x")])
+@pytest.mark.parametrize("method,resource", [
+    ("POST", "/things"), ("GET", "/"), ("POST", "/provisioning-tokens/x"),
+])
 def test_handler_other_routes_are_404(aws, context, capsys, method, resource):
     status, headers, body = call(api_event(method=method, resource=resource), context)
     assert status == 404 and set(body) == {"message"} and headers["Cache-Control"] == "no-store"
