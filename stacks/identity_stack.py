@@ -14,7 +14,7 @@ from stacks.identity.factory_ca import FactoryCa
 from stacks.identity.fleet_provisioning import FleetProvisioning
 from stacks.identity.provisioning_role import ProvisioningRole
 from stacks.identity.token_api import OperatorDirectory, ProvisioningTokenApi
-from stacks.platform.iot_rule import rule_name
+from lambdas.shared.topics import rule_name
 from stacks.platform.key import customer_key
 from stacks.platform.table import secure_table
 

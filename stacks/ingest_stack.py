@@ -11,7 +11,7 @@ from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
-from stacks.platform.iot_rule import rule_name
+from lambdas.shared.topics import rule_name
 from stacks.platform.key import allow_service, customer_key
 from stacks.telemetry.observations import observation_stream
 from stacks.telemetry.pipeline import TelemetryPipeline

@@ -16,8 +16,10 @@ THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
 _RULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 
 
-def telemetry_rule_name(stage: str) -> str:
-    name = f"fleetwarden_{stage}_telemetry"
+def rule_name(stage: str, purpose: str) -> str:
+    """`fleetwarden_<stage>_<purpose>`: unique per stage in an account, and a valid rule name. A
+    device needs it too: the Basic Ingest topic names the rule."""
+    name = f"fleetwarden_{stage}_{purpose}"
     if not _RULE_NAME.match(name):
         raise ValueError(f"not a valid IoT rule name: {name}")
     return name

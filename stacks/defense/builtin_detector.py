@@ -28,7 +28,8 @@ from stacks.audit.iot_logging import IOT_LOG_GROUP_NAME
 from stacks.config import DetectionLimits
 from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
-from stacks.platform.iot_rule import finish_rule_role, rule_name, rule_role, topic_rule
+from lambdas.shared.topics import rule_name
+from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule
 from stacks.platform.nag import acknowledge_dead_letter_grant
 from stacks.platform.table import secure_table
 

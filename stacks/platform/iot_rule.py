@@ -1,8 +1,7 @@
-"""IoT topic rules: their names, their role, and where a message goes when an action fails."""
+"""IoT topic rules: their role, and where a message goes when an action fails. Their names come from
+`lambdas/shared/topics.rule_name`, which the devices use too (the Basic Ingest topic names the rule)."""
 
 from __future__ import annotations
-
-import re
 
 from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
@@ -13,16 +12,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from stacks.platform.nag import acknowledge_role_policy, logical_id
-
-_RULE_NAME = re.compile(r"^[a-zA-Z0-9_]{1,128}$")
-
-
-def rule_name(stage_name: str, purpose: str) -> str:
-    """`fleetwarden_<stage>_<purpose>`: unique per stage in an account, and a valid rule name."""
-    name = f"fleetwarden_{stage_name}_{purpose}"
-    if not _RULE_NAME.match(name):
-        raise ValueError(f"not a valid IoT rule name: {name}")
-    return name
 
 
 def rule_role(scope: Construct, description: str) -> iam.Role:

@@ -3,7 +3,7 @@
 import pytest
 
 from lambdas.shared import topics
-from stacks.platform.iot_rule import rule_name
+from lambdas.shared.topics import rule_name
 from tests.identity.iot_policy_eval import Connection, client, is_allowed, topic, topicfilter
 
 RULE = rule_name("dev", "telemetry")  # the telemetry rule the stacks create
