@@ -18,16 +18,6 @@ def iso_utc(epoch: float, timespec: str = "milliseconds") -> str:
     return datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat(timespec=timespec).replace("+00:00", "Z")
 
 
-def error_code(err: BaseException) -> str:
-    """The short name of a failed AWS call, as audit and incident records keep it: the service's
-    error code of a botocore ClientError (ThrottlingException, ...), else the exception's class
-    name (ReadTimeoutError, EndpointConnectionError, ...). Catch specific errors with the
-    client's modeled classes (`client.exceptions.X`); this is only for recording them."""
-    response = getattr(err, "response", None)
-    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
-    return str(code or type(err).__name__)
-
-
 def _clean_details(details: Mapping[str, Any]) -> dict[str, Any]:
     """The contract allows strings and numbers only; DynamoDB wants Decimal, not float."""
     out: dict[str, Any] = {}

@@ -77,3 +77,13 @@ def resource(service: str, *, synchronous: bool = False) -> Any:
     import boto3
 
     return boto3.resource(service, config=boto_config(synchronous=synchronous))
+
+
+def error_code(err: BaseException) -> str:
+    """The short name of a failed AWS call, as audit and incident records keep it: the service's
+    error code of a botocore ClientError (ThrottlingException, ...), else the exception's class
+    name (ReadTimeoutError, EndpointConnectionError, ...). Catch specific errors with the
+    client's modeled classes (`client.exceptions.X`); this is only for recording them."""
+    response = getattr(err, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    return str(code or type(err).__name__)

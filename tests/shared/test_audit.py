@@ -48,12 +48,3 @@ def test_record_refuses_details_that_are_not_strings_or_numbers(audit_table, det
 def test_record_refuses_an_empty_target(audit_table):
     with pytest.raises(ValueError):
         audit.record(audit_table, action="a", actor="b", target="", details={}, now=lambda: NOW)
-
-
-def test_error_code_is_the_service_code_or_the_exception_class():
-    from botocore.exceptions import ClientError, ReadTimeoutError
-
-    throttled = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "UpdateItem")
-    assert audit.error_code(throttled) == "ThrottlingException"
-    assert audit.error_code(ClientError({}, "UpdateItem")) == "ClientError"
-    assert audit.error_code(ReadTimeoutError(endpoint_url="https://iot")) == "ReadTimeoutError"

@@ -39,6 +39,7 @@ from aws_lambda_powertools.utilities.data_classes.s3_event import S3Event, S3Eve
 from aws_lambda_powertools.utilities.idempotency import IdempotencyConfig, idempotent_function
 from aws_lambda_powertools.utilities.idempotency.serialization.dataclass import DataclassSerializer
 from botocore.exceptions import ClientError
+from shared.runtime import error_code
 
 if TYPE_CHECKING:
     from alerts.model import AlertHeader
@@ -197,10 +198,6 @@ def new_idempotency_config(**options: Any) -> IdempotencyConfig:
                              response_hook=_mark_duplicate, **options)
 
 
-def _error_code(exc: ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _validation_summary(exc: ValidationError) -> list[str]:
     """Where and why, never the input (it could be the trace)."""
     errors = exc.errors(include_input=False, include_url=False)
@@ -335,7 +332,7 @@ class AlertProcessor:
         try:
             self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(alert_id)")
         except ClientError as exc:
-            if _error_code(exc) != "ConditionalCheckFailedException":
+            if error_code(exc) != "ConditionalCheckFailedException":
                 raise
             # Indexed by an earlier attempt whose forward failed: carry on with the forward.
 
@@ -361,7 +358,7 @@ class AlertProcessor:
         try:
             response = self.s3.get_object(Bucket=ref.bucket, Key=ref.key, **self._version_args(ref))
         except ClientError as exc:
-            if _error_code(exc) in MISSING_OBJECT_CODES:
+            if error_code(exc) in MISSING_OBJECT_CODES:
                 raise _Missing() from exc
             raise
         stream = response["Body"]
@@ -397,7 +394,7 @@ class AlertProcessor:
                 Tagging={"TagSet": [{"Key": QUARANTINE_TAG, "Value": reason}]},
             )
         except ClientError as exc:
-            if _error_code(exc) in MISSING_OBJECT_CODES:
+            if error_code(exc) in MISSING_OBJECT_CODES:
                 raise _Missing() from exc
             raise
         self.count(QUARANTINED, reason=reason)

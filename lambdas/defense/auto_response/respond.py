@@ -62,7 +62,8 @@ from defense.auto_response.outcomes import (
     STEP_FAILED_METRIC,
     UNKNOWN_THING,
 )
-from shared.audit import error_code, iso_utc
+from shared.audit import iso_utc
+from shared.runtime import error_code
 from shared.violations import ALARM_CLEARED, ALARM_INVALIDATED, InvalidViolation, Violation, parse_violation
 
 _logger = Logger(child=True)

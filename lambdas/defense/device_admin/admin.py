@@ -28,6 +28,7 @@ from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Key
 from botocore.exceptions import BotoCoreError, ClientError
 from shared import audit
+from shared.runtime import error_code
 
 _logger = Logger(child=True)
 
@@ -140,7 +141,7 @@ class DeviceAdmin:
         except self.iot.exceptions.ResourceNotFoundException:
             raise Rejected("unknown thing", "unknown-thing") from None
         except (ClientError, BotoCoreError) as err:
-            raise Rejected(f"could not look the thing up ({audit.error_code(err)})", "iot-error") from None
+            raise Rejected(f"could not look the thing up ({error_code(err)})", "iot-error") from None
         return sorted({m.group(1) for p in principals if (m := CERT_ARN.search(p))})
 
     def _act(self, request: Request) -> dict[str, Any]:
@@ -161,7 +162,7 @@ class DeviceAdmin:
             else:
                 self._reinstate(request.thing, certificates, summary)
         except (ClientError, BotoCoreError) as err:
-            code = audit.error_code(err)
+            code = error_code(err)
             self.log.error("device admin action failed", extra={**summary, "code": code})
             details = {"error": code, **self._audit_details(summary)}
             try:
