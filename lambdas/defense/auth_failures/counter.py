@@ -25,17 +25,16 @@ it cannot be a violation's thingName. The only DynamoDB action used is UpdateIte
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from defense.auth_failures.failures import batch_token, counter_key, expires_at, reportable
+from defense.env_settings import read_limits
 
 BEHAVIOR_NAME = "AuthorizationFailures"
 METRIC = "aws:num-authorization-failures"
 MAX_WINDOW_SECONDS = 900
 ALARMED_CACHE_SIZE = 4096
-_PROFILE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -52,23 +51,8 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[Settings, l
     named in problems; COUNTERS_TABLE has no default (KeyError)."""
     env = os.environ if env is None else env
     table = env["COUNTERS_TABLE"]
-    problems = []
-    values: dict[str, Any] = {}
-    for name, attr, low, high in (("WINDOW_SECONDS", "window_seconds", 1, MAX_WINDOW_SECONDS),
-                                  ("MAX_AUTH_FAILURES", "max_failures", 0, 10**9)):
-        try:
-            value = int(env.get(name) or "")
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            problems.append(f"{name} is not an integer in {low}..{high}")
-        else:
-            values[attr] = value
-    profile = env.get("PROFILE_NAME")
-    if profile and _PROFILE.fullmatch(profile):
-        values["profile"] = profile
-    else:
-        problems.append("PROFILE_NAME is not set to a security profile name")
+    values, problems = read_limits(env, {"WINDOW_SECONDS": ("window_seconds", 1, MAX_WINDOW_SECONDS),
+                                         "MAX_AUTH_FAILURES": ("max_failures", 0, 10**9)})
     topic = env.get("VIOLATION_TOPIC_ARN") or None
     if topic is None:
         problems.append("VIOLATION_TOPIC_ARN is not set")

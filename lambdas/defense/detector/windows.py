@@ -52,6 +52,7 @@ from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
 from defense.detector.reports import InvalidReport, parse_report
+from defense.env_settings import read_limits
 
 STATE_VERSION = 1
 MAX_WINDOW_SECONDS = 900  # Lambda's tumbling-window maximum
@@ -118,7 +119,6 @@ _ENV_LIMITS = {
     "WINDOW_SECONDS": ("window_seconds", 1, MAX_WINDOW_SECONDS),
     "MAX_TRACKED_THINGS": ("max_tracked", 10, 100_000),
 }
-_PROFILE = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 
 
 def limits_from_env(env: Mapping[str, str] | None = None) -> tuple[Limits, list[str]]:
@@ -126,27 +126,7 @@ def limits_from_env(env: Mapping[str, str] | None = None) -> tuple[Limits, list[
     value keeps its default and is named in `problems` (the handler logs them): a typo must not
     stop detection for the whole fleet."""
     env = os.environ if env is None else env
-    values: dict[str, Any] = {}
-    problems = []
-    for name, (attr, low, high) in _ENV_LIMITS.items():
-        raw = env.get(name)
-        if raw is None or raw == "":
-            if name != "MAX_TRACKED_THINGS":
-                problems.append(f"{name} is not set")
-            continue
-        try:
-            value = int(raw)
-        except ValueError:
-            value = None
-        if value is None or not low <= value <= high:
-            problems.append(f"{name} is not an integer in {low}..{high}")
-            continue
-        values[attr] = value
-    profile = env.get("PROFILE_NAME")
-    if profile and _PROFILE.fullmatch(profile):
-        values["profile"] = profile
-    else:
-        problems.append("PROFILE_NAME is not set to a security profile name")
+    values, problems = read_limits(env, _ENV_LIMITS, optional=frozenset({"MAX_TRACKED_THINGS"}))
     return Limits(**values), problems
 
 
