@@ -5,13 +5,13 @@ from __future__ import annotations
 from aws_cdk import Aws, CfnOutput, Stack
 from constructs import Construct
 
+from lambdas.shared.topics import rule_name
 from stacks.alerts.api import AlertsApi
 from stacks.alerts.pipeline import AlertPipeline
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
-from lambdas.shared.topics import rule_name
 from stacks.platform.key import allow_service, customer_key
 from stacks.telemetry.observations import observation_stream
 from stacks.telemetry.pipeline import TelemetryPipeline
