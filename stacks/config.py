@@ -61,6 +61,7 @@ class StageConfig:
     termination_protection: bool
     serial_pattern: str
     provisioning_token_ttl_minutes: int
+    hook_provisioned_concurrency: int
     ca_certificate_pem: str | None
     ca_verification_certificate_pem: str | None
     declared_devices: tuple[DeclaredDevice, ...]
@@ -235,6 +236,9 @@ SETTINGS: dict[str, Setting] = {
     "owns_account_singletons": Setting(None, optional(flag)),
     "serial_pattern": Setting(DEFAULT_SERIAL_PATTERN, anchored_regex),
     "provisioning_token_ttl_minutes": Setting(15, whole(1, 1440)),
+    # Warm instances of the pre-provisioning hook (its 5-second deadline includes a cold start);
+    # 0 (no provisioned concurrency, no cost when idle) suits a dev stage.
+    "hook_provisioned_concurrency": Setting(1, whole(0, 100)),
     "ca_certificate_file": Setting(None, checked_below),
     "ca_verification_certificate_file": Setting(None, checked_below),
     "declared_devices": Setting([], checked_below),
