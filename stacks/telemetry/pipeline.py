@@ -14,7 +14,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from lambdas.shared import topics
-from lambdas.telemetry.transform.transform import S3_PREFIX_TEMPLATE
+from lambdas.telemetry.layout import S3_PREFIX_TEMPLATE
 from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction
 from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule

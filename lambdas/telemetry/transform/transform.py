@@ -36,20 +36,11 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import 
     KinesisFirehoseRecord,
 )
 
+from telemetry.layout import s3_prefix
+
 DEFAULT_MAX_PAYLOAD_BYTES = 8192
 MAX_METRICS = 100
 MAX_TS_TEXT = 64  # longest ISO-8601 string accepted as `ts`
-
-# Firehose builds each S3 prefix from the partition keys this transform returns (no key value
-# contains a "/"): telemetry/thing=<thing>/date=<day>/ or telemetry-errors/reason=<why>/date=<day>/.
-S3_PREFIX_TEMPLATE = ("!{partitionKeyFromLambda:stream}/!{partitionKeyFromLambda:partition}/"
-                      "date=!{partitionKeyFromLambda:date}/")
-
-
-def s3_prefix(partition_keys: dict[str, str]) -> str:
-    """The prefix Firehose makes of `partition_keys` with S3_PREFIX_TEMPLATE."""
-    return f"{partition_keys['stream']}/{partition_keys['partition']}/date={partition_keys['date']}/"
-
 
 # Rejection reasons: stable strings (S3 prefixes, metric dimensions, alarms depend on them).
 INVALID_ENVELOPE = "invalid-envelope"
