@@ -6,28 +6,33 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from botocore import xform_name
+from botocore.awsrequest import AWSResponse
+from botocore.exceptions import ClientError
 
-class Counting:
-    """Wraps a boto3 client: records every API call and raises queued errors first."""
 
-    def __init__(self, client: Any, fail: dict[str, list[Exception]] | None = None):
-        self._client = client
+class Calls:
+    """The API calls a boto3 client makes, by method name, seen by botocore's before-call hook
+    (so a paginator's calls count too). `fail` queues errors per method: the call is answered
+    with the error's response and botocore raises it as it would a service's answer, with the
+    modeled exception class (e.g. iot.exceptions.ResourceNotFoundException) for a modeled code."""
+
+    HOOK = "tests-calls"
+
+    def __init__(self, client: Any, fail: dict[str, list[ClientError]] | None = None):
         self.calls: list[str] = []
         self.fail = fail or {}
+        client.meta.events.unregister("before-call", unique_id=self.HOOK)  # one counter per client
+        client.meta.events.register("before-call", self._before, unique_id=self.HOOK)
 
-    def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._client, name)
-        if name.startswith("_") or name in ("meta", "exceptions") or not callable(attr):
-            return attr
-
-        def call(*args: Any, **kwargs: Any) -> Any:
-            self.calls.append(name)
-            pending = self.fail.get(name)
-            if pending:
-                raise pending.pop(0)
-            return attr(*args, **kwargs)
-
-        return call
+    def _before(self, model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+        name = xform_name(model.name)
+        self.calls.append(name)
+        pending = self.fail.get(name)
+        if not pending:
+            return None
+        error = pending.pop(0)
+        return AWSResponse(url="", status_code=400, headers={}, raw=None), error.response
 
 
 def drain_published(sqs: Any, queue_url: str) -> list[dict]:

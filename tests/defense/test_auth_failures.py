@@ -38,7 +38,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from shared.violations import Violation, derive_violation_id
 
-from tests.helpers import Counting, drain_published
+from tests.helpers import Calls, drain_published
 from tests.defense.test_detector_handler import emf
 
 REGION = "eu-west-1"
@@ -122,8 +122,7 @@ def aws(monkeypatch):
 
         counter, problems = auth_handler._dependencies()
         assert problems == ()
-        db = Counting(counter.client)
-        counter.client = db
+        db = Calls(counter.client)
         raw_publish = counter.publish
         published_calls: list[dict] = []
 
@@ -308,7 +307,7 @@ def test_the_alarm_race_loser_does_not_publish(aws):
     aws.dynamodb.update_item(TableName=TABLE, Key={"pk": {"S": counter_key(CLIENT, T0 // 1000)}},
                              UpdateExpression="ADD #c :n", ExpressionAttributeNames={"#c": "count"},
                              ExpressionAttributeValues={":n": {"N": "1"}})
-    original = aws.db._client.update_item
+    original = aws.counter.client.update_item
 
     def racing(**kwargs):
         if kwargs.get("ConditionExpression") == "attribute_not_exists(#alarmed)":

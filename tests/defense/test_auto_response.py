@@ -32,14 +32,14 @@ from defense.auto_response.respond import (
     Settings,
     update_expression,
 )
-from botocore import xform_name
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
+
+from tests.helpers import Calls
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
@@ -208,30 +208,6 @@ def logs():
     previous = ar_handler.logger.registered_handler.setStream(buffer)
     yield buffer
     ar_handler.logger.registered_handler.setStream(previous)
-
-
-class Calls:
-    """The API calls a boto3 client makes, by method name, seen by botocore's before-call hook
-    (so a paginator's calls count too). `fail` queues errors per method: the call is answered
-    with the error's response and botocore raises it as it would a service's answer, with the
-    modeled exception class (e.g. iot.exceptions.ResourceNotFoundException) for a modeled code."""
-
-    HOOK = "tests-calls"
-
-    def __init__(self, client: Any, fail: dict[str, list[ClientError]] | None = None):
-        self.calls: list[str] = []
-        self.fail = fail or {}
-        client.meta.events.unregister("before-call", unique_id=self.HOOK)  # one counter per client
-        client.meta.events.register("before-call", self._before, unique_id=self.HOOK)
-
-    def _before(self, model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
-        name = xform_name(model.name)
-        self.calls.append(name)
-        pending = self.fail.get(name)
-        if not pending:
-            return None
-        error = pending.pop(0)
-        return AWSResponse(url="", status_code=400, headers={}, raw=None), error.response
 
 
 def counted(env, iot_fail: dict[str, list[ClientError]] | None = None,

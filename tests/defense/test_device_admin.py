@@ -15,11 +15,10 @@ from defense.device_admin.admin import THING as THING_RULE
 from moto import mock_aws
 from shared.violations import THING_NAME_PATTERN
 
-from tests.helpers import AUDIT_TABLE, NOW, create_tables
+from tests.helpers import AUDIT_TABLE, NOW, Calls, create_tables
 from tests.defense.test_auto_response import (
     INCIDENTS_TABLE,
     QUARANTINE_GROUP,
-    Calls,
     LambdaContext,
     client_error,
     create_incidents_table,
