@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from tests.identity.test_identity_stack import factory  # noqa: F401 (a fixture: fleetctl's CA)
 from tests.infra.synth import actions_of, resources, synthesise
+from tools.fleetctl.cli import main as fleetctl
 
 # AWSIoTThingsRegistration, policy version v3 (default), Resource "*": the page
 # "AWSIoTThingsRegistration - AWS Managed Policy",
@@ -130,16 +130,19 @@ def _template_bodies(s) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def with_factory_ca(factory, tmp_path_factory):
-    return synthesise("dev", tmp_path_factory.mktemp("cdk-jitp"), {
-        "ca_certificate_file": str(factory / "ca" / "ca.cert.pem")})
+def with_factory_ca(tmp_path_factory):
+    """dev with a factory CA (made by fleetctl, as a manufacturer would): JITP and fleet."""
+    ca = tmp_path_factory.mktemp("factory-ca")
+    assert fleetctl(["ca", "create", "--out-dir", str(ca)]) == 0
+    return synthesise("dev", tmp_path_factory.mktemp("cdk-jitp"), {"ca_certificate_file": str(ca / "ca.cert.pem")})
 
 
 def test_both_paths_use_this_role(with_factory_ca):
     template = identity(with_factory_ca)
     (ca,) = resources(template, "AWS::IoT::CACertificate").values()
     (fleet,) = resources(template, "AWS::IoT::ProvisioningTemplate").values()
-    for role_arn in (ca["Properties"]["RegistrationConfig"]["RoleArn"], fleet["Properties"]["ProvisioningRoleArn"]):
+    for role_arn in (ca["Properties"]["RegistrationConfig"]["RoleArn"],
+                     fleet["Properties"]["ProvisioningRoleArn"]):
         assert role_arn["Fn::GetAtt"][0].startswith("ProvisioningRole")
 
 
