@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
+from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from re import _constants as sre, _parser as sre_parse  # the standard library's regex parser
+from typing import Any, Callable, Iterator, Mapping
 
-from lambdas.identity.tokens import CLAIM_CLIENT_PREFIX, DEFAULT_SERIAL_PATTERN
+from lambdas.identity.tokens import DEFAULT_SERIAL_PATTERN, SERIAL_ALPHABET, validate_serial
 
 PROJECT = "fleetwarden"
 DEFAULT_STAGE = "dev"
@@ -191,6 +194,105 @@ def anchored_regex(value: Any) -> str:
     return value
 
 
+# What a serial_pattern could match is read from Python's own parse of it: every node that consumes
+# one character is compiled alone, with the flags in force there, and run over every code point
+# outside SERIAL_ALPHABET. So the regex engine itself answers for IGNORECASE folding ('k' also
+# matches U+212A KELVIN SIGN), for \d and \w (Unicode digits and letters unless ASCII) and for
+# negated classes. Assertions consume nothing and a backreference repeats its group's characters.
+_CATEGORIES = {sre.CATEGORY_DIGIT: r"\d", sre.CATEGORY_NOT_DIGIT: r"\D", sre.CATEGORY_SPACE: r"\s",
+               sre.CATEGORY_NOT_SPACE: r"\S", sre.CATEGORY_WORD: r"\w", sre.CATEGORY_NOT_WORD: r"\W"}
+_ENGINE_FLAGS = re.IGNORECASE | re.ASCII | re.UNICODE | re.DOTALL  # all that can change one character's match
+_REPEATS = (sre.MAX_REPEAT, sre.MIN_REPEAT, sre.POSSESSIVE_REPEAT)
+
+
+def _char(code: int) -> str:
+    return f"\\U{code:08x}"  # means the same inside and outside a class, whatever the flags
+
+
+def _one_character(op: Any, av: Any) -> str:
+    """The regex of one consuming node on its own."""
+    if op is sre.LITERAL:
+        return _char(av)
+    if op is sre.NOT_LITERAL:
+        return f"[^{_char(av)}]"
+    if op is sre.IN:
+        parts = []
+        for item_op, item in av:
+            if item_op is sre.NEGATE:
+                parts.insert(0, "^")
+            elif item_op is sre.LITERAL:
+                parts.append(_char(item))
+            elif item_op is sre.RANGE:
+                parts.append(f"{_char(item[0])}-{_char(item[1])}")
+            elif item_op is sre.CATEGORY and item in _CATEGORIES:
+                parts.append(_CATEGORIES[item])
+            else:
+                return "."  # an item this reading does not know: assume the worst
+        return f"[{''.join(parts)}]"
+    return "."  # ANY
+
+
+def _consumers(items: Any, flags: int, groups: dict[int, tuple[Any, int]]) -> Iterator[tuple[str, int]]:
+    """(regex, flags) of every node of `items` that consumes one character."""
+    for op, av in items:
+        if op in (sre.LITERAL, sre.NOT_LITERAL, sre.ANY, sre.IN):
+            yield _one_character(op, av), flags
+        elif op is sre.SUBPATTERN:
+            group, add, remove, sub = av
+            inner = (flags | add) & ~remove
+            if group is not None:
+                groups[group] = (sub, inner)
+            yield from _consumers(sub, inner, groups)
+        elif op is sre.BRANCH:
+            for alternative in av[1]:
+                yield from _consumers(alternative, flags, groups)
+        elif op in _REPEATS:
+            yield from _consumers(av[2], flags, groups)
+        elif op is sre.ATOMIC_GROUP:
+            yield from _consumers(av, flags, groups)
+        elif op is sre.GROUPREF_EXISTS:
+            for branch in av[1:]:
+                if branch is not None:
+                    yield from _consumers(branch, flags, groups)
+        elif op is sre.GROUPREF:
+            sub, group_flags = groups.get(av, ([(sre.ANY, None)], flags))
+            yield from _consumers(sub, group_flags | (flags & re.IGNORECASE), {})
+        elif op not in (sre.AT, sre.ASSERT, sre.ASSERT_NOT):
+            yield ".", flags  # a construct this reading does not know: assume the worst
+
+
+@lru_cache(maxsize=1)
+def _outside_alphabet() -> str:
+    """Every code point, surrogates included, that is not in SERIAL_ALPHABET."""
+    return "".join(map(chr, range(0x110000))).translate(dict.fromkeys(map(ord, SERIAL_ALPHABET)))
+
+
+def unsafe_serial_characters(pattern: str, limit: int = 3) -> list[str]:
+    """Up to `limit` characters outside SERIAL_ALPHABET that `pattern` can match, in code point order."""
+    parsed = sre_parse.parse(pattern)
+    found: set[str] = set()
+    for regex, flags in _consumers(parsed, parsed.state.flags, {}):
+        flags &= _ENGINE_FLAGS
+        if flags & re.ASCII:
+            flags &= ~re.UNICODE
+        compiled = re.compile(regex, flags)
+        found.update(m.group() for m in islice(compiled.finditer(_outside_alphabet()), limit))
+    return sorted(found)[:limit]
+
+
+def safe_serial_pattern(value: str) -> str:
+    """An anchored serial_pattern that can match only SERIAL_ALPHABET: a serial is the thing name, an
+    MQTT topic level and an S3 key segment, and the data paths carry only those characters."""
+    unsafe = unsafe_serial_characters(value)
+    if unsafe:
+        shown = ", ".join(f"{c!r} (U+{ord(c):04X})" for c in unsafe)
+        hint = r" (\d and \w also match non-ASCII digits and letters: write [0-9], [A-Za-z])" if any(
+            not c.isascii() for c in unsafe) else ""
+        raise Refused(value, f"can match {shown}; a serial becomes the thing name, topic level and S3 key, "
+                             f"so it may use only A-Z, a-z, 0-9, '_' and '-'{hint}")
+    return value
+
+
 def checked_below(value: Any) -> Any:
     """Checked after the table pass, with the settings and files it depends on."""
     return value
@@ -234,7 +336,7 @@ SETTINGS: dict[str, Setting] = {
     # null: the stage named by account_singletons_owner owns them; true/false overrides that,
     # e.g. true for every stage when each stage has an account of its own.
     "owns_account_singletons": Setting(None, optional(flag)),
-    "serial_pattern": Setting(DEFAULT_SERIAL_PATTERN, anchored_regex),
+    "serial_pattern": Setting(DEFAULT_SERIAL_PATTERN, all_of(anchored_regex, safe_serial_pattern)),
     "provisioning_token_ttl_minutes": Setting(15, whole(1, 1440)),
     # Warm instances of the pre-provisioning hook (its 5-second deadline includes a cold start);
     # 0 (no provisioned concurrency, no cost when idle) suits a dev stage.
@@ -302,7 +404,7 @@ def _declared_devices(where: str, value: Any, cap: int, pattern: str, base_dir: 
         if not isinstance(entry, Mapping) or set(entry) != {"name", "csr_file"}:
             raise ConfigError(f"{item} must be an object with exactly 'name' and 'csr_file'")
         name = entry["name"]
-        if not isinstance(name, str) or not re.match(pattern, name) or name.startswith(CLAIM_CLIENT_PREFIX):
+        if not validate_serial(name, pattern):  # the hook's rule: fullmatch, alphabet, no claim-*
             raise ConfigError(f"{item}.name = {name!r} does not match serial_pattern {pattern}")
         if name in seen:
             raise ConfigError(f"{item}.name = {name!r} is declared twice")

@@ -11,8 +11,23 @@ import hashlib
 import os
 import re
 import secrets
+import string
 
 DEFAULT_SERIAL_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$"
+# The only characters a serial (= thing name = certificate CN = MQTT client id and topic level =
+# S3 key segment) may hold, whatever serial_pattern says; stacks/config.py refuses a pattern that
+# could match any other. AWS IoT allows [a-zA-Z0-9:_-]{1,128} in a thing name (CreateThing,
+# https://docs.aws.amazon.com/iot/latest/apireference/API_CreateThing.html), but ':' is one of the
+# characters S3 says "might require special handling" in a key (Naming Amazon S3 objects,
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/object-keys.html) and arrives
+# URL-encoded in S3 event notifications (%3A; Event message structure,
+# https://docs.aws.amazon.com/AmazonS3/latest/userguide/notification-content-structure.html);
+# the telemetry transform (SAFE_THING) and the alert layout (alerts.model.THING_PATTERN) accept
+# letters, digits, '_' and '-' only. Every one of these is in S3's "safe characters" and needs no
+# encoding anywhere. tests/identity/test_serial_paths.py runs one device through every path.
+SERIAL_ALPHABET = string.ascii_letters + string.digits + "_-"
+MAX_SERIAL_LENGTH = 128  # CreateThing: thingName length 1 to 128
+_SAFE_SERIAL = re.compile(f"[{re.escape(SERIAL_ALPHABET)}]{{1,{MAX_SERIAL_LENGTH}}}")
 TOKEN_BYTES = 32  # 256 bits of entropy
 MAX_TOKEN_LENGTH = 256  # the hook refuses anything longer before hashing it
 # Claim-certificate clients connect as `claim-<anything>` (see the claim policy). No device may
@@ -41,10 +56,12 @@ def serial_pattern(env: os._Environ[str] | dict[str, str] | None = None) -> re.P
 
 
 def validate_serial(serial: object, pattern: re.Pattern[str] | str | None = None) -> bool:
-    """True only for a str matching the whole pattern (fullmatch: '$' would accept a trailing newline)."""
+    """True only for a str matching the whole pattern (fullmatch: '$' would accept a trailing newline)
+    that is also made of SERIAL_ALPHABET (1 to 128 characters) and is not a claim client id. The
+    alphabet holds even if a pattern admitting more reached the environment."""
     if pattern is None:
         pattern = serial_pattern()
     elif isinstance(pattern, str):
         pattern = _compile(pattern)
-    return (isinstance(serial, str) and pattern.fullmatch(serial) is not None
-            and not serial.startswith(CLAIM_CLIENT_PREFIX))
+    return (isinstance(serial, str) and _SAFE_SERIAL.fullmatch(serial) is not None
+            and pattern.fullmatch(serial) is not None and not serial.startswith(CLAIM_CLIENT_PREFIX))
