@@ -12,6 +12,27 @@ auto-response function has one parser for both:
      "violationEventTime": 1573786800000}
 
 Unknown keys are kept (Defender adds fields over time, e.g. violationEventAdditionalInfo).
+
+Fleetwarden's additions (absent from Defender's own messages, so Defender's alerts parse unchanged):
+
+* **Subject.** A violation is about exactly one subject: a thing (`thingName`, Defender's field) or
+  a certificate (`certificateId`: the 64 lowercase hex characters IoT uses, the last part of the
+  certificate ARN and the `principalId` of IoT's logs) with `thingName` absent. A certificate
+  violation is for signals that AWS authenticated to a certificate but that no thing can be blamed
+  for, e.g. refused Connects by a certificate not attached to the thing named by the client id it
+  asked for. Its containment deactivates that certificate and touches no thing.
+* **clientId** (optional, 1-128 chars): the client id the signal claimed. A claim, never a
+  subject: it is shown to operators and never acted upon.
+* **attribution**: `proven` (also when absent, as in every Defender message) or `unproven`: the
+  source cannot prove whom the signal belongs to. Such a violation is recorded and reported,
+  never contained automatically.
+
+A certificate violation, as the built-in detectors publish it (`make_violation(certificate_id=...)`):
+
+    {"violationId": "...", "certificateId": "<64 hex>", "clientId": "SN-B",
+     "securityProfileName": "fleetwarden-prod-builtin",
+     "behavior": {"name": "AuthorizationFailures", "metric": "aws:num-authorization-failures", ...},
+     "metricValue": {"count": 50}, "violationEventType": "in-alarm", "violationEventTime": ...}
 """
 
 from __future__ import annotations
@@ -20,10 +41,21 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
 THING_NAME_PATTERN = r"^[A-Za-z0-9:_-]{1,128}$"
 VIOLATION_ID_PATTERN = r"^[A-Za-z0-9_:-]{1,128}$"
+# UpdateCertificate: "Length Constraints: Fixed length of 64. Pattern: (0x)?[a-fA-F0-9]+"
+# (https://docs.aws.amazon.com/iot/latest/apireference/API_UpdateCertificate.html); IoT issues them in
+# lowercase, and one spelling per certificate keeps incidents and counts of one certificate together.
+CERTIFICATE_ID_PATTERN = r"^[0-9a-f]{64}$"
+CLIENT_ID_MAX = 128  # MQTT client ids on IoT Core: 1-128 characters (DeleteConnection's clientId)
+
+PROVEN = "proven"
+UNPROVEN = "unproven"
+Attribution = Literal["proven", "unproven"]
+THING = "thing"
+CERTIFICATE = "certificate"
 MAX_VIOLATION_BYTES = 256 * 1024  # an SNS message can be no larger
 
 IN_ALARM = "in-alarm"
@@ -53,7 +85,10 @@ class Violation(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)
 
     violationId: StrictStr = Field(pattern=VIOLATION_ID_PATTERN)
-    thingName: StrictStr = Field(pattern=THING_NAME_PATTERN)
+    thingName: StrictStr | None = Field(default=None, pattern=THING_NAME_PATTERN)
+    certificateId: StrictStr | None = Field(default=None, pattern=CERTIFICATE_ID_PATTERN)
+    clientId: StrictStr | None = Field(default=None, min_length=1, max_length=CLIENT_ID_MAX)
+    attribution: Attribution | None = None  # absent: proven (model_dump(exclude_none) stays Defender's shape)
     securityProfileName: StrictStr = Field(min_length=1, max_length=128)
     behavior: Behavior
     # {"count": n} | {"number": x} | {"numbers": [...]} | {"cidrs": [...]} | {"ports": [...]}
@@ -61,9 +96,29 @@ class Violation(BaseModel):
     violationEventType: EventType
     violationEventTime: StrictInt = Field(ge=0)  # epoch milliseconds; a bool or a string is rejected
 
+    @model_validator(mode="after")
+    def _one_subject(self) -> Violation:
+        if (self.thingName is None) == (self.certificateId is None):
+            raise ValueError("exactly one of thingName and certificateId is required")
+        return self
+
     @property
     def in_alarm(self) -> bool:
         return self.violationEventType == IN_ALARM
+
+    @property
+    def kind(self) -> str:
+        """THING or CERTIFICATE: what the violation is about."""
+        return THING if self.thingName is not None else CERTIFICATE
+
+    @property
+    def subject(self) -> str:
+        """The thing name or the certificate id."""
+        return self.thingName if self.thingName is not None else str(self.certificateId)
+
+    @property
+    def proven(self) -> bool:
+        return self.attribution != UNPROVEN
 
 
 def _reason(err: ValidationError) -> str:
@@ -97,16 +152,21 @@ def parse_violation(text: str | bytes) -> Violation:
         raise InvalidViolation(_reason(err)) from None
 
 
-def derive_violation_id(*, thing: str, profile: str, behavior_name: str, window: str | int) -> str:
-    """Deterministic id: the same (thing, profile, behaviour, window) always yields the same id,
-    so a detector that re-evaluates a window re-publishes a duplicate, not a new incident."""
-    digest = hashlib.sha256(f"{thing}|{profile}|{behavior_name}|{window}".encode()).hexdigest()
+def derive_violation_id(*, thing: str | None = None, profile: str, behavior_name: str, window: str | int,
+                        certificate_id: str | None = None) -> str:
+    """Deterministic id: the same (subject, profile, behaviour, window) always yields the same id,
+    so a detector that re-evaluates a window re-publishes a duplicate, not a new incident. A
+    certificate's subject is `@<id>`: `@` is not allowed in thing names, so no thing shares it."""
+    if (thing is None) == (certificate_id is None):
+        raise ValueError("exactly one of thing and certificate_id")
+    subject = thing if thing is not None else f"@{certificate_id}"
+    digest = hashlib.sha256(f"{subject}|{profile}|{behavior_name}|{window}".encode()).hexdigest()
     return digest[:32]
 
 
 def make_violation(
     *,
-    thing: str,
+    thing: str | None = None,
     profile: str,
     behavior_name: str,
     metric: str | None,
@@ -116,29 +176,43 @@ def make_violation(
     event_time_ms: int,
     violation_id: str | None = None,
     window: str | int | None = None,
+    certificate_id: str | None = None,
+    client_id: str | None = None,
+    attribution: str = PROVEN,
 ) -> dict[str, Any]:
     """A violation in Defender's shape (validated; InvalidViolation otherwise), ready for json.dumps.
 
-    The default id hashes thing|profile|behavior_name|window, or the event time when no window
+    About a thing (`thing`) or a certificate (`certificate_id`, no thing); `client_id` is the
+    claimed client id (informational); `attribution="unproven"` asks for report-only handling.
+    The default id hashes subject|profile|behavior_name|window, or the event time when no window
     is given (use the evaluation window start so re-evaluations of one window share an id).
     """
+    if (thing is None) == (certificate_id is None):
+        raise InvalidViolation("exactly one of thing and certificate_id is required")
     if violation_id is None:
         violation_id = derive_violation_id(
-            thing=thing, profile=profile, behavior_name=behavior_name,
+            thing=thing, certificate_id=certificate_id, profile=profile, behavior_name=behavior_name,
             window=event_time_ms if window is None else window)
     behavior: dict[str, Any] = {"name": behavior_name}
     if metric is not None:
         behavior["metric"] = metric
     if criteria is not None:
         behavior["criteria"] = criteria
-    message: dict[str, Any] = {
-        "violationId": violation_id,
-        "thingName": thing,
+    message: dict[str, Any] = {"violationId": violation_id}
+    if thing is not None:
+        message["thingName"] = thing
+    else:
+        message["certificateId"] = certificate_id
+    if client_id is not None:
+        message["clientId"] = client_id
+    if attribution != PROVEN:
+        message["attribution"] = attribution
+    message.update({
         "securityProfileName": profile,
         "behavior": behavior,
         "violationEventType": event_type,
         "violationEventTime": event_time_ms,
-    }
+    })
     if metric_value is not None:
         message["metricValue"] = metric_value
     try:

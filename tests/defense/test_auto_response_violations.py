@@ -184,3 +184,72 @@ def test_parse_violation_raises_only_invalid_violation_on_any_object(data):
     except InvalidViolation:
         return
     assert isinstance(v.violationEventTime, int) and not isinstance(v.violationEventTime, bool)
+
+
+# ---- certificate violations and attribution (Fleetwarden's additions to Defender's format) ---------
+
+CERT_ID = "a1b2c3d4" * 8  # 64 lowercase hex, as IoT issues certificate ids
+
+
+def certificate_violation(**changes):
+    data = {k: v for k, v in SAMPLE_DICT.items() if k != "thingName"}
+    data.update({"certificateId": CERT_ID, "behavior": {"name": "AuthorizationFailures",
+                                                         "metric": "aws:num-authorization-failures"}})
+    data.update(changes)
+    return data
+
+
+def test_a_certificate_violation_has_no_thing_and_names_the_certificate():
+    v = parse_violation(json.dumps(certificate_violation(clientId="SN-B")))
+    assert v.kind == "certificate" and v.subject == CERT_ID and v.thingName is None
+    assert v.clientId == "SN-B" and v.proven
+
+
+def test_a_defender_violation_is_about_its_thing_and_proven():
+    v = parse_violation(SAMPLE)
+    assert v.kind == "thing" and v.subject == "dev-IZWB" and v.certificateId is None and v.proven
+
+
+@pytest.mark.parametrize("data", [
+    certificate_violation(thingName="dev-IZWB"),                  # both subjects
+    {k: v for k, v in SAMPLE_DICT.items() if k != "thingName"},  # neither
+    certificate_violation(certificateId="A1B2C3D4" * 8),          # uppercase
+    certificate_violation(certificateId="a1b2c3d4" * 8 + "0"),    # 65
+    certificate_violation(certificateId="0x" + "a1b2c3d4" * 7 + "a1b2c3"),
+    certificate_violation(certificateId="g" * 64),
+    certificate_violation(certificateId=42),
+    certificate_violation(attribution="maybe"),
+    certificate_violation(attribution=""),
+    certificate_violation(clientId=""),
+    certificate_violation(clientId="x" * 129),
+])
+def test_certificate_ids_subjects_and_attribution_are_strict(data):
+    with pytest.raises(InvalidViolation):
+        parse_violation(json.dumps(data))
+
+
+def test_unproven_attribution_parses():
+    v = parse_violation(json.dumps({**SAMPLE_DICT, "attribution": "unproven"}))
+    assert not v.proven and v.kind == "thing"
+
+
+def test_make_violation_builds_a_certificate_violation_with_its_own_ids():
+    common = {"profile": "builtin", "behavior_name": "AuthorizationFailures",
+              "metric": "aws:num-authorization-failures", "criteria": None, "metric_value": {"count": 50},
+              "event_time_ms": 1_700_000_000_000, "window": 1_700_000_000_000}
+    message = make_violation(certificate_id=CERT_ID, client_id="SN-B", attribution="unproven", **common)
+    assert "thingName" not in message and message["certificateId"] == CERT_ID
+    assert message["clientId"] == "SN-B" and message["attribution"] == "unproven"
+    v = parse_violation(violation_json(message))
+    assert v.kind == "certificate" and not v.proven
+    # The certificate's id never equals a thing's, whatever the thing is called.
+    assert message["violationId"] == derive_violation_id(certificate_id=CERT_ID, profile="builtin",
+                                                         behavior_name="AuthorizationFailures",
+                                                         window=1_700_000_000_000)
+    assert message["violationId"] != make_violation(thing=CERT_ID, **common)["violationId"]
+    # A proven thing violation carries no attribution key: Defender's shape, unchanged.
+    assert "attribution" not in make_violation(thing="dev-1", **common)
+    with pytest.raises(InvalidViolation):
+        make_violation(thing="dev-1", certificate_id=CERT_ID, **common)
+    with pytest.raises(InvalidViolation):
+        make_violation(**common)
