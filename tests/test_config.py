@@ -71,6 +71,12 @@ BAD_VALUES = [
     ("dev", {"owns_account_singletons": 1}, ["owns_account_singletons", "true or false"]),
     ("dev", {"serial_pattern": "[a-z]+"}, ["serial_pattern", "anchored"]),
     ("dev", {"serial_pattern": "^([a-z]+$"}, ["serial_pattern", "not a valid regular expression"]),
+    # A serial is a thing name, topic level and S3 key segment: only A-Z a-z 0-9 _ - may be matchable.
+    ("dev", {"serial_pattern": "^SN:[0-9]{4}$"}, [r"stages.dev.serial_pattern = '^SN:[0-9]{4}$' can match "
+                                                  "':' (U+003A)", "only A-Z, a-z, 0-9, '_' and '-'"]),
+    ("dev", {"serial_pattern": r"^SN\.[0-9]{4}$"}, ["serial_pattern", "can match '.' (U+002E)"]),
+    ("dev", {"serial_pattern": "^SN [0-9]{4}$"}, ["serial_pattern", "can match ' ' (U+0020)"]),
+    ("dev", {"serial_pattern": "^[a-z]+/[0-9]+$"}, ["serial_pattern", "can match '/' (U+002F)"]),
     ("dev", {"provisioning_token_ttl_minutes": 0}, ["provisioning_token_ttl_minutes = 0", "1 to 1440"]),
     ("dev", {"ca_certificate_file": "nope.pem"}, ["ca_certificate_file = 'nope.pem'", "no such file"]),
     ("dev", {"declared_devices": {"a": 1}}, ["declared_devices must be a list"]),
@@ -92,6 +98,31 @@ def test_bad_value_raises_one_line_naming_key_and_allowed(stage, overrides, word
     assert "\n" not in message
     for word in words:
         assert word in message
+
+
+@pytest.mark.parametrize("pattern,unsafe", [
+    (r"^SN-\d{4}$", "'٠' (U+0660)"),  # \d is any Unicode decimal digit
+    (r"^[\w-]{4,64}$", "'ª' (U+00AA)"),  # \w: Unicode letters
+    (r"^(?i:sn)-[0-9]{4}$", "'ſ' (U+017F)"),  # IGNORECASE: 's' also matches LATIN SMALL LETTER LONG S
+    (r"^[^:]{4,64}$", "'\\x00' (U+0000)"),  # a negated class
+    (r"^SN-.{4}$", "'\\x00' (U+0000)"),
+    (r"^(?:SN|X:)-[0-9]+$", "':' (U+003A)"),  # in one alternative only
+    (r"^(a)(?i:\1)[0-9:]?$", "':' (U+003A)"),  # in an optional tail
+])
+def test_serial_pattern_is_refused_for_any_matchable_character_outside_the_alphabet(pattern, unsafe):
+    with pytest.raises(ConfigError) as caught:
+        load_config(context_with(serial_pattern=pattern))
+    message = str(caught.value)
+    assert message.startswith(f"stages.dev.serial_pattern = {pattern!r} can match {unsafe}")
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("pattern", [
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{3,63}$", r"^SN-[0-9]{4,12}$", r"^(?a:SN-\d{4})$", r"^(?a:[\w-]{4,64})$",
+    r"^(?:SN|GW)_[0-9A-F]{8}$", r"^(?i:[a-f0-9]){8}$", r"^(?=SN)[A-Z0-9-]{4,20}(?<!-)$",
+])
+def test_serial_patterns_within_the_alphabet_are_accepted(pattern):
+    assert load_config(context_with(serial_pattern=pattern)).stage.serial_pattern == pattern
 
 
 def run_app(context):
