@@ -32,6 +32,7 @@ from defense.auto_response.respond import (
     Settings,
     update_expression,
 )
+from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -52,6 +53,8 @@ EXEMPT_GROUP = "fleetwarden-test-exempt"
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
 VIOLATION_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:fleetwarden-test-violations"
+# DescribeEndpoint's answer format: "identifier.iot.region.amazonaws.com" (-ats for iot:Data-ATS).
+DATA_ENDPOINT = f"a1b2c3d4e5f6g7-ats.iot.{REGION}.amazonaws.com"
 
 
 @dataclass
@@ -132,6 +135,17 @@ def shared_session() -> boto3.Session:
 def use_shared_session() -> None:
     """Call inside mock_aws(): moto restores its own default session when the mock stops."""
     boto3.DEFAULT_SESSION = shared_session()
+    # moto has no DeleteConnection: the data plane is answered at the client boundary (botocore's
+    # before-call, registered last so a test's Calls can still inject an error first) with the
+    # documented success, "HTTP 200 with an empty HTTP body" (API_iotdata_DeleteConnection).
+    # (On the generic event: botocore calls a more specific event's handlers first.)
+    shared_session().events.register_last("before-call", _connection_deleted, unique_id="tests-delete-connection")
+
+
+def _connection_deleted(model: Any, **_: Any) -> tuple[AWSResponse, dict[str, Any]] | None:
+    if model.service_model.service_name != "iot-data" or model.name != "DeleteConnection":
+        return None
+    return AWSResponse(url="", status_code=200, headers={}, raw=None), {}
 
 
 def sns_event(*messages: str, topic: str = VIOLATION_TOPIC) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def set_env(monkeypatch, **overrides: str | None) -> None:
         "REVOCATION": "deactivate",
         "EXEMPT_GROUP": EXEMPT_GROUP,
         "DRY_RUN": "false",
+        "IOT_DATA_ENDPOINT": DATA_ENDPOINT,
         "POWERTOOLS_SERVICE_NAME": "auto-response",
         "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
         **overrides,
@@ -211,11 +226,18 @@ def logs():
 
 
 def counted(env, iot_fail: dict[str, list[ClientError]] | None = None,
-            sns_fail: dict[str, list[ClientError]] | None = None) -> SimpleNamespace:
-    """Count the calls of the handler's clients (built now, with the current env) from here on."""
+            sns_fail: dict[str, list[ClientError]] | None = None,
+            data_fail: dict[str, list[ClientError]] | None = None) -> SimpleNamespace:
+    """Count the calls of the handler's clients (built now, with the current env) from here on;
+    `requests` keeps each data-plane request as botocore serialised it (url, method)."""
     responder = ar_handler._dependencies()
+    requests: list[dict[str, Any]] = []
+    responder.iot_data.meta.events.register(
+        "before-call.iot-data.DeleteConnection",
+        lambda params, **_: requests.append({"url": params["url"], "method": params["method"]}),
+        unique_id="tests-requests")
     return SimpleNamespace(iot=Calls(responder.iot, iot_fail), sns=Calls(responder.sns, sns_fail),
-                           responder=responder)
+                           data=Calls(responder.iot_data, data_fail), requests=requests, responder=responder)
 
 
 def invoke(event: Any) -> dict[str, Any]:
@@ -299,7 +321,7 @@ def test_sample_violation_contains_the_device(env, mode, expected_status, capsys
     assert "lease_until" not in item and "error" not in item
     cert_result = "skipped:quarantine-only" if mode == "quarantine-only" else "done"
     assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
-                             f"certificate:{cert}": cert_result, "notify": "done"}
+                             f"certificate:{cert}": cert_result, "disconnect": "done", "notify": "done"}
     assert item["certificates"] == [cert]
 
     (message,) = ops_messages(env)
@@ -312,21 +334,25 @@ def test_sample_violation_contains_the_device(env, mode, expected_status, capsys
     assert details["steps"]["quarantine"] == "done"
     assert details["steps"][f"certificate:{cert}"] == cert_result
 
-    # The call budget: 5 IoT+SNS calls for one certificate (<= 6), 4 without a certificate update.
+    # The call budget: 6 IoT+SNS calls for one certificate (<= 6), DeleteConnection included,
+    # in this order: the session is ended after the certificate can no longer reconnect.
     expected_iot = ["list_thing_principals", "list_thing_groups_for_thing", "add_thing_to_thing_group"]
     if mode != "quarantine-only":
         expected_iot.append("update_certificate")
     assert calls.iot.calls == expected_iot
+    assert calls.data.calls == ["delete_connection"]
     assert calls.sns.calls == ["publish"]
+    assert "its live session was ended" in message["text"]
     assert "DevicesContained" in metric_names(capsys.readouterr().out)
 
 
-def test_without_exempt_group_the_group_lookup_is_skipped(env):
+def test_without_exempt_group_the_group_lookup_still_tells_a_repeat(env):
     env.monkeypatch.delenv("EXEMPT_GROUP")
     make_thing(env.iot)
     calls = counted(env)
     invoke(sns_event(SAMPLE))
-    assert calls.iot.calls == ["list_thing_principals", "add_thing_to_thing_group", "update_certificate"]
+    assert calls.iot.calls == ["list_thing_principals", "list_thing_groups_for_thing",
+                               "add_thing_to_thing_group", "update_certificate"]
     assert incident(env)["status"] == "contained"
 
 
@@ -443,10 +469,11 @@ def test_dry_run_changes_nothing_records_the_plan_and_tells_ops(env, capsys):
     assert not in_group(env) and cert_status(env, cert) == "ACTIVE"
     item = incident(env)
     assert item["status"] == "dry-run"
-    assert item["planned"] == ["quarantine", "shutdown_command", f"certificate:{cert}"]
+    assert item["planned"] == ["quarantine", "shutdown_command", f"certificate:{cert}", "disconnect"]
     assert item["certificates"] == [cert]
     assert item["steps"] == {"notify": "done"}
     assert calls.iot.calls == ["list_thing_principals", "list_thing_groups_for_thing"]
+    assert calls.data.calls == []
     (message,) = ops_messages(env)
     assert message["text"].startswith("DRY RUN") and "dry run" in message["subject"]
     assert message["details"]["planned"] == item["planned"]
@@ -476,7 +503,7 @@ def test_thing_without_certificates_is_contained_by_the_group_alone(env):
     item = incident(env)
     assert item["status"] == "contained" and item["certificates"] == []
     assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
-                             "notify": "done"}
+                             "disconnect": "done", "notify": "done"}
     assert ops_messages(env)[0]["details"]["certificates"] == []
 
 
@@ -593,11 +620,11 @@ def test_failed_certificate_update_raises_then_the_retry_finishes_the_rest(env, 
 
     assert result["outcomes"][0]["status"] == "contained"
     assert second.iot.calls == ["update_certificate"]  # no lookup, no second add to the group
-    assert second.sns.calls == ["publish"]
+    assert second.data.calls == ["delete_connection"] and second.sns.calls == ["publish"]
     assert cert_status(env, cert) == "INACTIVE"
     item = incident(env)
     assert item["status"] == "contained" and item["attempts"] == 2
-    assert set(item["steps"].values()) <= {"done", "skipped:not-available"}
+    assert set(item["steps"].values()) <= {"done", "skipped:not-available"} and item["steps"]["disconnect"] == "done"
     assert "lease_until" not in item and "error" not in item
     assert len(ops_messages(env)) == 1
     assert "ContainmentsResumed" in metric_names(capsys.readouterr().out)
@@ -690,7 +717,7 @@ def test_an_expired_lease_is_taken_over(env):
         "event_type": "in-alarm",
         "status": "in-progress", "mode": "deactivate", "steps": {"quarantine": "done"}, "lease_until": 1,
         "attempts": 1, "outcome": "contained", "certificates": [cert],
-        "plan": ["quarantine", "shutdown_command", f"certificate:{cert}", "notify"],
+        "plan": ["quarantine", "shutdown_command", f"certificate:{cert}", "disconnect", "notify"],
     })
     calls = counted(env)
     invoke(sns_event(SAMPLE))
@@ -729,7 +756,8 @@ def test_update_expression_uses_placeholders_for_every_name_and_value():
 # ---- configuration -------------------------------------------------------------------------------
 
 
-BASE_ENV = {"INCIDENTS_TABLE": "t", "QUARANTINE_GROUP": "q", "OPS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:ops"}
+BASE_ENV = {"INCIDENTS_TABLE": "t", "QUARANTINE_GROUP": "q", "OPS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:ops",
+            "IOT_DATA_ENDPOINT": DATA_ENDPOINT}
 
 
 def test_settings_defaults():
@@ -742,6 +770,7 @@ def test_settings_defaults():
     {"DRY_RUN": "maybe"},
     {"QUARANTINE_GROUP": ""},
     {"OPS_TOPIC_ARN": ""},
+    {"IOT_DATA_ENDPOINT": ""},
 ])
 def test_bad_configuration_is_loud(changes):
     with pytest.raises(ConfigurationError):

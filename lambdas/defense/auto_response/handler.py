@@ -41,6 +41,10 @@ def _dependencies() -> Responder:
     return Responder(
         iot=client("iot"),
         sns=client("sns"),
+        # The data plane on the account's own endpoint (the stack resolves it with DescribeEndpoint
+        # iot:Data-ATS at deploy time): the SDK's regional default is "intended for testing purposes
+        # only" (AWS CLI iot-data note; https://docs.aws.amazon.com/general/latest/gr/iot-core.html).
+        iot_data=client("iot-data", endpoint_url=f"https://{settings.data_endpoint}"),
         table=resource("dynamodb").Table(settings.incidents_table),
         settings=settings,
         count=count,

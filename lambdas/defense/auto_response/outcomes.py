@@ -7,6 +7,9 @@ RECORDED = "recorded"
 DRY_RUN = "dry-run"
 EXEMPT = "exempt"
 UNKNOWN_THING = "unknown-thing"
+UNKNOWN_CERTIFICATE = "unknown-certificate"
+REPORTED = "reported"  # attribution unproven: recorded and reported, never contained
+REPEAT = "repeat"  # the subject is already contained by an open incident: recorded there
 # The status while steps remain; never an outcome.
 IN_PROGRESS = "in-progress"
 # Outcomes of one message that are not incident statuses.
@@ -19,7 +22,7 @@ MALFORMED_METRIC = "ViolationsMalformed"  # reason: not-sns | not-json | invalid
 DUPLICATE_METRIC = "ViolationsDuplicate"
 RECORDED_METRIC = "ViolationsRecorded"
 RESUMED_METRIC = "ContainmentsResumed"
-STEP_FAILED_METRIC = "ContainmentStepFailures"  # reason: lookup | quarantine | shutdown_command | certificate | notify
+STEP_FAILED_METRIC = "ContainmentStepFailures"  # reason: lookup | quarantine | shutdown_command | certificate | disconnect | repeat | notify
 NOT_HANDLED = "ViolationsNotHandled"  # the invocation raised: Lambda retries it, then the on-failure destination
 # One per final status of an in-alarm incident.
 OUTCOME_METRIC = {
@@ -27,4 +30,7 @@ OUTCOME_METRIC = {
     EXEMPT: "ViolationsExempt",
     DRY_RUN: "ViolationsDryRun",
     UNKNOWN_THING: "ViolationsUnknownThing",
+    UNKNOWN_CERTIFICATE: "ViolationsUnknownCertificate",
+    REPORTED: "ViolationsReportedOnly",
+    REPEAT: "ViolationsRepeated",
 }

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from aws_lambda_powertools import Logger
-from boto3.dynamodb.conditions import Attr, ConditionBase
+from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 from defense.auto_response.commands import QUEUED, queue_shutdown_command
@@ -58,8 +58,11 @@ from defense.auto_response.outcomes import (
     RECEIVED,
     RECORDED,
     RECORDED_METRIC,
+    REPEAT,
+    REPORTED,
     RESUMED_METRIC,
     STEP_FAILED_METRIC,
+    UNKNOWN_CERTIFICATE,
     UNKNOWN_THING,
 )
 from shared.audit import iso_utc
@@ -75,13 +78,24 @@ REVOKE = "revoke"
 MODES = frozenset({QUARANTINE_ONLY, DEACTIVATE, REVOKE})
 CERTIFICATE_STATUS = {DEACTIVATE: "INACTIVE", REVOKE: "REVOKED"}
 
-# Steps (a certificate step is `certificate:<id>`), and the lookup before them.
+# Steps (a certificate step is `certificate:<id>`, a repeat step `repeat:<open incident id>`),
+# and the lookup before them.
 QUARANTINE = "quarantine"
 SHUTDOWN = "shutdown_command"
 CERTIFICATE = "certificate"
+DISCONNECT = "disconnect"
+REPEAT_STEP = "repeat"
 NOTIFY = "notify"
 LOOKUP = "lookup"
 DONE = "done"
+NOT_CONNECTED = "skipped:not-connected"
+
+# The incident table's indexes: a subject's incidents, newest first.
+BY_THING, BY_CERTIFICATE = "by_thing", "by_certificate"
+OPEN_LOOKBACK = 10  # newest incidents of a subject read to find its open one (a repeat points to it)
+# Certificate statuses that no longer connect anyone (UpdateCertificate: "Devices cannot use a
+# certificate that is not in the ACTIVE state to reconnect").
+CUT_OFF_STATUSES = frozenset({"INACTIVE", "REVOKED"})
 
 MAX_RAW_BYTES = 8 * 1024
 DEFAULT_LEASE_SECONDS = 60
@@ -109,13 +123,15 @@ class Settings:
     incidents_table: str
     quarantine_group: str
     ops_topic_arn: str
+    data_endpoint: str = ""  # the account's iot:Data-ATS endpoint (host name), for DeleteConnection
     revocation: str = DEACTIVATE
     exempt_group: str | None = None
     dry_run: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        missing = [k for k in ("INCIDENTS_TABLE", "QUARANTINE_GROUP", "OPS_TOPIC_ARN") if not env.get(k)]
+        required = ("INCIDENTS_TABLE", "QUARANTINE_GROUP", "OPS_TOPIC_ARN", "IOT_DATA_ENDPOINT")
+        missing = [k for k in required if not env.get(k)]
         if missing:
             raise ConfigurationError(f"missing environment: {', '.join(missing)}")
         revocation = (env.get("REVOCATION") or DEACTIVATE).strip().lower()
@@ -128,6 +144,7 @@ class Settings:
             incidents_table=env["INCIDENTS_TABLE"],
             quarantine_group=env["QUARANTINE_GROUP"],
             ops_topic_arn=env["OPS_TOPIC_ARN"],
+            data_endpoint=env["IOT_DATA_ENDPOINT"].strip(),
             revocation=revocation,
             exempt_group=(env.get("EXEMPT_GROUP") or "").strip() or None,
             dry_run=dry_run in TRUE,
@@ -157,10 +174,17 @@ def _malformed_reason(reason: str) -> str:
     return "not-json" if reason.startswith(("not JSON", "not UTF-8", "not a JSON object")) else "invalid"
 
 
-def decision(settings: Settings, certificates: list[str], exempt: bool) -> dict[str, Any]:
-    """`outcome` and `plan` for an in-alarm violation of a known thing (a dry run also records
-    `planned`: what containment would have run)."""
-    containment = [QUARANTINE, SHUTDOWN, *(f"{CERTIFICATE}:{c}" for c in certificates), NOTIFY]
+def decision(settings: Settings, certificates: list[str], exempt: bool, *, thing: bool = True) -> dict[str, Any]:
+    """`outcome` and `plan` for an in-alarm violation of a known thing (or, `thing=False`, of one
+    known certificate: only that certificate, no group, no session of a client id that is only a
+    claim). A dry run also records `planned`: what containment would have run."""
+    certificate_steps = [f"{CERTIFICATE}:{c}" for c in certificates]
+    if thing:
+        # The session is ended last: once the certificates no longer connect anyone and the group's
+        # deny applies, a reconnect is refused (see _disconnect).
+        containment = [QUARANTINE, SHUTDOWN, *certificate_steps, DISCONNECT, NOTIFY]
+    else:
+        containment = [*certificate_steps, NOTIFY]
     if exempt:
         return {"outcome": EXEMPT, "plan": [NOTIFY]}
     if settings.dry_run:
@@ -173,7 +197,26 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     outcome, thing, mode = incident["outcome"], v.thingName, incident.get("mode")
     what = f"{v.securityProfileName}/{v.behavior.name}"
     steps = dict(incident.get("steps") or {})
-    if outcome == EXEMPT:
+    named = f"device {thing}" if thing is not None else f"certificate {v.certificateId}"
+    claimed = f" (it claimed client id {v.clientId!r}, a claim only)" if v.clientId else ""
+    if outcome == REPORTED:
+        subject = f"Fleetwarden: {named} reported, not contained"
+        line = (f"{named[0].upper()}{named[1:]} violated {what}{claimed}, but the source cannot prove whom "
+                f"the signal belongs to (attribution unproven): recorded and reported only, nothing was changed.")
+    elif outcome == REPEAT:
+        subject = f"Fleetwarden: contained {named} still violating"
+        line = (f"{named[0].upper()}{named[1:]}, contained by incident {incident.get('repeat_of')}, violated "
+                f"{what} again{claimed}. Recorded on that incident; further repeats are recorded there "
+                f"without a notification.")
+    elif thing is None and outcome == DRY_RUN:
+        subject = f"Fleetwarden: dry run, certificate {v.certificateId} would be contained"
+        line = (f"DRY RUN: certificate {v.certificateId} violated {what}{claimed}. Containment would run "
+                f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
+    elif thing is None:
+        subject = f"Fleetwarden: certificate {v.certificateId[:16]}... contained"  # type: ignore[index]
+        line = (f"Certificate {v.certificateId} violated {what}{claimed} and was handled with mode {mode}: "
+                f"no thing was touched. Reactivating it is an explicit operator action.")
+    elif outcome == EXEMPT:
         subject = f"Fleetwarden: exempt device {thing} violated {v.behavior.name}"
         line = (f"Device {thing} violated {what} but is in the exempt group "
                 f"{settings.exempt_group}: no action was taken.")
@@ -183,12 +226,16 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
                 f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
     else:
         handled = sum(1 for s in steps if s.startswith(f"{CERTIFICATE}:"))
+        session = {DONE: "its live session was ended", NOT_CONNECTED: "it had no live session"}.get(
+            str(steps.get(DISCONNECT)), "its live session was not ended")
         subject = f"Fleetwarden: device {thing} contained"
         line = (f"Device {thing} violated {what} and was contained: added to thing group "
                 f"{settings.quarantine_group}, {handled} certificate(s) handled with mode "
-                f"{mode}. Reinstating it is an explicit operator action.")
+                f"{mode}, {session}. Reinstating it is an explicit operator action.")
     details: dict[str, Any] = {
         "thing": thing,
+        "certificate": v.certificateId,
+        "attribution": v.attribution or "proven",
         "outcome": outcome,
         "mode": mode,
         "violation": {
@@ -199,12 +246,15 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
             "metricValue": v.metricValue,
             "violationEventType": v.violationEventType,
             "violationEventTime": v.violationEventTime,
+            "clientId": v.clientId,
         },
         "steps": steps,
         "certificates": list(incident.get("certificates") or []),
     }
     if outcome == DRY_RUN:
         details["planned"] = list(incident.get("planned") or [])
+    if outcome == REPEAT:
+        details["repeat_of"] = incident.get("repeat_of")
     return {"Subject": subject[:100], "Message": line + "\n\n" + json.dumps(details, default=str, indent=1)}
 
 
@@ -232,6 +282,7 @@ class Responder:
         iot: Any,
         sns: Any,
         table: Any,
+        iot_data: Any = None,
         settings: Settings,
         count: Callable[..., None],
         now: Callable[[], float] = time.time,
@@ -239,6 +290,7 @@ class Responder:
         queue_shutdown: Callable[..., str] = queue_shutdown_command,
     ):
         self.iot, self.sns, self.table, self.settings = iot, sns, table, settings
+        self.iot_data = iot_data  # the data-plane client (DeleteConnection), on the account's endpoint
         self.count, self.now, self.log = count, now, logger or _logger
         self.queue_shutdown = queue_shutdown
 
@@ -281,7 +333,8 @@ class Responder:
         at = iso_utc(self.now())
         item: dict[str, Any] = {
             "violation_id": v.violationId,
-            "thing": v.thingName,
+            # One subject attribute, so the item is in exactly one of the indexes by_thing, by_certificate.
+            **({"thing": v.thingName} if v.thingName is not None else {"certificate_id": v.certificateId}),
             "profile": v.securityProfileName,
             "behavior": v.behavior.name,
             "event_type": v.violationEventType,
@@ -295,6 +348,10 @@ class Responder:
         }
         if v.behavior.metric:
             item["metric"] = v.behavior.metric
+        if not v.proven:
+            item["attribution"] = v.attribution
+        if v.clientId is not None:
+            item["client_id"] = v.clientId
         return item
 
     def _create(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -381,21 +438,67 @@ class Responder:
     # ---- the decision ---------------------------------------------------------------------------
 
     def _decide(self, v: Violation) -> dict[str, Any]:
-        """Look the thing up and decide: `outcome`, `plan`, and what the lookup found, to be
-        stored with the first step's result. An unknown thing is an outcome with no step."""
+        """Look the subject up and decide: `outcome`, `plan`, and what the lookup found, to be
+        stored with the first step's result. An unknown subject is an outcome with no step.
+
+        * attribution unproven: report only, no lookup (nothing may be contained on its word);
+        * a thing: ListThingPrincipals (exists? which certificates?) and ListThingGroupsForThing
+          (exempt? already quarantined?);
+        * a certificate: DescribeCertificate (exists? still ACTIVE?).
+        A subject that is already cut off (in the quarantine group / certificate not ACTIVE) and has an
+        open incident (contained, not reinstated) is a repeat: recorded on that incident, no new
+        containment, at most one notification per open incident."""
+        if not v.proven:
+            return {"outcome": REPORTED, "plan": [NOTIFY]}
         try:
-            certificates, others = self._principals(v.thingName)
-            exempt = bool(self.settings.exempt_group) and self._in_group(v.thingName, self.settings.exempt_group)
+            if v.thingName is not None:
+                certificates, others = self._principals(v.thingName)
+                groups = self._groups(v.thingName)
+                exempt = bool(self.settings.exempt_group) and self.settings.exempt_group in groups
+                cut_off = self.settings.quarantine_group in groups
+            else:
+                certificates, others, exempt = [v.certificateId], 0, False
+                cut_off = self._certificate_status(str(v.certificateId)) in CUT_OFF_STATUSES
         except self.iot.exceptions.ResourceNotFoundException:
-            self.log.warning("violation for an unknown thing", extra={"violation_id": v.violationId,
-                                                                      "thing": v.thingName})
-            return {"outcome": UNKNOWN_THING, "plan": []}
+            self.log.warning(f"violation for an unknown {v.kind}", extra={"violation_id": v.violationId,
+                                                                          v.kind: v.subject})
+            return {"outcome": UNKNOWN_THING if v.thingName is not None else UNKNOWN_CERTIFICATE, "plan": []}
         except (ClientError, BotoCoreError) as err:
             raise self._fail(v, LOOKUP, error_code(err)) from err
-        decided = {**decision(self.settings, certificates, exempt), "certificates": certificates}
+        try:
+            open_incident = self._open_incident(v) if cut_off and not exempt else None
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail(v, LOOKUP, error_code(err)) from err
+        if open_incident is not None:
+            first = not int(open_incident.get("repeat_count", 0))
+            repeat_step = f"{REPEAT_STEP}:{open_incident['violation_id']}"
+            return {"outcome": REPEAT, "plan": [repeat_step, NOTIFY] if first else [repeat_step],
+                    "repeat_of": open_incident["violation_id"], "certificates": certificates}
+        decided = {**decision(self.settings, certificates, exempt, thing=v.thingName is not None),
+                   "certificates": certificates}
         if others:
             decided["other_principals"] = others
         return decided
+
+    def _open_incident(self, v: Violation) -> dict[str, Any] | None:
+        """The subject's open incident: the newest contained, not reinstated one, found through its
+        newest incidents (a repeat points to the incident it was recorded on). None if there is none:
+        e.g. quarantined by hand, or reinstated (device_admin marks `reinstated_at`)."""
+        index, key = (BY_THING, "thing") if v.thingName is not None else (BY_CERTIFICATE, "certificate_id")
+        items = self.table.query(IndexName=index, KeyConditionExpression=Key(key).eq(v.subject),
+                                 ScanIndexForward=False, Limit=OPEN_LOOKBACK).get("Items", [])
+        for item in items:
+            if item.get("violation_id") == v.violationId:
+                continue
+            candidate = item.get("repeat_of") if item.get("status") == REPEAT else item.get("violation_id")
+            if item.get("status") not in (CONTAINED, REPEAT) or not candidate:
+                continue
+            # The index is eventually consistent: read the incident itself.
+            found = self.table.get_item(Key={"violation_id": candidate}, ConsistentRead=True).get("Item")
+            if found and found.get("status") == CONTAINED and "reinstated_at" not in found:
+                return found
+            return None
+        return None
 
     def _principals(self, thing: str) -> tuple[list[str], int]:
         """The certificate ids attached to the thing, and how many other principals it has.
@@ -404,9 +507,13 @@ class Responder:
         matches = [CERT_ARN.search(p) for page in pages for p in page.get("principals", [])]
         return sorted({m.group(1) for m in matches if m}), sum(1 for m in matches if m is None)
 
-    def _in_group(self, thing: str, group: str) -> bool:
+    def _groups(self, thing: str) -> set[str]:
         pages = self.iot.get_paginator("list_thing_groups_for_thing").paginate(thingName=thing)
-        return any(g.get("groupName") == group for page in pages for g in page.get("thingGroups", []))
+        return {g.get("groupName") for page in pages for g in page.get("thingGroups", [])}
+
+    def _certificate_status(self, certificate_id: str) -> str:
+        """Raises ResourceNotFoundException when the certificate does not exist."""
+        return str(self.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"])
 
     # ---- the steps ------------------------------------------------------------------------------
 
@@ -472,6 +579,38 @@ class Responder:
             return "skipped:certificate-state"  # e.g. already REVOKED, or mid-transfer
         return DONE
 
+    def _disconnect(self, v: Violation, incident: Mapping[str, Any], _: str) -> str:
+        """End the device's live MQTT session at once (data-plane DeleteConnection; the client id is
+        the thing name, the only one the device policy lets it connect with). Runs after the
+        certificates are handled: "Devices cannot use a certificate that is not in the ACTIVE state to
+        reconnect" (https://docs.aws.amazon.com/iot/latest/apireference/API_UpdateCertificate.html),
+        while IoT itself disconnects them only "within a few minutes" of the update.
+        cleanSession=True: "delete all session information, including subscriptions and queued
+        messages" of a persistent session, so nothing the contained device set up survives into a
+        reinstatement; preventWillMessage=True: its Last Will (a message it wrote) is not published
+        (https://docs.aws.amazon.com/iot/latest/apireference/API_iotdata_DeleteConnection.html).
+        ResourceNotFoundException ("the specified resource does not exist") is read as "not
+        connected": the worst case is a device that was offline, which is the goal."""
+        try:
+            self.iot_data.delete_connection(clientId=v.thingName, cleanSession=True, preventWillMessage=True)
+        except self.iot_data.exceptions.ResourceNotFoundException:
+            return NOT_CONNECTED
+        return DONE
+
+    def _repeat(self, v: Violation, incident: Mapping[str, Any], open_id: str) -> str:
+        """Record this violation on the open incident: repeat_count + 1, the last repeat's id and
+        time. Conditional on this violation not being the last one recorded, so a retry of this step
+        (its result not saved) does not count it twice."""
+        recorded = self._update(open_id, attrs={"last_repeat_violation_id": v.violationId,
+                                                "last_repeat_event_time": v.violationEventTime,
+                                                "last_repeat_behavior": v.behavior.name,
+                                                "last_repeat_at": iso_utc(self.now())},
+                                add={"repeat_count": 1},
+                                condition=Attr("violation_id").exists()
+                                & (Attr("last_repeat_violation_id").not_exists()
+                                   | Attr("last_repeat_violation_id").ne(v.violationId)))
+        return DONE if recorded is not None else "skipped:already-recorded"
+
     def _notify(self, v: Violation, incident: Mapping[str, Any], _: str) -> str:
         self.sns.publish(TopicArn=self.settings.ops_topic_arn, **notification(v, incident, self.settings))
         return DONE
@@ -481,5 +620,7 @@ class Responder:
         QUARANTINE: _quarantine,
         SHUTDOWN: _shutdown_command,
         CERTIFICATE: _certificate,
+        DISCONNECT: _disconnect,
+        REPEAT_STEP: _repeat,
         NOTIFY: _notify,
     }
