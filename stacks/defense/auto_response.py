@@ -11,12 +11,14 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
+from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from stacks.identity.device_registry import iot_arn_prefix
 from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
 from stacks.platform.nag import acknowledge_dead_letter_grant, logical_id
+from stacks.platform.sdk_call import sdk_call
 from stacks.platform.table import secure_table
 
 THING_WILDCARD_REASON = ("Contained and reinstated devices are named by the violation or the "
@@ -48,7 +50,7 @@ class AutoResponse(Construct):
         """`revocation`, `exempt_group`, `dry_run`: how far containment goes (see config)."""
         super().__init__(scope, construct_id)
         arn = iot_arn_prefix()
-        things, certs = f"{arn}:thing/*", f"{arn}:cert/*"
+        things, certs, clients = f"{arn}:thing/*", f"{arn}:cert/*", f"{arn}:client/*"
 
         self.incidents = secure_table(
             self, "Incidents",
@@ -64,6 +66,30 @@ class AutoResponse(Construct):
             partition_key=dynamodb.Attribute(name="thing", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="received_at", type=dynamodb.AttributeType.STRING),
         )
+        # A certificate violation's incidents (no thing): found again when the certificate repeats.
+        self.incidents.add_global_secondary_index(
+            index_name="by_certificate",
+            partition_key=dynamodb.Attribute(name="certificate_id", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="received_at", type=dynamodb.AttributeType.STRING),
+        )
+        # The account's data endpoint, for DeleteConnection: DescribeEndpoint(iot:Data-ATS) at deploy
+        # time, so the function makes no lookup call at run time. The SDK's regional default data
+        # endpoint is "intended for testing purposes only" (AWS CLI iot-data help;
+        # https://docs.aws.amazon.com/general/latest/gr/iot-core.html#iot-core-data-plane-endpoints).
+        endpoint = sdk_call(
+            self, "DataEndpoint",
+            on_update=cr.AwsSdkCall(
+                service="Iot", action="describeEndpoint", parameters={"endpointType": "iot:Data-ATS"},
+                physical_resource_id=cr.PhysicalResourceId.of(f"{prefix}-iot-data-ats-endpoint")),
+            on_delete=None,
+            # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" only.
+            statements=[iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])],
+            defaults=defaults,
+        )
+        Validations.of(endpoint).acknowledge(Acknowledgment(
+            id="AwsSolutions-IAM5[Resource::*]",
+            reason="iot:DescribeEndpoint supports no resource-level permission (Service Authorization "
+                   "Reference, AWS IoT): it reads the account's endpoint address, nothing else."))
 
         self.function = PythonFunction(
             self, "Respond",
@@ -77,6 +103,7 @@ class AutoResponse(Construct):
                 "EXEMPT_GROUP": exempt_group or "",
                 "DRY_RUN": "true" if dry_run else "false",
                 "OPS_TOPIC_ARN": ops_topic.topic_arn,
+                "IOT_DATA_ENDPOINT": endpoint.get_response_field("endpointAddress"),
             },
             reserved_concurrency=10,
             timeout=Duration.seconds(30),
@@ -99,12 +126,22 @@ class AutoResponse(Construct):
             actions=["iot:ListThingGroupsForThing", "iot:ListThingPrincipals"],
             resources=[things]))
         fn.add_to_role_policy(iam.PolicyStatement(
+            sid="ReadTheCertificate", actions=["iot:DescribeCertificate"], resources=[certs]))
+        # "iot:DeleteConnection | client | arn:aws:iot:us-east-1:123456789012:client/myClientId"
+        # (https://docs.aws.amazon.com/iot/latest/developerguide/action-resources.html).
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="EndTheSession", actions=["iot:DeleteConnection"], resources=[clients]))
+        fn.add_to_role_policy(iam.PolicyStatement(
             sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, quarantine_group_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="RevokeCertificates", actions=["iot:UpdateCertificate"], resources=[certs]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="RecordIncidents", actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
             resources=[self.incidents.table_arn]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="FindOpenIncidents", actions=["dynamodb:Query"],
+            resources=[f"{self.incidents.table_arn}/index/by_thing",
+                       f"{self.incidents.table_arn}/index/by_certificate"]))
         allow_publish(fn, ops_topic, ops_key)
         allow_key_use(fn, key)
         self._acknowledge_wildcards(fn.role)
@@ -151,7 +188,8 @@ class AutoResponse(Construct):
         Validations.of(role).acknowledge(
             *[Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:{kind}/*]",
-                reason=THING_WILDCARD_REASON) for kind in ("thing", "cert")],
-            Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{incidents}.Arn>/index/by_thing]",
-                           reason="One named index (by_thing) of the incident table; the rule reads the path as a wildcard."),
+                reason=THING_WILDCARD_REASON) for kind in ("thing", "cert", "client")],
+            *[Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{incidents}.Arn>/index/{index}]",
+                             reason=f"One named index ({index}) of the incident table; the rule reads the path as a wildcard.")
+              for index in ("by_thing", "by_certificate")],
         )
