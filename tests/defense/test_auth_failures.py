@@ -1,7 +1,12 @@
 """Authorization-failure detector: real-shaped CloudWatch Logs subscription deliveries (gzip, base64)
 of IoT Core v2 log lines, through the real handler, with moto DynamoDB (the counters table as the
-stack creates it) and SNS (an SQS queue subscribed to the violation topic reads back what was
-published).
+stack creates it), SNS (an SQS queue subscribed to the violation topic reads back what was
+published) and IoT (the registry that proves which thing a certificate belongs to).
+
+The log lines are shaped as "CloudWatch Logs AWS IoT log entries" shows them
+(https://docs.aws.amazon.com/iot/latest/developerguide/cwl-format.html#log-mb-connect: timestamp,
+logLevel, traceId, accountId, status, eventType, protocol, clientId, principalId, sourceIp,
+sourcePort; a failure adds reason and details).
 """
 
 from __future__ import annotations
@@ -20,13 +25,15 @@ from defense.auth_failures import handler as auth_handler
 from defense.auth_failures.counter import FailureCounter, Settings, settings_from_env
 from defense.auth_failures.failures import (
     BAD_BASE64,
-    BAD_CLIENT_ID,
     BAD_GZIP,
     BAD_JSON,
     BAD_LINE,
     BAD_LOG_EVENT,
     BAD_MESSAGE_TYPE,
     BAD_TIMESTAMP,
+    CERTIFICATE,
+    THING,
+    UNATTRIBUTED,
     MalformedEvent,
     batch_token,
     counter_key,
@@ -49,6 +56,8 @@ MAX = 5  # MAX_AUTH_FAILURES: more than 5 in a window is a violation
 WINDOW_SECONDS = 300
 T0 = 1_709_622_300_000  # 2024-03-05T07:05:00Z, a window start, in ms
 CLIENT = "sensor-0042"
+# The certificate id of the docs' example line (64 hex characters, as IoT's certificate ids are).
+PRINCIPAL = "145179c40e2219e18a909d896a5340b74cf97a39641beec2fc3eeafc1a932167"
 
 
 @dataclass
@@ -60,13 +69,12 @@ class LambdaContext:
     aws_request_id: str = "3e1d0c9b-8a7f-4e6d-9c5b-4a3b2c1d0e9f"
 
 
-def iot_line(client_id: Any = CLIENT, *, event_type: str = "Connect", reason: str = "AUTHORIZATION_FAILURE",
-             **extra) -> str:
+def iot_line(client_id: Any = CLIENT, *, event_type: str = "Publish-In", reason: str = "AUTHORIZATION_FAILURE",
+             principal: Any = PRINCIPAL, **extra) -> str:
     """One IoT Core v2 log line, as IoT writes it to AWSIotLogsV2."""
     line = {"timestamp": "2024-03-05 07:05:23.476", "logLevel": "ERROR", "traceId": str(uuid.uuid4()),
             "accountId": ACCOUNT, "status": "Failure", "eventType": event_type, "protocol": "MQTT",
-            "clientId": client_id,
-            "principalId": "145179c40e2219e18a909d896a5340b74cf97a39641beec2fc3eeafc1a932167",
+            "clientId": client_id, "principalId": principal,
             "sourceIp": "205.251.233.181", "sourcePort": 13490, "reason": reason,
             "details": "Authorization Failure", **extra}
     return json.dumps(line)
@@ -79,9 +87,15 @@ def log_event(message: str, timestamp: int | None = T0 + 23_476) -> dict:
     return event
 
 
-def failures(n: int, client_id: str = CLIENT, at: int = T0 + 1000) -> list[dict]:
-    return [log_event(iot_line(client_id, event_type=("Connect", "Publish-In", "Subscribe")[i % 3]), at + i)
+def failures(n: int, client_id: str = CLIENT, at: int = T0 + 1000, **line) -> list[dict]:
+    """n failures on an accepted MQTT connection of `client_id` (Publish-In and Subscribe in turn):
+    they count against that thing."""
+    return [log_event(iot_line(client_id, event_type=("Publish-In", "Subscribe")[i % 2], **line), at + i)
             for i in range(n)]
+
+
+def refused_connects(n: int, client_id: str, principal: str, at: int = T0 + 1000) -> list[dict]:
+    return [log_event(iot_line(client_id, event_type="Connect", principal=principal), at + i) for i in range(n)]
 
 
 def delivery(log_events: list[dict], message_type: str = "DATA_MESSAGE") -> dict:
@@ -135,12 +149,16 @@ def aws(monkeypatch):
         def published() -> list[dict]:
             return drain_published(sqs, queue_url)
 
-        def item(client_id: str = CLIENT, window_start: int = T0 // 1000) -> dict | None:
-            got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": counter_key(client_id, window_start)}},
+        def item(subject: str = CLIENT, window_start: int = T0 // 1000, kind: str = THING) -> dict | None:
+            got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": counter_key(kind, subject, window_start)}},
                                     ConsistentRead=True)
             return got.get("Item")
 
-        yield type("Aws", (), {"db": db, "counter": counter, "dynamodb": dynamodb, "topic": topic,
+        iot = boto3.client("iot", region_name=REGION)  # the test's registry set-up
+        counter.attachments._client = lookups = boto3.client("iot", region_name=REGION)
+        iot_calls = Calls(lookups)  # what the detector asks the registry
+        yield type("Aws", (), {"db": db, "counter": counter, "dynamodb": dynamodb, "topic": topic, "iot": iot,
+                               "iot_calls": iot_calls,
                                "published": staticmethod(published), "item": staticmethod(item),
                                "publish_calls": published_calls})
     auth_handler._dependencies.cache_clear()
@@ -243,7 +261,7 @@ def test_a_delivery_spanning_two_windows_counts_each(aws):
 def test_the_counter_item_has_its_ttl(aws):
     invoke(delivery(failures(1)))
     item = aws.item()
-    assert item["pk"] == {"S": f"auth#{CLIENT}#{T0 // 1000}"}
+    assert item["pk"] == {"S": f"auth#thing:{CLIENT}#{T0 // 1000}"}
     assert item["expires_at"] == {"N": str(T0 // 1000 + WINDOW_SECONDS + 86_400)}
 
 
@@ -292,11 +310,11 @@ def test_a_dynamodb_error_raises_after_the_other_clients(aws):
 
 
 def test_only_one_of_two_concurrent_containers_publishes(aws):
-    other = FailureCounter(aws.dynamodb, aws.counter.settings, aws.counter.publish, now_ms=lambda: T0,
-                           logger=auth_handler.logger)
+    other = FailureCounter(aws.dynamodb, aws.counter.settings, aws.counter.publish,
+                           attachments=aws.counter.attachments, now_ms=lambda: T0, logger=auth_handler.logger)
     invoke(delivery(failures(MAX)))
-    first = other.record(CLIENT, T0 // 1000, ["x-1"])  # crosses the limit: wins the alarm
-    second = aws.counter.record(CLIENT, T0 // 1000, ["y-1"])  # sees the alarm already set
+    first = other.record(THING, CLIENT, T0 // 1000, ["x-1"])  # crosses the limit: wins the alarm
+    second = aws.counter.record(THING, CLIENT, T0 // 1000, ["y-1"])  # sees the alarm already set
     assert first.violation is not None and second.violation is None and second.alarmed
     assert len(aws.published()) == 1
 
@@ -304,7 +322,7 @@ def test_only_one_of_two_concurrent_containers_publishes(aws):
 def test_the_alarm_race_loser_does_not_publish(aws):
     # Both read a count over the limit before either alarmed: the conditional write decides.
     invoke(delivery(failures(MAX)))
-    aws.dynamodb.update_item(TableName=TABLE, Key={"pk": {"S": counter_key(CLIENT, T0 // 1000)}},
+    aws.dynamodb.update_item(TableName=TABLE, Key={"pk": {"S": counter_key(THING, CLIENT, T0 // 1000)}},
                              UpdateExpression="ADD #c :n", ExpressionAttributeNames={"#c": "count"},
                              ExpressionAttributeValues={":n": {"N": "1"}})
     original = aws.counter.client.update_item
@@ -317,21 +335,78 @@ def test_the_alarm_race_loser_does_not_publish(aws):
         return original(**kwargs)
 
     aws.counter.client = type("Racing", (), {"update_item": staticmethod(racing)})()
-    outcome = aws.counter.record(CLIENT, T0 // 1000, ["z-1"])
+    outcome = aws.counter.record(THING, CLIENT, T0 // 1000, ["z-1"])
     assert outcome.alarmed and outcome.violation is None
     assert aws.published() == []
 
 
-def test_a_client_id_that_is_not_a_thing_name_is_counted_logged_and_not_reported(aws, logs):
-    odd = "claim/ä?#1"
-    invoke(delivery(failures(MAX + 2, odd)))
-    assert aws.published() == []
-    assert aws.item(odd)["count"] == {"N": str(MAX + 2)} and aws.item(odd)["alarmed"] == {"BOOL": True}
-    assert "not a thing name" in logs.getvalue()
-    # a claim-* client is a valid name: reported
+def test_failures_of_a_connection_that_is_no_thing_count_against_its_certificate(aws):
+    """A claim connection (client ids `claim-*`, the claim policy's only ones) is not a thing, and
+    an HTTP publish has no connection: their failures belong to the certificate."""
     invoke(delivery(failures(MAX + 1, "claim-3f2a9c")))
     (message,) = aws.published()
-    assert message["thingName"] == "claim-3f2a9c"
+    assert message["certificateId"] == PRINCIPAL and message["clientId"] == "claim-3f2a9c"
+    assert "thingName" not in message
+    invoke(delivery(failures(MAX + 1, CLIENT, protocol="HTTP", at=T0 + WINDOW_SECONDS * 1000)))
+    (message,) = aws.published()
+    assert message["certificateId"] == PRINCIPAL and "thingName" not in message
+    assert aws.item(CLIENT) is None
+
+
+def test_a_principal_that_is_not_a_certificate_is_counted_logged_and_not_reported(aws, logs):
+    invoke(delivery(refused_connects(MAX + 2, CLIENT, "AIDACKCEVSQ6C2EXAMPLE:session")))
+    assert aws.published() == []
+    item = aws.item("AIDACKCEVSQ6C2EXAMPLE:session", kind=UNATTRIBUTED)
+    assert item["count"] == {"N": str(MAX + 2)} and item["alarmed"] == {"BOOL": True}
+    assert "not a certificate" in logs.getvalue()
+
+
+# ---- refused Connects: the certificate, not the client id it claimed -----------------------------
+
+
+def registered(aws, thing: str) -> str:
+    """A thing with its own certificate attached; returns the certificate id."""
+    aws.iot.create_thing(thingName=thing)
+    cert = aws.iot.create_keys_and_certificate(setAsActive=True)
+    aws.iot.attach_thing_principal(thingName=thing, principal=cert["certificateArn"])
+    return cert["certificateId"]
+
+
+def test_refused_connects_under_another_devices_client_id_blame_the_certificate_not_that_device(aws):
+    cert_a, _cert_b = registered(aws, "SN-A"), registered(aws, "SN-B")
+    claim = aws.iot.create_keys_and_certificate(setAsActive=True)["certificateId"]
+    invoke(delivery(refused_connects(50, "SN-B", cert_a) + refused_connects(50, "SN-B", claim, at=T0 + 2000)))
+    messages = aws.published()
+    assert sorted(m["certificateId"] for m in messages) == sorted([cert_a, claim])
+    assert all("thingName" not in m and m["clientId"] == "SN-B" for m in messages)
+    assert all(m["metricValue"] == {"count": 50} for m in messages)
+    assert aws.item("SN-B") is None and aws.item(cert_a, kind=CERTIFICATE)["count"] == {"N": "50"}
+    # One ListThingPrincipals per certificate that crossed the limit, none per failure.
+    assert aws.iot_calls.calls == ["list_thing_principals", "list_thing_principals"]
+
+
+def test_refused_connects_of_a_devices_own_certificate_are_that_devices(aws):
+    """A certificate attached to the thing it claimed (a quarantined device retrying): its
+    violation names the thing, with the thing's id for the window."""
+    cert_b = registered(aws, "SN-B")
+    invoke(delivery(refused_connects(MAX + 1, "SN-B", cert_b)))
+    (message,) = aws.published()
+    assert message["thingName"] == "SN-B" and "certificateId" not in message and "clientId" not in message
+    assert message["violationId"] == derive_violation_id(
+        thing="SN-B", profile=PROFILE, behavior_name="AuthorizationFailures", window=T0 // 1000)
+
+
+def test_a_registry_error_releases_the_alarm_and_the_retry_attributes_once(aws):
+    cert_a = registered(aws, "SN-A")
+    event = delivery(refused_connects(MAX + 1, "SN-B", cert_a))
+    aws.iot_calls.fail["list_thing_principals"] = [
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "ListThingPrincipals")]
+    with pytest.raises(auth_handler.CountingError):
+        invoke(event)
+    assert aws.published() == [] and "alarmed" not in aws.item(cert_a, kind=CERTIFICATE)
+    invoke(event)  # Lambda's retry
+    (message,) = aws.published()
+    assert message["certificateId"] == cert_a
 
 
 # ---- deliveries that are not failures ------------------------------------------------------------
@@ -402,16 +477,17 @@ def test_a_malformed_delivery_counts_one_total_and_one_breakdown(aws, capsys):
 def test_malformed_log_events_are_counted_and_the_rest_still_count(aws, capsys):
     events = [
         "not an event", {"id": "1"}, log_event("not json"), log_event("[1]"),
+        log_event(iot_line(timestamp="soon"), timestamp=None),
+        # A client id is a claim: an odd one still counts, against the certificate.
         log_event(iot_line(client_id=None)), log_event(iot_line(client_id="")),
-        log_event(iot_line(client_id=7)),
-        log_event(iot_line(client_id="x" * 129)), log_event(iot_line(timestamp="soon"), timestamp=None),
+        log_event(iot_line(client_id=7)), log_event(iot_line(client_id="x" * 129)),
         *failures(2),
     ]
     summary = invoke(delivery(events))
-    assert summary["failures"] == 2 and summary["malformed"] == 9
-    assert aws.item()["count"] == {"N": "2"}
+    assert summary["failures"] == 6 and summary["malformed"] == 5
+    assert aws.item()["count"] == {"N": "2"} and aws.item(PRINCIPAL, kind=CERTIFICATE)["count"] == {"N": "4"}
     totals = emf(capsys)
-    assert totals["AuthLogLinesMalformed"] == 9 and totals["AuthFailuresCounted"] == 2
+    assert totals["AuthLogLinesMalformed"] == 5 and totals["AuthFailuresCounted"] == 6
 
 
 def test_tally_reasons_and_fallback_timestamp():
@@ -422,8 +498,9 @@ def test_tally_reasons_and_fallback_timestamp():
         {"timestamp": T0, "message": iot_line()},  # no id: the content identifies it
     ]}
     result = tally(doc, WINDOW_SECONDS)
-    assert result.malformed == {BAD_LOG_EVENT: 1, BAD_LINE: 1, BAD_CLIENT_ID: 1, BAD_TIMESTAMP: 1}
-    assert result.counted == 2 and list(result.failures) == [(CLIENT, T0 // 1000)]
+    assert result.malformed == {BAD_LOG_EVENT: 1, BAD_LINE: 1, BAD_TIMESTAMP: 1}
+    assert result.counted == 3
+    assert list(result.failures) == [(CERTIFICATE, PRINCIPAL, T0 // 1000), (THING, CLIENT, T0 // 1000)]
     assert tally({"messageType": "DATA_MESSAGE"}, 300).malformed == {BAD_LOG_EVENT: 1}
 
 

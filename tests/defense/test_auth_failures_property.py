@@ -4,11 +4,22 @@ with reason AUTHORIZATION_FAILURE, counted once, in the aligned window of its ti
 
 from __future__ import annotations
 
+import re
+
 import base64
 import gzip
 import json
 
-from defense.auth_failures.failures import AUTH_FAILURE, MalformedEvent, decode_event, tally
+from defense.attribution import THING_NAME
+from defense.auth_failures.failures import (
+    AUTH_FAILURE,
+    CERTIFICATE,
+    THING,
+    UNATTRIBUTED,
+    MalformedEvent,
+    decode_event,
+    tally,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -57,6 +68,11 @@ def test_decoding_and_tallying_never_crash(event):
     assert result.counted == sum(len(ids) for ids in result.failures.values())
     assert result.counted + result.ignored + result.malformed_total == result.lines or not isinstance(
         doc.get("logEvents"), list)
-    for (client_id, window_start), ids in result.failures.items():
-        assert isinstance(client_id, str) and 0 < len(client_id.encode("utf-8", "surrogatepass")) <= 128
+    for (kind, subject, window_start), ids in result.failures.items():
+        assert kind in (THING, CERTIFICATE, UNATTRIBUTED)
+        assert isinstance(subject, str) and 0 < len(subject.encode("utf-8", "surrogatepass")) <= 4 * 128
+        if kind == THING:  # only a thing name, never a claim-* client id, can be a thing
+            assert THING_NAME.fullmatch(subject) and not subject.startswith("claim-")
+        if kind == CERTIFICATE:
+            assert re.fullmatch("[0-9a-f]{64}", subject)
         assert window_start % 300 == 0 and window_start >= 0 and ids

@@ -1,10 +1,11 @@
 """Authorization-failure counters in DynamoDB, and ONE violation per client and window.
 
-Counters table (COUNTERS_TABLE): partition key `pk` (S) = "auth#<client id>#<window start, epoch s>";
+Counters table (COUNTERS_TABLE): partition key `pk` (S) = "auth#<kind>:<subject>#<window start, epoch s>"
+(kind: thing, certificate or principal; see failures.subject_of);
 attributes `count` (N), `seen` (SS: tokens of the deliveries already counted), `expires_at`
 (N, the TTL attribute: window end + 1 day) and `alarmed` (BOOL, present once the window alarmed).
 
-Per client and window in one delivery, `record` makes ONE UpdateItem:
+Per subject and window in one delivery, `record` makes ONE UpdateItem:
     ADD count :n, seen {token}  SET expires_at = :ttl   IF NOT contains(seen, token)
     ReturnValues ALL_NEW, ReturnValuesOnConditionCheckFailure ALL_OLD
 The token is a hash of the delivery's log event ids for that client, so a retried invocation or
@@ -18,8 +19,12 @@ publish fails, `alarmed` is removed again before the error propagates, so the re
 next failure) can alarm and publish; its violationId is deterministic (client|behaviour|window)
 so a duplicate is recognisable downstream.
 
-A client id that is not a thing name is counted and alarms like any other, but is only logged:
-it cannot be a violation's thingName. The only DynamoDB action used is UpdateItem.
+Over the limit, a thing's counter publishes a violation of that thing; a certificate's counter
+publishes a certificate violation (certificateId, the claimed clientId), unless the certificate
+is attached to the thing it claimed, which one ListThingPrincipals call (defense.attribution,
+only for the winner of the alarm) turns into that thing's violation. An UNATTRIBUTED principal
+(not a certificate) is counted and alarms like any other, but is only logged: a violation names
+a thing or a certificate. The only DynamoDB action used is UpdateItem.
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from defense.auth_failures.failures import batch_token, counter_key, expires_at, reportable
+from defense.attribution import Attachments, resolve
+from defense.auth_failures.failures import CERTIFICATE, THING, batch_token, counter_key, expires_at
 from defense.env_settings import read_limits
 
 BEHAVIOR_NAME = "AuthorizationFailures"
@@ -61,37 +67,42 @@ def settings_from_env(env: Mapping[str, str] | None = None) -> tuple[Settings, l
 
 @dataclass
 class Outcome:
-    client_id: str
+    kind: str  # failures.THING | CERTIFICATE | UNATTRIBUTED
+    subject: str
     window_start: int
     added: int  # failures in this delivery
     applied: bool  # False: this delivery had been counted before (a retry or redelivery)
     count: int  # the window's count afterwards (0 if unknown: skipped)
     alarmed: bool  # the window has alarmed (before or by this call)
     violation: dict[str, Any] | None = None  # published by this call
-    unreportable: bool = False  # alarmed by this call, but the client id is not a thing name
+    unreportable: bool = False  # alarmed by this call, but the principal is not a certificate
     skipped: bool = False  # not written: this container already saw the window alarmed
 
 
-def build_violation(client_id: str, settings: Settings, count: int, window_start: int,
-                    now_ms: int) -> dict[str, Any]:
-    from shared.violations import derive_violation_id, make_violation
+def build_violation(kind: str, subject: str, settings: Settings, count: int, window_start: int,
+                    now_ms: int, claimed: str | None = None) -> dict[str, Any]:
+    """The violation of a thing (kind THING) or of a certificate (kind CERTIFICATE, with the
+    client id it claimed); its id is deterministic per subject, behaviour and window."""
+    from shared.violations import make_violation
 
     return make_violation(
-        thing=client_id, profile=settings.profile, behavior_name=BEHAVIOR_NAME, metric=METRIC,
+        thing=subject if kind == THING else None,
+        certificate_id=subject if kind == CERTIFICATE else None,
+        client_id=claimed if kind == CERTIFICATE else None, profile=settings.profile, behavior_name=BEHAVIOR_NAME, metric=METRIC,
         criteria={"comparisonOperator": "greater-than", "value": {"count": settings.max_failures},
                   "durationSeconds": settings.window_seconds},
-        metric_value={"count": count}, event_time_ms=now_ms,
-        violation_id=derive_violation_id(thing=client_id, profile=settings.profile,
-                                         behavior_name=BEHAVIOR_NAME, window=window_start),
+        metric_value={"count": count}, event_time_ms=now_ms, window=window_start,
     )
 
 
 class FailureCounter:
-    """`client`: a boto3 DynamoDB client; `publish(violation)` raises if it was not published."""
+    """`client`: a boto3 DynamoDB client; `publish(violation)` raises if it was not published;
+    `attachments` proves a certificate's thing (defense.attribution)."""
 
     def __init__(self, client: Any, settings: Settings, publish: Callable[[dict[str, Any]], None], *,
-                 now_ms: Callable[[], int], logger: Any):
+                 attachments: Attachments, now_ms: Callable[[], int], logger: Any):
         self.client = client
+        self.attachments = attachments
         # The client's modeled error for a failed condition (a ClientError carrying the response).
         self.condition_failed = client.exceptions.ConditionalCheckFailedException
         self.settings = settings
@@ -106,11 +117,14 @@ class FailureCounter:
             self.alarmed.clear()
         self.alarmed.add(pk)
 
-    def record(self, client_id: str, window_start: int, event_ids: list[str]) -> Outcome:
+    def record(self, kind: str, subject: str, window_start: int, event_ids: list[str],
+               claimed: str | None = None) -> Outcome:
+        """Count `event_ids` (failures of `subject` in the window; `claimed`: the client id the
+        last of them asked for) and publish the violation if this call crosses the limit."""
         settings = self.settings
-        pk = counter_key(client_id, window_start)
+        pk = counter_key(kind, subject, window_start)
         if pk in self.alarmed:
-            return Outcome(client_id, window_start, len(event_ids), applied=False, count=0, alarmed=True,
+            return Outcome(kind, subject, window_start, len(event_ids), applied=False, count=0, alarmed=True,
                            skipped=True)
         key = {"pk": {"S": pk}}
         token = batch_token(event_ids)
@@ -129,7 +143,7 @@ class FailureCounter:
         except self.condition_failed as err:
             item, applied = err.response.get("Item") or {}, False
         count = int(item.get("count", {}).get("N", "0"))
-        outcome = Outcome(client_id, window_start, len(event_ids), applied=applied, count=count,
+        outcome = Outcome(kind, subject, window_start, len(event_ids), applied=applied, count=count,
                           alarmed="alarmed" in item)
         if outcome.alarmed:
             self._remember(pk)
@@ -149,21 +163,23 @@ class FailureCounter:
             self._remember(pk)
             return outcome
         outcome.alarmed = True
-        if not reportable(client_id):
+        if kind not in (THING, CERTIFICATE):
             outcome.unreportable = True
             self._remember(pk)
             return outcome
-        violation = build_violation(client_id, settings, count, window_start, self.now_ms())
         try:
+            violation = resolve(build_violation(kind, subject, settings, count, window_start, self.now_ms(), claimed),
+                                self.attachments, window=window_start)
             self.publish(violation)
         except Exception:
-            # Give the alarm back, so the retry of this delivery (or the next failure) publishes.
+            # Attribution or publish failed: give the alarm back, so the retry of this delivery
+            # (or the next failure) publishes.
             try:
                 self.client.update_item(TableName=settings.table, Key=key, UpdateExpression="REMOVE #alarmed",
                                         ExpressionAttributeNames={"#alarmed": "alarmed"})
             except Exception:  # noqa: BLE001 - the publish error is the one to raise
                 self.logger.exception("could not release the alarm after a failed publish; this "
-                                      "window's violation is lost", extra={"client_id": client_id,
+                                      "window's violation is lost", extra={"subject": subject,
                                                                            "window_start": window_start})
             raise
         self._remember(pk)

@@ -12,11 +12,23 @@ and each IoT v2 log line is JSON such as
      "sourceIp": "...", "sourcePort": 13490, "reason": "AUTHORIZATION_FAILURE",
      "details": "Authorization Failure"}
 
-Only lines whose reason is AUTHORIZATION_FAILURE count (the filter may be wider). A failure
-belongs to the aligned window floor(t / WINDOW_SECONDS) * WINDOW_SECONDS of its log event's
-timestamp (the line's own "timestamp", read as UTC, when the event has none), so every
-invocation, container and retry puts it in the same counter. Client ids are counted whatever
-they are (up to IoT's 128 bytes); whether one may be named in a violation is `reportable`.
+Only lines whose reason is AUTHORIZATION_FAILURE count (the filter may be wider). Each failure
+is counted against what AWS authenticated, never against a claim (defense/attribution.py):
+    * a refused `Connect`: its client id is whatever the caller asked for, so it counts against
+      the certificate (`principalId`); a certificate crossing the limit is checked against the
+      thing it claimed (counter.py) and names that thing only if attached to it;
+    * a failure on an accepted MQTT connection (Publish-In, Subscribe, ...): against the
+      connected thing, i.e. the client id. Fleetwarden's device policy admits iot:Connect only
+      as `client/${iot:Connection.Thing.ThingName}` with `iot:Connection.Thing.IsAttached`, so
+      an accepted connection's client id is a thing its certificate is attached to; the claim
+      policy admits only `claim-*` client ids, which are not things and count against the
+      certificate;
+    * anything else (HTTP, a claim connection): against the certificate;
+    * a principal that is not a certificate (IAM, a custom authorizer): counted as UNATTRIBUTED,
+      logged, never a violation (a violation needs a thing or a certificate).
+A failure belongs to the aligned window floor(t / WINDOW_SECONDS) * WINDOW_SECONDS of its log
+event's timestamp (the line's own "timestamp", read as UTC, when the event has none), so every
+invocation, container and retry puts it in the same counter.
 
 The delivery is read with Powertools' CloudWatchLogsEvent.parse_logs_data(), inflated with the
 limits Powertools' own decompression lacks (strict base64, gzip only, a bounded size); the log
@@ -30,7 +42,6 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -38,6 +49,9 @@ from typing import Any, Mapping
 
 from aws_lambda_powertools.utilities.data_classes import CloudWatchLogsEvent
 from aws_lambda_powertools.utilities.data_classes.cloud_watch_logs_event import CloudWatchLogsDecodedData
+
+from defense.attribution import THING_NAME, certificate_id
+from identity.tokens import CLAIM_CLIENT_PREFIX
 
 AUTH_FAILURE = "AUTHORIZATION_FAILURE"
 DATA_MESSAGE = "DATA_MESSAGE"
@@ -47,8 +61,12 @@ MAX_DECOMPRESSED_BYTES = 16 * 1024 * 1024  # a delivery is at most ~1 MB of log 
 TTL_AFTER_WINDOW_SECONDS = 86_400
 COUNTER_PREFIX = "auth#"
 
-# A client id may be named in a violation (thingName) only if it has the shape of a thing name.
-THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
+# Subjects a failure counts against.
+THING = "thing"
+CERTIFICATE = "certificate"
+UNATTRIBUTED = "principal"  # not a certificate: counted and logged, never a violation
+CONNECT = "Connect"
+MQTT = "MQTT"
 
 # Malformed reasons: stable strings (metric dimensions depend on them).
 NOT_SUBSCRIPTION = "not-subscription"  # no awslogs.data string
@@ -58,7 +76,6 @@ BAD_JSON = "bad-json"
 BAD_MESSAGE_TYPE = "bad-message-type"
 BAD_LOG_EVENT = "bad-log-event"  # a log event is not {"id", "timestamp", "message"}
 BAD_LINE = "bad-line"  # the message is not an IoT log line (JSON object)
-BAD_CLIENT_ID = "bad-client-id"
 BAD_TIMESTAMP = "bad-timestamp"
 
 
@@ -70,18 +87,27 @@ class MalformedEvent(ValueError):
         self.reason = reason
 
 
-def reportable(client_id: str) -> bool:
-    """Whether a client id can be a violation's thingName."""
-    return THING_NAME.fullmatch(client_id) is not None
-
-
 def window_of(timestamp_ms: int, window_seconds: int) -> int:
     """The aligned window start (epoch seconds) of a time in epoch milliseconds."""
     return timestamp_ms // 1000 // window_seconds * window_seconds
 
 
-def counter_key(client_id: str, window_start: int) -> str:
-    return f"{COUNTER_PREFIX}{client_id}#{window_start}"
+def counter_key(kind: str, subject: str, window_start: int) -> str:
+    return f"{COUNTER_PREFIX}{kind}:{subject}#{window_start}"
+
+
+def subject_of(line: Mapping[str, Any]) -> tuple[str, str]:
+    """(THING, client id) | (CERTIFICATE, certificate id) | (UNATTRIBUTED, principal): whom an
+    authorization failure log line counts against (see the module docstring)."""
+    client_id = line.get("clientId")
+    if (line.get("eventType") != CONNECT and line.get("protocol") == MQTT and type(client_id) is str
+            and THING_NAME.fullmatch(client_id) and not client_id.startswith(CLAIM_CLIENT_PREFIX)):
+        return THING, client_id
+    principal = line.get("principalId")
+    certificate = certificate_id(principal)
+    if certificate is not None:
+        return CERTIFICATE, certificate
+    return UNATTRIBUTED, principal[:MAX_CLIENT_ID_BYTES] if isinstance(principal, str) and principal else "unknown"
 
 
 def expires_at(window_start: int, window_seconds: int) -> int:
@@ -139,9 +165,11 @@ def decode_event(event: Any) -> CloudWatchLogsDecodedData:
 
 @dataclass
 class Tally:
-    """Failures per (client id, window start): their log event ids, in order of arrival."""
+    """Failures per (subject kind, subject, window start): their log event ids, in order of
+    arrival, and the client id the last of them claimed."""
 
-    failures: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    failures: dict[tuple[str, str, int], list[str]] = field(default_factory=dict)
+    claimed: dict[tuple[str, str, int], str] = field(default_factory=dict)
     lines: int = 0  # log events seen
     counted: int = 0  # authorization failures tallied
     ignored: int = 0  # valid lines with another reason
@@ -198,8 +226,7 @@ def tally(doc: Mapping[str, Any], window_seconds: int) -> Tally:
         client_id = line.get("clientId")
         if (not isinstance(client_id, str) or not client_id
                 or len(client_id.encode("utf-8", "surrogatepass")) > MAX_CLIENT_ID_BYTES):
-            result.bad(BAD_CLIENT_ID)
-            continue
+            client_id = None  # a claim only: the failure still counts against its principal
         timestamp = log_event.get("timestamp")
         if type(timestamp) is not int or timestamp < 0:
             timestamp = _line_time_ms(line)
@@ -210,6 +237,10 @@ def tally(doc: Mapping[str, Any], window_seconds: int) -> Tally:
         if not isinstance(event_id, str) or not event_id:
             # CloudWatch always gives one; otherwise the content identifies the failure.
             event_id = hashlib.sha256(f"{timestamp}\n{message}".encode("utf-8", "surrogatepass")).hexdigest()
-        result.failures.setdefault((client_id, window_of(timestamp, window_seconds)), []).append(event_id)
+        kind, subject = subject_of(line)
+        key = (kind, subject, window_of(timestamp, window_seconds))
+        result.failures.setdefault(key, []).append(event_id)
+        if client_id is not None:
+            result.claimed[key] = client_id
         result.counted += 1
     return result

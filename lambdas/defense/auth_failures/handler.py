@@ -1,6 +1,7 @@
 """Lambda entry point (defense.auth_failures.handler.lambda_handler): a CloudWatch Logs
 subscription on IoT Core's log group, filtered to authorization failures, so it runs only when
-something fails (a DynamoDB write per client per delivery is acceptable: failures are anomalies).
+something fails (a DynamoDB write per subject per delivery is acceptable: failures are anomalies;
+one ListThingPrincipals call per certificate that crosses the limit, see defense.attribution).
 
 Malformed deliveries and log lines are counted and skipped (retrying them cannot help). A
 DynamoDB or SNS error raises after every other client of the delivery has been handled, so
@@ -21,6 +22,7 @@ import functools
 import time
 from typing import Any
 
+from defense.attribution import Attachments
 from defense.auth_failures.counter import BEHAVIOR_NAME, FailureCounter, settings_from_env
 from defense.auth_failures.failures import (
     BAD_MESSAGE_TYPE,
@@ -56,12 +58,13 @@ def _dependencies() -> tuple[FailureCounter, tuple[str, ...]]:
             raise CountingError("VIOLATION_TOPIC_ARN is not set")
         sns.publish(TopicArn=settings.topic, Message=violation_json(violation))
 
-    counter = FailureCounter(client("dynamodb"), settings, publish,
+    attachments = Attachments(lambda: client("iot"), ttl_seconds=settings.window_seconds)
+    counter = FailureCounter(client("dynamodb"), settings, publish, attachments=attachments,
                              now_ms=lambda: int(time.time() * 1000), logger=logger)
     return counter, tuple(problems)
 
 
-# The event holds client ids, source IPs and principals: only counts and client ids are logged.
+# The event holds client ids, source IPs and principals: only counts, subjects and client ids are logged.
 @logger.inject_lambda_context(log_event=False)
 @metrics.log_metrics
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
@@ -95,25 +98,26 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     errors = 0
     violations = duplicates = skipped = unreportable = 0
-    for (client_id, window_start), event_ids in failures.failures.items():
+    for key, event_ids in failures.failures.items():
+        kind, subject, window_start = key
         try:
-            outcome = counter.record(client_id, window_start, event_ids)
+            outcome = counter.record(kind, subject, window_start, event_ids, failures.claimed.get(key))
         except Exception:
             errors += 1
             logger.exception("failures not counted; the delivery will be retried",
-                             extra={"client_id": client_id, "window_start": window_start})
+                             extra={"kind": kind, "subject": subject, "window_start": window_start})
             continue
         duplicates += not outcome.applied and not outcome.skipped
         skipped += outcome.skipped
         if outcome.unreportable:
             unreportable += 1
-            logger.warning("client over the authorization-failure limit is not a thing name: not reported",
-                           extra={"client_id": client_id, "window_start": window_start,
-                                  "count": outcome.count})
+            logger.warning("principal over the authorization-failure limit is not a certificate: not reported",
+                           extra={"principal": subject, "window_start": window_start, "count": outcome.count})
         if outcome.violation is not None:
             violations += 1
             logger.warning("violation published", extra={
-                "thing": client_id, "behavior": outcome.violation["behavior"]["name"],
+                "thing": outcome.violation.get("thingName"), "certificate": outcome.violation.get("certificateId"),
+                "client_id": outcome.violation.get("clientId"), "behavior": outcome.violation["behavior"]["name"],
                 "violation_id": outcome.violation["violationId"], "count": outcome.count,
                 "window_start": window_start})
 
