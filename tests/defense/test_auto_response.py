@@ -73,7 +73,8 @@ def client_error(code: str, operation: str = "UpdateCertificate") -> ClientError
 
 
 def create_incidents_table(dynamodb) -> Any:
-    """As the DefenseStack creates it: key violation_id, GSI by_thing (thing, received_at)."""
+    """As the DefenseStack creates it: key violation_id, GSIs by_thing (thing, received_at) and
+    by_certificate (certificate_id, received_at)."""
     return dynamodb.create_table(
         TableName=INCIDENTS_TABLE,
         KeySchema=[{"AttributeName": "violation_id", "KeyType": "HASH"}],
@@ -81,13 +82,14 @@ def create_incidents_table(dynamodb) -> Any:
             {"AttributeName": "violation_id", "AttributeType": "S"},
             {"AttributeName": "thing", "AttributeType": "S"},
             {"AttributeName": "received_at", "AttributeType": "S"},
+            {"AttributeName": "certificate_id", "AttributeType": "S"},
         ],
         GlobalSecondaryIndexes=[{
-            "IndexName": "by_thing",
-            "KeySchema": [{"AttributeName": "thing", "KeyType": "HASH"},
+            "IndexName": index,
+            "KeySchema": [{"AttributeName": key, "KeyType": "HASH"},
                           {"AttributeName": "received_at", "KeyType": "RANGE"}],
             "Projection": {"ProjectionType": "ALL"},
-        }],
+        } for index, key in (("by_thing", "thing"), ("by_certificate", "certificate_id"))],
         BillingMode="PAY_PER_REQUEST",
     )
 
@@ -783,3 +785,188 @@ def test_bad_configuration_fails_the_invocation_so_it_is_retried(env):
     with pytest.raises(ConfigurationError):
         invoke(sns_event(SAMPLE))
     assert not in_group(env)
+
+
+# ---- ending the live session (DeleteConnection) ------------------------------------------------
+
+
+def test_the_session_is_ended_on_the_account_endpoint_after_the_certificate(env):
+    """API_iotdata_DeleteConnection: DELETE /connections/clientId?cleanSession=..&preventWillMessage=..
+    (https://docs.aws.amazon.com/iot/latest/apireference/API_iotdata_DeleteConnection.html)."""
+    make_thing(env.iot)
+    order: list[str] = []
+    calls = counted(env)
+    for client in (calls.responder.iot, calls.responder.iot_data):
+        client.meta.events.register("before-call", lambda model, **_: order.append(model.name))
+    invoke(sns_event(SAMPLE))
+    assert order[-2:] == ["UpdateCertificate", "DeleteConnection"]
+    (request,) = calls.requests
+    assert request["method"] == "DELETE"
+    assert request["url"].startswith(f"https://{DATA_ENDPOINT}/connections/{THING}?")
+    assert "cleanSession=true" in request["url"] and "preventWillMessage=true" in request["url"]
+
+
+def test_a_device_not_connected_is_success(env):
+    make_thing(env.iot)
+    gone = client_error("ResourceNotFoundException", "DeleteConnection")
+    counted(env, data_fail={"delete_connection": [gone]})
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "contained"
+    assert incident(env)["steps"]["disconnect"] == "skipped:not-connected"
+    assert "had no live session" in ops_messages(env)[0]["text"]
+
+
+def test_a_failed_disconnect_is_retried_alone(env):
+    (cert,) = make_thing(env.iot)
+    counted(env, data_fail={"delete_connection": [client_error("ThrottlingException", "DeleteConnection")]})
+    with pytest.raises(ContainmentError) as raised:
+        invoke(sns_event(SAMPLE))
+    assert raised.value.step == "disconnect"
+    assert incident(env)["steps"]["disconnect"] == "failed:ThrottlingException"
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+
+    retry = counted(env)
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "contained"
+    assert retry.iot.calls == [] and retry.data.calls == ["delete_connection"] and retry.sns.calls == ["publish"]
+
+
+# ---- repeat violations -------------------------------------------------------------------------
+
+
+def next_window(n: int) -> str:
+    """The same device violating again n windows (5 minutes each) later: a new violation id."""
+    return violation(violationId=f"repeat-{n}", violationEventTime=1573786800000 + n * 300_000)
+
+
+def test_a_contained_device_violating_again_is_recorded_on_its_incident_and_notified_once(env):
+    (cert,) = make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    assert len(ops_messages(env)) == 1
+
+    calls = counted(env)
+    first = invoke(sns_event(next_window(1)))["outcomes"][0]
+    assert first["status"] == "repeat"
+    assert calls.iot.calls == ["list_thing_principals", "list_thing_groups_for_thing"]  # no containment again
+    assert calls.data.calls == [] and calls.sns.calls == ["publish"]
+    (message,) = ops_messages(env)
+    assert "still violating" in message["subject"] and message["details"]["repeat_of"] == VIOLATION_ID
+
+    for n in (2, 3, 4):
+        calls = counted(env)
+        assert invoke(sns_event(next_window(n)))["outcomes"][0]["status"] == "repeat"
+        assert calls.sns.calls == [] and "add_thing_to_thing_group" not in calls.iot.calls
+    assert ops_messages(env) == []
+
+    open_incident = incident(env)
+    assert open_incident["status"] == "contained" and open_incident["repeat_count"] == 4
+    assert open_incident["last_repeat_violation_id"] == "repeat-4"
+    assert open_incident["last_repeat_event_time"] == 1573786800000 + 4 * 300_000
+    assert incident(env, "repeat-3")["status"] == "repeat" and incident(env, "repeat-3")["repeat_of"] == VIOLATION_ID
+    # A redelivered repeat is a duplicate: counted once.
+    assert invoke(sns_event(next_window(4)))["outcomes"][0]["status"] == "duplicate"
+    assert incident(env)["repeat_count"] == 4
+
+
+def test_a_repeat_step_retried_after_its_write_is_not_counted_twice(env):
+    make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    invoke(sns_event(next_window(1)))
+    responder = counted(env).responder
+    v = __import__("shared.violations", fromlist=["parse_violation"]).parse_violation(next_window(1))
+    assert responder._repeat(v, {}, VIOLATION_ID) == "skipped:already-recorded"
+    assert incident(env)["repeat_count"] == 1
+
+
+def test_a_reinstated_device_violating_again_is_contained_again(env):
+    (cert,) = make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    # fleetctl device reinstate: out of the group, certificate active, incident marked (device_admin).
+    env.iot.remove_thing_from_thing_group(thingGroupName=QUARANTINE_GROUP, thingName=THING)
+    env.iot.update_certificate(certificateId=cert, newStatus="ACTIVE")
+    env.table.update_item(Key={"violation_id": VIOLATION_ID}, UpdateExpression="SET reinstated_at = :t",
+                          ExpressionAttributeValues={":t": "2019-11-15T04:00:00.000Z"})
+    ops_messages(env)
+    assert invoke(sns_event(next_window(1)))["outcomes"][0]["status"] == "contained"
+    assert in_group(env) and cert_status(env, cert) == "INACTIVE"
+
+
+def test_reinstated_but_not_marked_is_contained_again(env):
+    """device_admin marks incidents best effort: the group membership decides, not the mark."""
+    (cert,) = make_thing(env.iot)
+    invoke(sns_event(SAMPLE))
+    env.iot.remove_thing_from_thing_group(thingGroupName=QUARANTINE_GROUP, thingName=THING)
+    env.iot.update_certificate(certificateId=cert, newStatus="ACTIVE")
+    assert invoke(sns_event(next_window(1)))["outcomes"][0]["status"] == "contained"
+    assert cert_status(env, cert) == "INACTIVE"
+
+
+def test_quarantined_by_hand_without_an_incident_is_contained(env):
+    (cert,) = make_thing(env.iot)
+    env.iot.add_thing_to_thing_group(thingGroupName=QUARANTINE_GROUP, thingName=THING)
+    assert invoke(sns_event(SAMPLE))["outcomes"][0]["status"] == "contained"
+    assert cert_status(env, cert) == "INACTIVE"
+
+
+# ---- certificate violations and unproven attribution -------------------------------------------
+
+
+def certificate_message(cert: str, **changes: Any) -> str:
+    """A certificate violation: Defender's format with thingName absent and certificateId set
+    (shared.violations), e.g. refused Connects under another device's client id."""
+    data = {k: v for k, v in SAMPLE_DICT.items() if k != "thingName"}
+    data.update({"violationId": "cert-violation-1", "certificateId": cert, "clientId": "dev-victim",
+                 "behavior": {"name": "AuthorizationFailures", "metric": "aws:num-authorization-failures"},
+                 "metricValue": {"count": 50}, **changes})
+    return json.dumps(data)
+
+
+def test_a_certificate_violation_deactivates_that_certificate_and_touches_no_thing(env):
+    (attacker,) = make_thing(env.iot, name="dev-attacker")
+    (victim,) = make_thing(env.iot, name="dev-victim")
+    calls = counted(env)
+
+    outcome = invoke(sns_event(certificate_message(attacker)))["outcomes"][0]
+
+    assert outcome["status"] == "contained"
+    assert cert_status(env, attacker) == "INACTIVE" and cert_status(env, victim) == "ACTIVE"
+    assert not in_group(env, thing="dev-victim") and not in_group(env, thing="dev-attacker")
+    assert calls.iot.calls == ["describe_certificate", "update_certificate"]
+    assert calls.data.calls == []  # no DeleteConnection of a client id that is only a claim
+    item = incident(env, "cert-violation-1")
+    assert item["certificate_id"] == attacker and "thing" not in item and item["client_id"] == "dev-victim"
+    assert item["steps"] == {f"certificate:{attacker}": "done", "notify": "done"}
+    (message,) = ops_messages(env)
+    assert message["details"]["certificate"] == attacker and message["details"]["thing"] is None
+    assert "no thing was touched" in message["text"]
+
+
+def test_a_certificate_violating_again_is_a_repeat(env):
+    (attacker,) = make_thing(env.iot, name="dev-attacker")
+    invoke(sns_event(certificate_message(attacker)))
+    ops_messages(env)
+    calls = counted(env)
+    for n in (2, 3):
+        assert invoke(sns_event(certificate_message(attacker, violationId=f"cert-violation-{n}")))[
+            "outcomes"][0]["status"] == "repeat"
+    assert calls.iot.calls == ["describe_certificate"] * 2
+    assert len(ops_messages(env)) == 1
+    assert incident(env, "cert-violation-1")["repeat_count"] == 2
+
+
+def test_an_unknown_certificate_is_recorded(env):
+    outcome = invoke(sns_event(certificate_message("ab" * 32)))["outcomes"][0]
+    assert outcome["status"] == "unknown-certificate"
+    assert ops_messages(env) == []
+
+
+@pytest.mark.parametrize("subject", ["thing", "certificate"])
+def test_unproven_attribution_is_reported_never_contained(env, subject):
+    (cert,) = make_thing(env.iot)
+    message = (violation(attribution="unproven") if subject == "thing"
+               else certificate_message(cert, attribution="unproven"))
+    calls = counted(env)
+    outcome = invoke(sns_event(message))["outcomes"][0]
+    assert outcome["status"] == "reported"
+    assert calls.iot.calls == [] and calls.data.calls == [] and calls.sns.calls == ["publish"]
+    assert not in_group(env) and cert_status(env, cert) == "ACTIVE"
+    (note,) = ops_messages(env)
+    assert "not contained" in note["subject"] and note["details"]["attribution"] == "unproven"

@@ -21,6 +21,7 @@ from tests.defense.test_auto_response import (
     make_thing,
     set_env,
     sns_event,
+    use_shared_session,
 )
 from tests.defense.test_detector import WINDOW, telemetry
 from tests.defense.test_detector_handler import tumbling_event
@@ -36,6 +37,7 @@ def fleet(monkeypatch):
     detector_handler._settings.cache_clear()
     detector_handler._sns.cache_clear()
     with mock_aws():
+        use_shared_session()  # DeleteConnection answered at the client boundary (moto lacks it)
         iot, sns, sqs = (boto3.client(name, region_name="eu-west-1") for name in ("iot", "sns", "sqs"))
         table = create_incidents_table(boto3.resource("dynamodb", region_name="eu-west-1"))
         iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)

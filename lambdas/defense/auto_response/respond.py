@@ -199,21 +199,22 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     steps = dict(incident.get("steps") or {})
     named = f"device {thing}" if thing is not None else f"certificate {v.certificateId}"
     claimed = f" (it claimed client id {v.clientId!r}, a claim only)" if v.clientId else ""
+    short = f"device {thing}" if thing is not None else f"certificate {str(v.certificateId)[:12]}..."  # Subject <= 100
     if outcome == REPORTED:
-        subject = f"Fleetwarden: {named} reported, not contained"
+        subject = f"Fleetwarden: {short} reported, not contained"
         line = (f"{named[0].upper()}{named[1:]} violated {what}{claimed}, but the source cannot prove whom "
                 f"the signal belongs to (attribution unproven): recorded and reported only, nothing was changed.")
     elif outcome == REPEAT:
-        subject = f"Fleetwarden: contained {named} still violating"
+        subject = f"Fleetwarden: contained {short} still violating"
         line = (f"{named[0].upper()}{named[1:]}, contained by incident {incident.get('repeat_of')}, violated "
                 f"{what} again{claimed}. Recorded on that incident; further repeats are recorded there "
                 f"without a notification.")
     elif thing is None and outcome == DRY_RUN:
-        subject = f"Fleetwarden: dry run, certificate {v.certificateId} would be contained"
+        subject = f"Fleetwarden: dry run, {short} would be contained"
         line = (f"DRY RUN: certificate {v.certificateId} violated {what}{claimed}. Containment would run "
                 f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
     elif thing is None:
-        subject = f"Fleetwarden: certificate {v.certificateId[:16]}... contained"  # type: ignore[index]
+        subject = f"Fleetwarden: {short} contained"
         line = (f"Certificate {v.certificateId} violated {what}{claimed} and was handled with mode {mode}: "
                 f"no thing was touched. Reactivating it is an explicit operator action.")
     elif outcome == EXEMPT:
