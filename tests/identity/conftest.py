@@ -16,7 +16,22 @@ from moto import mock_aws
 from identity.provisioning_hook import handler as hook_handler  # noqa: E402
 from identity.token_api import handler as api_handler  # noqa: E402
 
-from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, create_tables  # noqa: E402
+from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, LambdaContext, create_tables  # noqa: E402
+
+
+class HookContext(LambdaContext):
+    """The Lambda context with the remaining time the hook reads (a 4 s function, just invoked)."""
+
+    remaining_ms = 4000
+
+    def get_remaining_time_in_millis(self) -> int:
+        return self.remaining_ms
+
+
+@pytest.fixture
+def context():
+    return HookContext()
+
 
 def _reset_handlers() -> None:
     hook_handler._dependencies.cache_clear()
