@@ -16,6 +16,7 @@ from pathlib import Path
 from re import _constants as sre, _parser as sre_parse  # the standard library's regex parser
 from typing import Any, Callable, Iterator, Mapping
 
+from lambdas.alerts.model import MAX_ALERT_BYTES
 from lambdas.identity.tokens import DEFAULT_SERIAL_PATTERN, SERIAL_ALPHABET, validate_serial
 
 PROJECT = "fleetwarden"
@@ -32,6 +33,16 @@ TLS_SECURITY_POLICIES = (
     "IoTSecurityPolicy_TLS13_1_2_2022_10",  # TLS 1.2 and 1.3, for devices without TLS 1.3
 )
 _STAGE_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+# IoT Core rejects a PUBLISH payload over 128 KB ("AWS IoT Core endpoints and quotas", message
+# broker limits), so no device message is larger, whatever the path behind it accepts.
+MQTT_MAX_PAYLOAD_BYTES = 131_072
+# Detection windows each source can take. Device Defender behaviour durations: 300, 600, 900, 1800
+# or 3600 s (Device Defender developer guide, "Cloud-side metrics" and "Device-side metrics");
+# the built-in detector's Lambda tumbling windows stop at 900 s.
+DEFENDER_WINDOWS = (300, 600, 900, 1800, 3600)
+BUILTIN_WINDOWS = (60, 300, 600, 900)
+WINDOWS_BY_DETECT = {"defender": DEFENDER_WINDOWS, "builtin": BUILTIN_WINDOWS,
+                     "both": tuple(w for w in BUILTIN_WINDOWS if w in DEFENDER_WINDOWS)}
 
 
 class ConfigError(ValueError):
@@ -74,6 +85,7 @@ class StageConfig:
     telemetry_retention_days: int
     alert_retention_days: int
     max_telemetry_bytes: int
+    max_alert_bytes: int
     classifier_url: str
     detect: str
     revocation: str
@@ -352,7 +364,11 @@ SETTINGS: dict[str, Setting] = {
     "telemetry_infrequent_access_days": Setting(30, whole(30, 36500)),
     "telemetry_retention_days": Setting(365, days),
     "alert_retention_days": Setting(2557, days),
-    "max_telemetry_bytes": Setting(8192, whole(256, 131072)),
+    "max_telemetry_bytes": Setting(8192, whole(256, MQTT_MAX_PAYLOAD_BYTES)),
+    # Largest alert message before a device is in violation; default: what the alert path takes
+    # (the processor reads objects up to MAX_ALERT_BYTES; MQTT caps a message lower).
+    "max_alert_bytes": Setting(min(MAX_ALERT_BYTES, MQTT_MAX_PAYLOAD_BYTES),
+                               whole(256, MQTT_MAX_PAYLOAD_BYTES)),
     # The external classification service that receives alert headers (never traces).
     "classifier_url": Setting("https://classifier.example.com/v1/alerts", matches(
         r"^https://[A-Za-z0-9.-]+(:\d+)?(/[^\s]*)?$", "must be an https:// URL")),
@@ -361,8 +377,8 @@ SETTINGS: dict[str, Setting] = {
     "revocation": Setting("deactivate", one_of(REVOCATION_MODES)),
     "dry_run": Setting(False, flag),
     "exempt_group": Setting(None, optional(matches(r"^[A-Za-z0-9:_-]{1,128}$", "is not a thing group name"))),
-    # Lambda tumbling windows and Defender durations both stop at 15 minutes.
-    "detection_window_seconds": Setting(300, one_of((60, 300, 600, 900))),
+    # Which of these the stage's `detect` can take is checked in `_stage` (_check_window).
+    "detection_window_seconds": Setting(300, one_of(tuple(sorted({*BUILTIN_WINDOWS, *DEFENDER_WINDOWS})))),
     "max_messages_per_window": Setting(600, whole(1, 10**9), limit="messages"),
     "max_message_bytes_per_window": Setting(5_242_880, whole(1, 10**12), limit="message_bytes"),
     "max_authorization_failures_per_window": Setting(10, _up_to_a_million, limit="authorization_failures"),
@@ -430,6 +446,16 @@ def _check_csr_subject(key: str, csr_pem: str, name: str) -> None:
         raise ConfigError(f"{key}: the CSR common name {common_names} must be the device name {name!r}")
 
 
+def _check_window(where: str, v: dict) -> None:
+    """The window must be one every chosen detection source can take (60 s fails Device
+    Defender at deploy; over 900 s is no Lambda tumbling window)."""
+    window, detect = v["detection_window_seconds"], v["detect"]
+    allowed = WINDOWS_BY_DETECT[detect]
+    if window not in allowed:
+        raise ConfigError(f"{where}.detection_window_seconds = {window!r} is not allowed with "
+                          f"detect = {detect!r}; use one of: {', '.join(map(str, allowed))}")
+
+
 def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> StageConfig:
     where = f"stages.{name}"
     if not isinstance(raw, Mapping):
@@ -443,6 +469,7 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
     # The settings that depend on other settings, the stage's name or files.
     if v["owns_account_singletons"] is None:
         v["owns_account_singletons"] = name == owner
+    _check_window(where, v)
     for file_key, pem_field in (("ca_certificate_file", "ca_certificate_pem"),
                                 ("ca_verification_certificate_file", "ca_verification_certificate_pem")):
         v[pem_field] = _pem_file(f"{where}.{file_key}", v.pop(file_key), base_dir, "CERTIFICATE")

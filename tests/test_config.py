@@ -56,6 +56,21 @@ def test_values_are_normalised_and_limits_grouped():
     assert stage.ca_certificate_pem is None and stage.declared_devices == ()
 
 
+@pytest.mark.parametrize("detect,window", [("builtin", 60), ("defender", 1800), ("defender", 3600),
+                                           ("both", 900)])
+def test_detection_window_each_source_takes(detect, window):
+    stage = load_config(context_with(detect=detect, detection_window_seconds=window)).stage
+    assert (stage.detect, stage.detection_window_seconds) == (detect, window)
+
+
+def test_alerts_have_their_own_size_limit_defaulting_to_what_the_alert_path_takes():
+    """The alert processor reads objects up to MAX_ALERT_BYTES (256 KiB); IoT Core refuses a
+    PUBLISH payload over 128 KB ("AWS IoT Core endpoints and quotas"), so that is the default."""
+    stage = load_config(context_with()).stage
+    assert (stage.max_alert_bytes, stage.max_telemetry_bytes) == (131_072, 8192)
+    assert load_config(context_with(max_alert_bytes=65_536)).stage.max_alert_bytes == 65_536
+
+
 BAD_VALUES = [
     # (stage, overrides, words the one-line message must contain)
     ("staging", {}, ["stage = 'staging'", "dev, prod"]),
@@ -82,6 +97,16 @@ BAD_VALUES = [
     ("dev", {"declared_devices": {"a": 1}}, ["declared_devices must be a list"]),
     ("dev", {"detect": "x"}, ["stages.dev.detect = 'x' is not allowed; use one of: defender, builtin, both"]),
     ("dev", {"detection_window_seconds": 30}, ["detection_window_seconds = 30", "60, 300, 600, 900"]),
+    # Device Defender takes 300, 600, 900, 1800 or 3600 s; Lambda tumbling windows stop at 900 s.
+    ("dev", {"detection_window_seconds": 60}, [
+        "stages.dev.detection_window_seconds = 60 is not allowed with detect = 'both'",
+        "use one of: 300, 600, 900"]),
+    ("dev", {"detect": "defender", "detection_window_seconds": 60}, [
+        "detection_window_seconds = 60", "detect = 'defender'", "300, 600, 900, 1800, 3600"]),
+    ("dev", {"detect": "builtin", "detection_window_seconds": 1800}, [
+        "detection_window_seconds = 1800", "detect = 'builtin'", "60, 300, 600, 900"]),
+    ("dev", {"max_alert_bytes": 262_144}, ["stages.dev.max_alert_bytes = 262144", "256 to 131072"]),
+    ("dev", {"max_alert_bytes": "big"}, ["max_alert_bytes = 'big'", "whole number"]),
     ("dev", {"max_disconnects_per_window": True}, ["max_disconnects_per_window = True", "1 to 1000000"]),
     ("dev", {"declared_devices_cap": 1001}, ["declared_devices_cap = 1001", "0 to 1000"]),
     ("dev", {"classifier_url": "http://x"}, ["classifier_url = 'http://x'", "https:// URL"]),
