@@ -3,9 +3,10 @@ containment, fleet audits, mitigation actions, and the fleet dashboard."""
 
 from __future__ import annotations
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import Annotations, CfnOutput, Stack
 from constructs import Construct
 
+from lambdas.shared import topics
 from stacks.audit_stack import AuditStack
 from stacks.config import StageConfig
 from stacks.defense.auto_response import AutoResponse
@@ -17,6 +18,15 @@ from stacks.identity_stack import IdentityStack
 from stacks.ingest_stack import IngestStack
 from stacks.platform.key import customer_key
 from stacks.platform.messaging import dead_letter_queue, encrypted_topic
+
+
+# Basic Ingest page: "the AWS IoT Device Defender metric num-messages-received metrics is not
+# emitted"; nothing documents that aws:num-messages-sent counts Basic Ingest publishes.
+DEFENDER_ALONE_WARNING = (
+    "detect = 'defender': telemetry arrives through Basic Ingest, which Device Defender's message "
+    "metrics may not count (unverified for aws:num-messages-sent and aws:message-byte-size), so a "
+    "telemetry flood may go unseen by Defender alone; use detect = 'both' to count it with the "
+    "built-in detector.")
 
 
 class DefenseStack(Stack):
@@ -49,9 +59,18 @@ class DefenseStack(Stack):
         self.defender = DefenderProfile(
             self, "Defender",
             name=f"{stage.prefix}-fleet", limits=stage.limits, window_seconds=stage.detection_window_seconds,
-            max_message_bytes=stage.max_telemetry_bytes, fleet_group_arn=identity.fleet_group_arn,
+            message_sizes={
+                # The Basic Ingest topic the device publishes to and the topic the rule sees: which
+                # one Defender matches is undocumented (see defender_profile).
+                "Telemetry": ((topics.telemetry_topic(identity.telemetry_rule_name, "+"),
+                               topics.telemetry_rule_topic("+")), stage.max_telemetry_bytes),
+                "Alert": ((topics.alerts_topic("+"),), stage.max_alert_bytes),
+            },
+            fleet_group_arn=identity.fleet_group_arn,
             violation_topic=self.violation_topic, topic_key=self.key,
         ) if stage.detect in ("defender", "both") else None
+        if stage.detect == "defender":
+            Annotations.of(self).add_warning(DEFENDER_ALONE_WARNING)
         self.detector = BuiltinDetector(
             self, "Detector",
             prefix=stage.prefix, stage_name=stage.name,

@@ -3,7 +3,10 @@
 import json
 
 import pytest
+from aws_cdk import cx_api
 
+from lambdas.shared import topics
+from stacks.defense_stack import DEFENDER_ALONE_WARNING
 from tests.infra.synth import resources, role_actions, synthesise
 
 
@@ -34,6 +37,88 @@ def test_security_profile_behaviours_target_the_fleet_and_alert_the_topic(dev):
     assert target["AlertTargetArn"]["Ref"].startswith("Violations")
     assert target["RoleArn"]["Fn::GetAtt"][0].startswith("DefenderAlertRole")
     assert "RegistryFleetGroup" in json.dumps(profile["TargetArns"])
+
+
+def profile_of(s):
+    return next(iter(resources(defense(s), "AWS::IoT::SecurityProfile").values()))["Properties"]
+
+
+def topic_filter_matches(topic_filter: str, topic: str) -> bool:
+    """MQTT topic filter matching: '+' is one level, a final '#' any remaining levels."""
+    levels, wanted = topic.split("/"), topic_filter.split("/")
+    for i, level in enumerate(wanted):
+        if level == "#":
+            return True
+        if i >= len(levels) or level not in ("+", levels[i]):
+            return False
+    return len(levels) == len(wanted)
+
+
+def size_behaviours_judging(s, topic: str) -> dict[str, int]:
+    """The aws:message-byte-size behaviours whose TOPIC_FILTER dimension (IN) takes `topic`,
+    with their limits ("Scoping metrics in security profiles using dimensions")."""
+    filters = {d["Properties"]["Name"]: d["Properties"]["StringValues"]
+               for d in resources(defense(s), "AWS::IoT::Dimension").values()
+               if d["Properties"]["Type"] == "TOPIC_FILTER"}
+    judged = {}
+    for b in profile_of(s)["Behaviors"]:
+        if b["Metric"] == "aws:message-byte-size":
+            assert b["MetricDimension"]["Operator"] == "IN"  # never every topic
+            if any(topic_filter_matches(f, topic) for f in filters[b["MetricDimension"]["DimensionName"]]):
+                judged[b["Name"]] = int(b["Criteria"]["Value"]["Count"])
+    return judged
+
+
+def test_message_size_is_judged_per_topic_so_a_large_alert_contains_nothing(dev):
+    """A 100 KiB alert is only judged by the alert limit (default: the 128 KB MQTT maximum);
+    telemetry keeps its own 8 KiB limit on both forms of the Basic Ingest topic."""
+    alert = size_behaviours_judging(dev, topics.alerts_topic("SN-0001"))
+    assert alert == {"AlertMessageByteSize": 131_072}
+    assert all(100 * 1024 <= limit for limit in alert.values())
+    basic_ingest = topics.telemetry_topic("fleetwarden_dev_telemetry", "SN-0001")
+    for topic in (basic_ingest, topics.telemetry_rule_topic("SN-0001")):
+        assert size_behaviours_judging(dev, topic) == {"TelemetryMessageByteSize": 8192}, topic
+    assert size_behaviours_judging(dev, topics.shadow_prefix("SN-0001") + "/update") == {}
+    profile = resources(defense(dev), "AWS::IoT::SecurityProfile")
+    dimensions = resources(defense(dev), "AWS::IoT::Dimension")
+    assert set(next(iter(profile.values()))["DependsOn"]) == set(dimensions)  # they exist first
+
+
+def test_alert_size_limit_comes_from_config(tmp_path):
+    s = synthesise("dev", tmp_path, {"max_alert_bytes": 65_536, "max_telemetry_bytes": 4096})
+    assert size_behaviours_judging(s, "dt/SN-0001/alerts") == {"AlertMessageByteSize": 65_536}
+    assert size_behaviours_judging(s, "dt/SN-0001/telemetry") == {"TelemetryMessageByteSize": 4096}
+
+
+def test_only_counts_over_time_carry_a_duration(dev):
+    """BehaviorCriteria.durationSeconds is for criteria with a time dimension (AWS IoT API
+    reference, BehaviorCriteria): counts per window carry the window; a message size and what a
+    device report states (ports, established connections) carry none."""
+    durations = {b["Name"]: b["Criteria"].get("DurationSeconds") for b in profile_of(dev)["Behaviors"]}
+    assert durations == {
+        "MessagesSent": 300, "AuthorizationFailures": 300, "ConnectionAttempts": 300, "Disconnects": 300,
+        "TelemetryMessageByteSize": None, "AlertMessageByteSize": None,
+        "ListeningTcpPorts": None, "ListeningUdpPorts": None, "EstablishedTcpConnections": None}
+
+
+def warnings_of(s, stack) -> list[str]:
+    """Warnings in the synthesised cloud assembly (what `cdk synth` prints)."""
+    artifact = cx_api.CloudAssembly(str(s.outdir)).get_stack_artifact(stack.artifact_id)
+    return [str(m.entry.data) for m in artifact.messages if m.level == cx_api.SynthesisMessageLevel.WARNING]
+
+
+def test_defender_alone_warns_that_a_telemetry_flood_may_go_unseen(tmp_path):
+    """Basic Ingest page ("Reducing messaging costs with Basic Ingest"): num-messages-received is
+    not emitted for it, and nothing documents that aws:num-messages-sent counts it."""
+    s = synthesise("dev", tmp_path, {"detect": "defender", "detection_window_seconds": 3600})
+    assert warnings_of(s, s.stacks.defense) == [DEFENDER_ALONE_WARNING]
+    assert "telemetry flood may go unseen by Defender alone" in DEFENDER_ALONE_WARNING
+    sent = next(b for b in profile_of(s)["Behaviors"] if b["Metric"] == "aws:num-messages-sent")
+    assert sent["Criteria"]["DurationSeconds"] == 3600
+
+
+def test_no_warning_when_the_builtin_detector_counts_telemetry(dev):
+    assert not any("Basic Ingest" in w for w in warnings_of(dev, dev.stacks.defense))
 
 
 def test_thresholds_come_from_config(tmp_path):
