@@ -53,6 +53,7 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
                            description=f"Fleetwarden {stage.name}: detection, containment, audits",
                            **common)
     devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", devices=stage.declared_devices, identity=identity,
+                           defaults=audit.defaults,
                            description=f"Fleetwarden {stage.name}: devices declared in config",
                            **common) if stage.declared_devices else None
 

@@ -167,6 +167,46 @@ def test_declared_devices_become_things_certificates_and_attachments(csrs, tmp_p
         assert "PRIVATE KEY" not in path.read_text(), path
 
 
+def _joined(value) -> str:
+    """A template string value with Fn::Join flattened and each Ref written as ${Name}."""
+    if isinstance(value, str):
+        return value
+    if "Ref" in value:
+        return "${" + value["Ref"] + "}"
+    separator, parts = value["Fn::Join"]
+    return separator.join(_joined(part) for part in parts)
+
+
+def test_declared_devices_join_the_fleet_group_the_defender_profile_targets(csrs, tmp_path):
+    """AddThingToThingGroup on create, RemoveThingFromThingGroup on delete (AWS IoT API
+    reference; ResourceNotFoundException is a documented error of the latter), allowed on this
+    thing and the fleet group only."""
+    devices = [{"name": "SN-0001", "csr_file": str(csrs / "SN-0001.csr.pem")}]
+    s = synthesise("dev", tmp_path, {"declared_devices": devices})
+    template_json = s.template_json(s.stacks.devices)
+    (call,) = resources(template_json, "Custom::AWS").values()
+    thing_ref = "${" + next(iter(resources(template_json, "AWS::IoT::Thing"))) + "}"
+    create, delete = (json.loads(_joined(call["Properties"][key])) for key in ("Create", "Delete"))
+    membership = {"thingGroupName": "fleetwarden-dev-fleet", "thingName": thing_ref}
+    assert (create["service"], create["action"]) == ("Iot", "addThingToThingGroup")
+    assert create["parameters"] == membership
+    assert (delete["action"], delete["parameters"]) == ("removeThingFromThingGroup", membership)
+    assert delete["ignoreErrorCodesMatching"] == "ResourceNotFoundException"
+    assert json.loads(_joined(call["Properties"]["Update"]))["action"] == "addThingToThingGroup"
+    (policy,) = resources(template_json, "AWS::IAM::Policy").values()
+    (statement,) = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == ["iot:AddThingToThingGroup", "iot:RemoveThingFromThingGroup"]
+    prefix = "arn:${AWS::Partition}:iot:${AWS::Region}:${AWS::AccountId}"
+    assert [_joined(r) for r in statement["Resource"]] == [
+        f"{prefix}:thing/SN-0001", f"{prefix}:thinggroup/fleetwarden-dev-fleet"]
+    # The group the Defender profile targets is the one the device joins.
+    profile = next(iter(resources(s.template_json(s.stacks.defense), "AWS::IoT::SecurityProfile").values()))
+    assert "RegistryFleetGroup" in json.dumps(profile["Properties"]["TargetArns"])
+    group = next(g["Properties"] for k, g in resources(identity(s), "AWS::IoT::ThingGroup").items()
+                 if k.startswith("RegistryFleetGroup"))
+    assert group["ThingGroupName"] == "fleetwarden-dev-fleet"
+
+
 def test_no_devices_stack_without_declared_devices(dev):
     assert dev.stacks.devices is None
 
