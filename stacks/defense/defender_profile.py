@@ -126,6 +126,6 @@ class DefenderProfile(Construct):
             target_arns=[fleet_group_arn],
         )
         for dimension in self.dimensions.values():
-            self.profile.add_dependency(dimension)
+            self.profile.node.add_dependency(dimension)
         acknowledge_role_policy(alert_role, "Device Defender publishing violations")
         self.alert_role = alert_role
