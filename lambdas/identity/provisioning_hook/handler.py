@@ -38,9 +38,9 @@ from identity.tokens import serial_pattern  # noqa: E402
 from shared.runtime import handler_runtime  # noqa: E402
 
 IOT_DEADLINE = 5.0  # seconds, cold start included (pre-provisioning-hook.html)
-RESERVE = 0.6  # IoT -> Lambda invoke, the runtime's start before this module, the reply to IoT (unmeasurable here)
-CONNECT_TIMEOUT = 0.3
-READ_TIMEOUT = 0.6
+RESERVE = 1.0  # IoT -> Lambda invoke, the runtime's start before this module, the reply to IoT (unmeasurable here)
+CONNECT_TIMEOUT = 0.25
+READ_TIMEOUT = 0.5
 ONE_ATTEMPT = CONNECT_TIMEOUT + READ_TIMEOUT  # the longest one AWS call may take
 TIMEOUT_MARGIN = 0.1  # answer this long before the function's own timeout would cut the reply
 CLIENT_CONFIG = Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=READ_TIMEOUT,
