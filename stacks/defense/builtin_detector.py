@@ -1,15 +1,17 @@
 """The built-in detector, for accounts where Device Defender Detect is not offered.
 
-Telemetry (tapped from the telemetry rule), presence events and device metric reports go into
-one Kinesis stream keyed by device; the detector folds each shard's records into per-device
-counts held in Lambda tumbling-window state, so a healthy device costs no database write and a
-flood spread over many batches still adds up. Authorisation failures come from IoT Core's logs
-through a subscription filter that passes only failures, so that path costs only on anomalies.
+Telemetry (tapped from the telemetry rule), every other message a device sends (alerts, shadow
+requests, metric reports), presence events and refused connections go into one Kinesis stream
+keyed by the connection (refused connections by certificate); the detector folds each shard's
+records into per-subject counts held in Lambda tumbling-window state, so a healthy device costs
+no database write and a flood spread over many batches still adds up. Authorisation failures
+also come from IoT Core's logs through a subscription filter that passes only failures, so that
+path costs only on anomalies. Whom each signal is counted against: lambdas/defense/attribution.py.
 """
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Acknowledgment, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot_actions_alpha as actions
 from aws_cdk import aws_kinesis as kinesis
@@ -33,12 +35,30 @@ from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule
 from stacks.platform.nag import acknowledge_dead_letter_grant
 from stacks.platform.table import secure_table
 
-PRESENCE_SQL = ("SELECT 'presence' AS kind, eventType AS event, clientId AS client_id, timestamp, "
-                "disconnectReason AS disconnect_reason FROM '{topic}'")
+# A lifecycle event's fields (https://docs.aws.amazon.com/iot/latest/developerguide/life-cycle-events.html:
+# clientId, timestamp, eventType, sessionIdentifier, principalIdentifier, versionNumber,
+# disconnectReason; connect_failed has no versionNumber) -> the detector's names. A field an event
+# lacks is left out of the rule's output.
+PRESENCE_FIELDS = {"eventType": "event", "clientId": "client_id", "timestamp": "timestamp",
+                   "principalIdentifier": "principal", "sessionIdentifier": "session",
+                   "versionNumber": "version", "disconnectReason": "disconnect_reason"}
+PRESENCE_SQL = ("SELECT 'presence' AS kind, "
+                + ", ".join(f"{field} AS {name}" for field, name in PRESENCE_FIELDS.items())
+                + " FROM '{topic}'{where}")
+# connected / disconnected are keyed by client id (the thing, see attribution.py); connect_failed
+# (the "Connect attempt failure event") by the certificate it is counted against, so all refused
+# attempts of one certificate reach one shard whatever client ids it claims.
+CONNECTED_OR_DISCONNECTED = " WHERE eventType = 'connected' OR eventType = 'disconnected'"
 # Device Defender reports come with long (header/metrics) or short (hed/met) key names; the
 # absent pair is simply left out of the object.
-METRICS_SQL = ("SELECT 'metrics' AS kind, topic(3) AS thing, {{'header': header, 'metrics': metrics, "
-               "'hed': hed, 'met': met}} AS report FROM '{topic}'")
+METRICS_SQL = ("SELECT 'metrics' AS kind, topic(3) AS thing, clientid() AS client_id, "
+               "{{'header': header, 'metrics': metrics, 'hed': hed, 'met': met}} AS report FROM '{topic}'")
+# Every other message a device sends counts toward its message limit too. Alerts: dt/<thing>/alerts.
+# Shadow requests: a device publishes to <prefix>/update, /get, /delete ("Publish/Subscribe" in
+# https://docs.aws.amazon.com/iot/latest/developerguide/reserved-topics.html#reserved-topics-shadow);
+# '+' there takes exactly those, not the service's replies one level deeper (update/accepted...).
+MESSAGE_SQL = "SELECT 'message' AS kind, clientid() AS client_id FROM '{topic}'"
+SHADOW_REQUESTS = topics.shadow_prefix("+", "+") + "/+"
 AUTH_FAILURE_PATTERN = '{ $.reason = "AUTHORIZATION_FAILURE" }'
 
 
@@ -80,9 +100,17 @@ class BuiltinDetector(Construct):
             )
             for rule_id, name, sql, partition in (
                 ("PresenceRule", rule_name(stage_name, "presence"),
-                 PRESENCE_SQL.format(topic=topics.presence_topic()), "${clientId}"),
+                 PRESENCE_SQL.format(topic=topics.presence_topic(), where=CONNECTED_OR_DISCONNECTED),
+                 "${clientId}"),
+                ("ConnectFailedRule", rule_name(stage_name, "connect_failed"),
+                 PRESENCE_SQL.format(topic=topics.presence_topic("connect_failed"), where=""),
+                 "${principalIdentifier}"),
                 ("DeviceMetricsRule", rule_name(stage_name, "device_metrics"),
                  METRICS_SQL.format(topic=topics.defender_metrics_topic("+")), "${topic(3)}"),
+                ("AlertsCountRule", rule_name(stage_name, "alert_count"),
+                 MESSAGE_SQL.format(topic=topics.alerts_topic("+")), "${clientid()}"),
+                ("ShadowCountRule", rule_name(stage_name, "shadow_count"),
+                 MESSAGE_SQL.format(topic=SHADOW_REQUESTS), "${clientid()}"),
             )
         ]
         finish_rule_role(role, key=observations.encryption_key, purpose="the detector's rules",
@@ -105,6 +133,7 @@ class BuiltinDetector(Construct):
                 "MAX_CONNECTS": str(limits.connection_attempts),
                 "MAX_DISCONNECTS": str(limits.disconnects),
                 "MAX_ESTABLISHED_TCP": str(limits.established_tcp_connections),
+                "MAX_AUTH_FAILURES": str(limits.authorization_failures),
             },
             reserved_concurrency=20,
             timeout=Duration.minutes(1),
@@ -124,6 +153,14 @@ class BuiltinDetector(Construct):
         ))
         allow_publish(self.detector, violation_topic, key)
         acknowledge_dead_letter_grant(self.detector.role)
+        # Is a refused connection's certificate attached to the thing it claimed? Asked only when a
+        # certificate crosses a limit (lambdas/defense/attribution.py); ListThingPrincipals takes a
+        # thing ARN, and the claimed thing may be any.
+        things = Stack.of(self).format_arn(service="iot", resource="thing", resource_name="*")
+        prove_attachment = iam.PolicyStatement(sid="ProveAttachment", actions=["iot:ListThingPrincipals"],
+                                               resources=[things])
+        self.detector.add_to_role_policy(prove_attachment)
+        _acknowledge_any_thing(self.detector.role)
 
         # --- authorisation failures from IoT Core logs (the stage that owns IoT logging) ----------
         self.auth_failures = None
@@ -157,6 +194,8 @@ class BuiltinDetector(Construct):
             ).function
             self.auth_failures.add_to_role_policy(iam.PolicyStatement(
                 actions=["dynamodb:UpdateItem"], resources=[counters.table_arn]))
+            self.auth_failures.add_to_role_policy(prove_attachment)
+            _acknowledge_any_thing(self.auth_failures.role)
             allow_publish(self.auth_failures, violation_topic, key)
             allow_key_use(self.auth_failures, key)
             logs.SubscriptionFilter(
@@ -166,3 +205,10 @@ class BuiltinDetector(Construct):
                 filter_pattern=logs.FilterPattern.literal(AUTH_FAILURE_PATTERN),
             )
         self.functions = [self.detector] + ([self.auth_failures] if self.auth_failures else [])
+
+
+def _acknowledge_any_thing(role: iam.IRole) -> None:
+    Validations.of(role).acknowledge(Acknowledgment(
+        id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:thing/*]",
+        reason="ListThingPrincipals (read-only) on the thing a refused connection claimed, which can be "
+               "any thing of the account; asked only when a certificate crosses a detection limit."))

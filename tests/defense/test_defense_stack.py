@@ -6,6 +6,7 @@ import pytest
 from aws_cdk import cx_api
 
 from lambdas.shared import topics
+from stacks.defense.builtin_detector import PRESENCE_FIELDS
 from stacks.defense_stack import DEFENDER_ALONE_WARNING
 from tests.infra.synth import resources, role_actions, synthesise
 
@@ -150,11 +151,31 @@ def test_builtin_detector_folds_device_keyed_records_in_tumbling_windows(dev):
     rules = {r["Properties"]["RuleName"]: r["Properties"]["TopicRulePayload"]
              for r in resources(defense(dev), "AWS::IoT::TopicRule").values()}
     presence = rules["fleetwarden_dev_presence"]
-    assert "FROM '$aws/events/presence/+/+'" in presence["Sql"]
+    assert "FROM '$aws/events/presence/+/+' WHERE eventType = 'connected' OR eventType = 'disconnected'" \
+        in presence["Sql"]
     assert presence["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientId}"
+    # Refused connections ("Connect attempt failure event", life-cycle-events.html): keyed by the
+    # certificate they are counted against, whatever client id they claimed.
+    failed = rules["fleetwarden_dev_connect_failed"]
+    assert "FROM '$aws/events/presence/connect_failed/+'" in failed["Sql"]
+    assert failed["Actions"][0]["Kinesis"]["PartitionKey"] == "${principalIdentifier}"
+    for sql in (presence["Sql"], failed["Sql"]):  # the documented fields, as the detector names them
+        for field, name in PRESENCE_FIELDS.items():
+            assert f"{field} AS {name}" in sql
     metrics = rules["fleetwarden_dev_device_metrics"]
     assert "FROM '$aws/things/+/defender/metrics/json'" in metrics["Sql"]
+    assert "clientid() AS client_id" in metrics["Sql"]
     assert metrics["Actions"][0]["Kinesis"]["PartitionKey"] == "${topic(3)}"
+    # Every other message counts toward the device's message limit (alerts, shadow requests).
+    for rule, topic_filter in (("alert_count", "dt/+/alerts"), ("shadow_count", "$aws/things/+/shadow/name/+/+")):
+        payload = rules[f"fleetwarden_dev_{rule}"]
+        assert payload["Sql"] == f"SELECT 'message' AS kind, clientid() AS client_id FROM '{topic_filter}'"
+        assert payload["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientid()}"
+    assert topic_filter_matches("$aws/things/+/shadow/name/+/+", topics.shadow_prefix("SN-1") + "/update")
+    assert not topic_filter_matches("$aws/things/+/shadow/name/+/+", topics.shadow_prefix("SN-1") + "/update/accepted")
+    detector = next(f["Properties"] for k, f in resources(defense(dev), "AWS::Lambda::Function").items()
+                    if k.startswith("DetectorFunction"))
+    assert detector["Environment"]["Variables"]["MAX_AUTH_FAILURES"] == "10"
     for payload in rules.values():
         assert payload["AwsIotSqlVersion"] == "2016-03-23"
         assert payload["ErrorAction"]["S3"]["Key"].startswith("rule-errors/")
@@ -164,6 +185,8 @@ def test_detector_writes_nothing_but_violations(dev):
     actions = role_actions(defense(dev), "DetectorRole")
     assert not {a for a in actions if a.startswith("dynamodb:")}
     assert "sns:Publish" in actions
+    iot = {a for a in actions if a.startswith("iot:")}
+    assert iot == {"iot:ListThingPrincipals"}  # proving a certificate's thing: read-only
 
 
 def test_authorisation_failures_watched_only_where_iot_logging_lives(dev, prod):
@@ -171,6 +194,8 @@ def test_authorisation_failures_watched_only_where_iot_logging_lives(dev, prod):
     subscription = next(iter(resources(defense(prod), "AWS::Logs::SubscriptionFilter").values()))["Properties"]
     assert subscription["LogGroupName"] == "AWSIotLogsV2"
     assert subscription["FilterPattern"] == '{ $.reason = "AUTHORIZATION_FAILURE" }'
+    actions = role_actions(defense(prod), "DetectorAuthFailureDetectorRole")
+    assert {a for a in actions if a.startswith("iot:")} == {"iot:ListThingPrincipals"}
 
 
 def test_auto_response_runs_on_every_violation_with_retries_and_a_dlq(dev):

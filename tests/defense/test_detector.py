@@ -1,6 +1,11 @@
 """Built-in detector, pure part: fold over real-shaped Kinesis records (data = base64 of the JSON the
 IoT rules put on the stream), report validation, settings. No AWS here: the detector has no
 database, and publishing is the handler's (test_detector_handler.py).
+
+Lifecycle events are built exactly as "Lifecycle events" shows them
+(https://docs.aws.amazon.com/iot/latest/developerguide/life-cycle-events.html: connect, disconnect
+and "Connect attempt failure event" messages) and turned into the presence rules' output with the
+rules' own field list (stacks/defense/builtin_detector.PRESENCE_FIELDS).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from defense.detector.windows import (
     window_start,
 )
 from shared.violations import Violation, derive_violation_id, parse_violation, violation_json
+
+from stacks.defense.builtin_detector import PRESENCE_FIELDS
 
 PROFILE = "fleetwarden-test-builtin"
 WINDOW = {"start": "2024-03-05T07:05:00Z", "end": "2024-03-05T07:10:00Z"}
@@ -75,11 +82,41 @@ def telemetry(thing: str, payload: bytes = PAYLOAD, *, client_id: str | None = N
                            "principal": "a1" * 32, "received_at": 1_709_622_301_000}, client)
 
 
-def presence(client_id: str, event: str) -> dict:
-    doc = {"kind": "presence", "event": event, "client_id": client_id, "timestamp": 1_709_622_301_000}
-    if event == "disconnected":
-        doc["disconnect_reason"] = "CONNECTION_LOST"
-    return kinesis_record(doc, client_id)
+CERT_A = "a1" * 32  # certificate ids: 64 hex characters
+CERT_CLAIM = "c1a1" * 16
+_event_number = iter(range(1, 10**9))
+
+
+def lifecycle_event(client_id: str, event_type: str, *, principal: str = CERT_A, n: int | None = None) -> dict:
+    """A lifecycle event as IoT publishes it on $aws/events/presence/<event_type>/<client_id>; each
+    call is a new event (its own session, version and time) unless `n` repeats one."""
+    n = next(_event_number) if n is None else n
+    event = {"clientId": client_id, "timestamp": 1_709_622_301_000 + n, "eventType": event_type,
+             "sessionIdentifier": f"00000000-0000-0000-0000-{n:012d}", "principalIdentifier": principal}
+    if event_type == "connected":
+        event |= {"ipAddress": "192.0.2.0", "versionNumber": n}
+    elif event_type == "disconnected":
+        event |= {"clientInitiatedDisconnect": False, "disconnectReason": "CONNECTION_LOST", "versionNumber": n}
+    else:  # connect_failed: no versionNumber
+        event |= {"connectFailureReason": "AUTHORIZATION_FAILED", "ipAddress": "192.0.2.0"}
+    return event
+
+
+def presence_record(event: dict) -> dict:
+    """What the presence rules put on the stream for `event` (a field the event lacks is left out);
+    keyed as those rules key it: the client id, or the certificate for a refused connection."""
+    doc = {"kind": "presence"} | {name: event[field] for field, name in PRESENCE_FIELDS.items() if field in event}
+    key = event["principalIdentifier"] if event["eventType"] == "connect_failed" else event["clientId"]
+    return kinesis_record(doc, key)
+
+
+def presence(client_id: str, event: str, **kwargs) -> dict:
+    return presence_record(lifecycle_event(client_id, event, **kwargs))
+
+
+def message(client_id: str) -> dict:
+    """An alert or shadow request as the detector's message rules forward it."""
+    return kinesis_record({"kind": "message", "client_id": client_id}, client_id)
 
 
 def report(*, tcp_ports=(), udp_ports=(), established=0, short=False) -> dict:
@@ -139,7 +176,8 @@ def assert_defender_format(violation: dict) -> Violation:
 
 
 def behaviors(violations) -> list[tuple[str, str]]:
-    return [(v["thingName"], v["behavior"]["name"]) for v in violations]
+    """(subject, behaviour) of each violation; a certificate's subject is "@<id>"."""
+    return [(v.get("thingName") or "@" + v["certificateId"], v["behavior"]["name"]) for v in violations]
 
 
 # ---- floods --------------------------------------------------------------------------------------
@@ -164,7 +202,7 @@ def test_a_flood_in_one_batch_gives_exactly_one_violation_in_defender_format():
         "violationEventTime": NOW_MS,
     }
     assert state["t"]["sensor-0001"][:4] == [150, 150 * len(PAYLOAD), 0, 0]
-    assert state["t"]["sensor-0002"] == [20, 20 * len(PAYLOAD), 0, 0, 0]
+    assert state["t"]["sensor-0002"] == [20, 20 * len(PAYLOAD), 0, 0, 0, 0]
 
 
 def test_the_same_flood_spread_over_many_batches_gives_exactly_one_violation():
@@ -207,12 +245,13 @@ def test_healthy_traffic_from_many_devices_over_many_batches_gives_no_violation(
     state, violations = run(batches, stats=stats)
     assert violations == []
     assert len(state["t"]) == 1000
-    assert all(entry[0] == 20 and entry[2] == 1 and entry[4] == 0 for entry in state["t"].values())
+    # 20 telemetry messages and one report each; one connect
+    assert all(entry[0] == 21 and entry[2] == 1 and entry[4] == 0 for entry in state["t"].values())
     assert stats.records == 22_000 and stats.malformed == {} and stats.evicted == 0
 
 
 def test_at_the_limit_is_not_over_it():
-    _, violations = run([[telemetry("sensor-0001")] * 100, [presence("sensor-0001", "connected")] * 5])
+    _, violations = run([[telemetry("sensor-0001")] * 100, [presence("sensor-0001", "connected") for _ in range(5)]])
     assert violations == []
     _, violations = run([[telemetry("sensor-0001")] * 101])
     assert behaviors(violations) == [("sensor-0001", "MessagesSent")]
@@ -225,7 +264,7 @@ def test_a_retried_batch_with_the_previous_state_gives_the_same_result_and_no_do
     first = [telemetry("sensor-0001") for _ in range(60)]
     state1, _ = fold({}, first, LIMITS, WINDOW, now_ms=NOW_MS)
     snapshot = copy.deepcopy(state1)
-    second = [telemetry("sensor-0001") for _ in range(60)] + [presence("sensor-0002", "connected")] * 6
+    second = [telemetry("sensor-0001") for _ in range(60)] + [presence("sensor-0002", "connected") for _ in range(6)]
     state2, violations = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
     # Lambda retries the batch with the state it had sent: the same answer, nothing counted twice.
     retried_state, retried = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
@@ -246,7 +285,7 @@ def test_a_new_window_starts_empty_and_previous_counts_do_not_carry_over():
         new_state, violations = fold(carried, [telemetry("sensor-0001")] * 90, LIMITS, NEXT_WINDOW,
                                      now_ms=NOW_MS, stats=stats)
         assert violations == []
-        assert new_state["t"] == {"sensor-0001": [90, 90 * len(PAYLOAD), 0, 0, 0]}
+        assert new_state["t"] == {"sensor-0001": [90, 90 * len(PAYLOAD), 0, 0, 0, 0]}
         assert new_state["w"] == WINDOW_START + 300 and new_state["n"] == 90
     assert stats.state_reset == 1
 
@@ -393,6 +432,121 @@ def test_a_report_naming_another_thing_counts_against_its_client_id():
     assert behaviors(violations) == [("attacker-01", "ListeningTcpPorts")]
 
 
+# ---- every message counts (alerts, shadow requests, reports) --------------------------------------------
+
+
+def test_alerts_shadow_requests_and_reports_count_toward_the_message_limit():
+    stats = FoldStats()
+    batch = ([telemetry("sensor-0001") for _ in range(50)] + [message("sensor-0001") for _ in range(45)]
+             + [metrics_record("sensor-0001", report()) for _ in range(5)])
+    state, violations = run([batch], stats=stats)
+    assert violations == [] and state["t"]["sensor-0001"][0] == 100  # at the limit, not over it
+    _, violations = run([[message("sensor-0001")]], state=state)
+    assert behaviors(violations) == [("sensor-0001", "MessagesSent")]
+    assert stats.messages == 45 and stats.reports == 5
+
+
+def test_an_alert_flood_alone_is_seen():
+    _, violations = run([[message("sensor-0002") for _ in range(101)]])
+    assert behaviors(violations) == [("sensor-0002", "MessagesSent")]
+    assert violations[0]["metricValue"] == {"count": 101}
+
+
+# ---- lifecycle events: duplicates, order, refused connections ---------------------------------------
+
+
+def flaky_link(client_id: str, reconnects: int) -> list[dict]:
+    """A device on a flaky link: `reconnects` sessions, each connected then lost."""
+    events = []
+    for _ in range(reconnects):
+        n = next(_event_number)
+        events += [lifecycle_event(client_id, "connected", n=n), lifecycle_event(client_id, "disconnected", n=n)]
+    return events
+
+
+def test_a_duplicated_and_reordered_presence_stream_within_limits_contains_nothing():
+    """Lifecycle messages "might be sent out of order" and "You might receive duplicate
+    messages" (life-cycle-events.html): each one counts once, whatever the order."""
+    events = flaky_link("sensor-0003", LIMITS.max_connects)  # exactly at both limits
+    delivered = [presence_record(e) for e in events] + [presence_record(e) for e in reversed(events)]
+    stats = FoldStats()
+    state, violations = run([delivered[:7], delivered[7:13], delivered[13:]], stats=stats)
+    assert violations == []
+    assert state["t"]["sensor-0003"][2:4] == [5, 5]
+    assert stats.duplicates == 10 and stats.presence == 10
+    # Through JSON and a retry of the last batch: still once each.
+    again, violations = fold(json.loads(json.dumps(state)), delivered[13:], LIMITS, WINDOW, now_ms=NOW_MS)
+    assert violations == [] and again["t"]["sensor-0003"][2:4] == [5, 5]
+
+
+def test_distinct_events_beyond_the_limit_still_alarm_and_their_fingerprints_stay_bounded():
+    events = flaky_link("sensor-0004", 200)
+    state, violations = run([[presence_record(e) for e in events]])
+    assert sorted(behaviors(violations)) == [("sensor-0004", "ConnectionAttempts"), ("sensor-0004", "Disconnects")]
+    assert state["t"]["sensor-0004"][2:4] == [200, 200]
+    # Only the events within the limits are remembered (beyond them the alarm is raised already).
+    assert len(state["p"]["sensor-0004"]) == LIMITS.max_connects + LIMITS.max_disconnects
+
+
+def test_the_previous_states_fingerprints_are_never_modified():
+    first = [presence("sensor-0005", "connected")]
+    state1, _ = fold({}, first, LIMITS, WINDOW, now_ms=NOW_MS)
+    snapshot = copy.deepcopy(state1)
+    state2, _ = fold(state1, [presence("sensor-0005", "connected"), first[0]], LIMITS, WINDOW, now_ms=NOW_MS)
+    assert state1 == snapshot
+    assert state2["t"]["sensor-0005"][2] == 2 and len(state2["p"]["sensor-0005"]) == 2
+
+
+def test_refused_connections_under_another_devices_client_id_blame_the_certificate():
+    """50 refused Connects under SN-B's client id from SN-A's certificate and from the claim
+    certificate: certificate violations carrying the claimed client id; SN-B is not counted."""
+    stats = FoldStats()
+    batch = ([presence("SN-B", "connect_failed", principal=CERT_A) for _ in range(50)]
+             + [presence("SN-B", "connect_failed", principal=CERT_CLAIM) for _ in range(50)])
+    state, violations = run([batch[:30], batch[30:]], stats=stats)
+    assert sorted(behaviors(violations)) == sorted(
+        [("@" + cert, name) for cert in (CERT_A, CERT_CLAIM)
+         for name in ("AuthorizationFailures", "ConnectionAttempts")])
+    for violation in violations:
+        assert_defender_format(violation)
+        assert violation["clientId"] == "SN-B" and "thingName" not in violation
+    by_name = {(v["certificateId"], v["behavior"]["name"]): v for v in violations}
+    failures = by_name[(CERT_A, "AuthorizationFailures")]
+    assert failures["behavior"]["metric"] == "aws:num-authorization-failures"
+    assert failures["metricValue"] == {"count": LIMITS.max_auth_failures + 1}
+    assert failures["violationId"] == derive_violation_id(
+        certificate_id=CERT_A, profile=PROFILE, behavior_name="AuthorizationFailures", window=WINDOW_START)
+    assert "SN-B" not in state["t"] and state["t"]["@" + CERT_A][2] == 50 and state["t"]["@" + CERT_A][5] == 50
+    assert stats.connect_failed == 100
+
+
+def test_a_refused_connection_from_a_principal_that_is_no_certificate_names_nothing():
+    """The docs' own example carries a 32-digit placeholder, not a certificate id (64 hex): like
+    IAM credentials, nothing a violation could name. Counted as unattributed."""
+    example = {"clientId": "186b5", "thingName": "exampleThing", "timestamp": 1460065214626,
+               "eventType": "connect_failed", "connectFailureReason": "AUTHORIZATION_FAILED",
+               "principalIdentifier": "12345678901234567890123456789012",
+               "sessionIdentifier": "00000000-0000-0000-0000-000000000000", "ipAddress": "192.0.2.0"}
+    stats = FoldStats()
+    state, violations = run([[presence_record(example)] * 20], stats=stats)
+    assert violations == [] and state["t"] == {} and stats.unattributed == 20 and stats.malformed == {}
+
+
+def test_a_claim_connection_counts_against_its_certificate_not_a_thing():
+    batch = [presence("claim-0f3a9c", "connected", principal=CERT_CLAIM) for _ in range(6)]
+    state, violations = run([batch])
+    assert behaviors(violations) == [("@" + CERT_CLAIM, "ConnectionAttempts")]
+    assert "clientId" not in violations[0] and "claim-0f3a9c" not in state["t"]
+
+
+def test_presence_records_without_a_session_are_counted_as_they_come():
+    """Not IoT's shape (every lifecycle event has a sessionIdentifier): nothing to recognise a
+    duplicate by, so each counts."""
+    doc = {"kind": "presence", "event": "connected", "client_id": "sensor-0006", "timestamp": 1}
+    state, violations = run([[kinesis_record(doc)] * 6])
+    assert behaviors(violations) == [("sensor-0006", "ConnectionAttempts")]
+
+
 # ---- malformed records, caps, settings ---------------------------------------------------------------
 
 
@@ -421,7 +575,7 @@ def test_malformed_records_are_counted_by_reason_and_skipped():
         expected[reason] = expected.get(reason, 0) + 1
     assert stats.malformed == expected
     assert stats.records == len(bad) + 2 and stats.telemetry == 2
-    assert state["t"] == {"sensor-0001": [2, 2 * len(PAYLOAD), 0, 0, 0]}
+    assert state["t"] == {"sensor-0001": [2, 2 * len(PAYLOAD), 0, 0, 0, 0]}
 
 
 def test_records_that_are_not_a_list_count_as_none():
@@ -460,6 +614,7 @@ def test_limits_from_env():
     assert limits == Limits(max_messages=600, max_bytes=5_242_880, max_connects=10, max_disconnects=11,
                             max_established_tcp=12, window_seconds=900, profile="fleetwarden-dev-builtin",
                             max_tracked=2000)
+    assert limits_from_env({**env, "MAX_AUTH_FAILURES": "3"})[0].max_auth_failures == 3
     limits, problems = limits_from_env({**env, "MAX_MESSAGES": "lots", "WINDOW_SECONDS": "901",
                                         "PROFILE_NAME": "bad name"})
     assert limits.max_messages == Limits.max_messages and limits.window_seconds == Limits.window_seconds

@@ -15,11 +15,12 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.exceptions import ClientError
 from defense.detector import handler as detector_handler
 from moto import mock_aws
 from shared.violations import Violation, parse_violation
 
-from tests.helpers import drain_published
+from tests.helpers import Calls, drain_published
 from tests.defense.test_detector import (
     NEXT_WINDOW,
     SHARD,
@@ -81,6 +82,7 @@ def aws(monkeypatch):
     monkeypatch.delenv("MAX_TRACKED_THINGS", raising=False)
     sns_client = detector_handler._sns  # the cached builder, before the test replaces it
     detector_handler._settings.cache_clear()
+    detector_handler._attachments.cache_clear()
     sns_client.cache_clear()
     with mock_aws():
         sns = boto3.client("sns", region_name=REGION)
@@ -99,8 +101,9 @@ def aws(monkeypatch):
             return drain_published(sqs, queue_url)
 
         yield type("Aws", (), {"topic": topic, "sns": counting, "published": staticmethod(published),
-                               "real_sns": sns_client})
+                               "real_sns": sns_client, "iot": boto3.client("iot", region_name=REGION)})
     detector_handler._settings.cache_clear()
+    detector_handler._attachments.cache_clear()
     sns_client.cache_clear()
 
 
@@ -272,7 +275,7 @@ def test_bad_settings_keep_defaults_and_say_so(aws, monkeypatch, logs, capsys):
 
 
 def test_the_published_message_parses_with_the_shared_parser(aws):
-    invoke(tumbling_event([presence("sensor-0004", "connected")] * 6))
+    invoke(tumbling_event([presence("sensor-0004", "connected") for _ in range(6)]))
     (message,) = aws.published()
     parsed = parse_violation(json.dumps(message))
     assert parsed.behavior.criteria == {"comparisonOperator": "greater-than", "value": {"count": 5},
@@ -284,3 +287,55 @@ def test_the_real_client_builder_publishes(aws, monkeypatch):
     invoke(tumbling_event([telemetry("sensor-0003")] * 101))
     (message,) = aws.published()
     assert message["thingName"] == "sensor-0003"
+
+
+# ---- refused connections: the registry decides whose they are ---------------------------------------
+
+
+def registered(iot, thing: str) -> str:
+    """A thing with its own certificate attached; returns the certificate id."""
+    iot.create_thing(thingName=thing)
+    cert = iot.create_keys_and_certificate(setAsActive=True)
+    iot.attach_thing_principal(thingName=thing, principal=cert["certificateArn"])
+    return cert["certificateId"]
+
+
+def watched_registry() -> Calls:
+    """The handler's registry client, with its calls recorded (and errors injectable)."""
+    client = boto3.client("iot", region_name=REGION)
+    detector_handler._attachments()._client = client
+    return Calls(client)
+
+
+def test_a_devices_own_certificate_refused_as_itself_is_that_devices_violation(aws):
+    cert_b = registered(aws.iot, "SN-B")
+    lookups = watched_registry()
+    invoke(tumbling_event([presence("SN-B", "connect_failed", principal=cert_b) for _ in range(11)]))
+    messages = aws.published()
+    assert sorted(m["behavior"]["name"] for m in messages) == ["AuthorizationFailures", "ConnectionAttempts"]
+    for message in messages:
+        assert message["thingName"] == "SN-B" and "certificateId" not in message
+        assert parse_violation(json.dumps(message)).kind == "thing"
+    assert lookups.calls == ["list_thing_principals"]  # one question; the second violation used the answer
+
+
+def test_another_certificate_refused_under_a_devices_client_id_stays_a_certificate_violation(aws):
+    registered(aws.iot, "SN-B")
+    cert_a = registered(aws.iot, "SN-A")
+    invoke(tumbling_event([presence("SN-B", "connect_failed", principal=cert_a) for _ in range(11)]))
+    messages = aws.published()
+    assert {m["certificateId"] for m in messages} == {cert_a}
+    assert all("thingName" not in m and m["clientId"] == "SN-B" for m in messages)
+
+
+def test_a_registry_error_fails_the_batch_and_the_retry_publishes(aws):
+    cert_b = registered(aws.iot, "SN-B")
+    batch = [presence("SN-B", "connect_failed", principal=cert_b) for _ in range(11)]
+    lookups = watched_registry()
+    lookups.fail["list_thing_principals"] = [
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "ListThingPrincipals")]
+    with pytest.raises(ClientError):
+        invoke(tumbling_event(batch))
+    assert aws.published() == []
+    invoke(tumbling_event(batch))  # Lambda's retry, with the same previous state
+    assert {m["thingName"] for m in aws.published()} == {"SN-B"}

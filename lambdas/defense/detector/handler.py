@@ -4,7 +4,11 @@ tumbling windows (event source mapping TumblingWindowInSeconds = WINDOW_SECONDS)
 Each invocation folds its batch into the window's state (detector/windows.py) and publishes the
 violations of devices that crossed a limit in this batch to VIOLATION_TOPIC_ARN, in Device
 Defender's SNS alert format. Healthy traffic makes no AWS call at all: boto3 is imported and the
-SNS client built on the first violation only.
+SNS client built on the first violation only. A certificate's violation (refused connections)
+first asks the registry whether the certificate is attached to the thing it claimed: if so it
+becomes that thing's violation (defense.attribution.resolve, one ListThingPrincipals call per
+certificate crossing a limit, cached for the window); a registry error fails the invocation like
+a publish error.
 
 Failure policy: if publishing fails, the invocation RAISES (it does not return
 batchItemFailures). Lambda then retries the same batch with the same previous state: fold is a
@@ -29,7 +33,8 @@ leniently (fold checks it strictly). No Powertools Tracer: the X-Ray SDK (and bo
 start of a function that calls nothing under healthy traffic is not worth a subsegment per publish.
 
 Env: VIOLATION_TOPIC_ARN, PROFILE_NAME, WINDOW_SECONDS, MAX_MESSAGES, MAX_BYTES, MAX_CONNECTS,
-MAX_DISCONNECTS, MAX_ESTABLISHED_TCP, optional MAX_TRACKED_THINGS (default 10,000 per shard).
+MAX_DISCONNECTS, MAX_ESTABLISHED_TCP, optional MAX_AUTH_FAILURES (default 10) and
+MAX_TRACKED_THINGS (default 10,000 per shard).
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.data_classes import KinesisStreamEvent
 
+from defense.attribution import Attachments, resolve
 from defense.detector.windows import FoldStats, Limits, alarmed_count, fold, limits_from_env
 from shared.runtime import client, handler_runtime
 
@@ -70,6 +76,12 @@ def _sns() -> Any:
     return client("sns")
 
 
+@functools.cache
+def _attachments() -> Attachments:
+    """The registry's answers for this container; the IoT client is built on the first question."""
+    return Attachments(lambda: client("iot"), ttl_seconds=_settings()[0].window_seconds)
+
+
 def publish(violations: list[dict[str, Any]]) -> None:
     """Every violation to the violation topic; PublishError (or the client's error) if any fails."""
     from shared.violations import violation_json
@@ -95,6 +107,11 @@ def _emit(stats: FoldStats, published: list[dict[str, Any]]) -> None:
     count("DetectorRecordsMalformed", stats.malformed_total)
     count("DeviceReportsInvalid", stats.reports_invalid)
     count("DetectorSpoofedRecords", stats.spoofed)
+    # Anomalies only (no alarm reads them): absent from a healthy batch's output.
+    for name, n in (("DetectorDuplicateEvents", stats.duplicates), ("DetectorConnectFailures", stats.connect_failed),
+                    ("DetectorUnattributed", stats.unattributed)):
+        if n:
+            count(name, n)
     count("DetectorThingsEvicted", stats.evicted)
     count("DetectorTrackedThings", stats.tracked)
     count("DetectorStateBytes", stats.state_bytes, MetricUnit.Bytes)
@@ -141,21 +158,25 @@ def lambda_handler(raw_event: Any, context: Any) -> dict[str, Any]:
 
     if violations:
         try:
+            violations = [resolve(v, _attachments(), window=state["w"]) for v in violations]
             publish(violations)
         except Exception:
-            logger.exception("violations not published; the batch will be retried with its previous state",
+            logger.exception("violations not attributed or published; the batch will be retried with its "
+                             "previous state",
                              extra={"shard": shard, "violations": len(violations)})
             _emit(stats, [])
             count("DetectorPublishFailures")
             raise
         for v in violations:
             logger.warning("violation published", extra={
-                "thing": v["thingName"], "behavior": v["behavior"]["name"], "violation_id": v["violationId"],
+                "thing": v.get("thingName"), "certificate": v.get("certificateId"), "client_id": v.get("clientId"),
+                "behavior": v["behavior"]["name"], "violation_id": v["violationId"],
                 "metric_value": v.get("metricValue"), "window_start": state["w"]})
     _emit(stats, violations)
     logger.info("detector batch folded", extra={
         "shard": shard, "window_start": state["w"], "records": stats.records, "telemetry": stats.telemetry,
-        "presence": stats.presence, "reports": stats.reports, "malformed": stats.malformed,
+        "messages": stats.messages, "presence": stats.presence, "connect_failed": stats.connect_failed,
+        "duplicates": stats.duplicates, "reports": stats.reports, "malformed": stats.malformed,
         "violations": len(violations), "tracked": stats.tracked})
 
     if event.is_window_terminated_early is True:

@@ -1,20 +1,44 @@
 """Per-device counts over one Lambda tumbling window of the device Kinesis stream (pure: no AWS).
 
-IoT rules put three kinds of record on the stream, partition key = the thing / client id, so all
-of a device's records land on one shard and Lambda's tumbling window (TumblingWindowInSeconds =
-WINDOW_SECONDS) hands every batch of that shard's window the state the previous batch returned:
+IoT rules put these kinds of record on the stream, partition key = the connection's client id
+(the certificate for refused connections), so all of a subject's records land on one shard and
+Lambda's tumbling window (TumblingWindowInSeconds = WINDOW_SECONDS) hands every batch of that
+shard's window the state the previous batch returned:
 
     telemetry  {"payload": "<base64>", "thing", "client_id", "principal", "received_at"}
                (the telemetry rule's envelope) -> messages +1, bytes += decoded payload length
-    presence   {"kind": "presence", "event": "connected" | "disconnected", "client_id",
-                "timestamp", "disconnect_reason"?} -> connects or disconnects +1
-    metrics    {"kind": "metrics", "thing", "report": <Defender device-side report>}
-               -> judged at once (detector/reports.py): any listening TCP/UDP port, or more than
-               MAX_ESTABLISHED_TCP established connections, is a violation
+    message    {"kind": "message", "client_id"}: every other message a device sends (alerts,
+               shadow requests; stacks/defense/builtin_detector.py) -> messages +1
+    presence   {"kind": "presence", "event": "connected" | "disconnected" | "connect_failed",
+                "client_id", "timestamp", "principal"?, "session"?, "version"?,
+                "disconnect_reason"?} (a lifecycle event: life-cycle-events.html)
+               -> connected / disconnected: connects or disconnects +1 of the client id;
+                  connect_failed: connects +1 and authorization failures +1 of the certificate
+    metrics    {"kind": "metrics", "thing", "client_id"?, "report": <Defender device-side report>}
+               -> messages +1, and judged at once (detector/reports.py): any listening TCP/UDP
+               port, or more than MAX_ESTABLISHED_TCP established connections, is a violation
 
-Everything counts against the connection, not against what a record claims: telemetry whose
-`thing` differs from its `client_id` counts against the client id (and is counted as spoofed);
-a metrics record carrying a `client_id` counts against it the same way.
+Everything counts against what AWS authenticated, not against what a record claims
+(defense/attribution.py):
+  * an accepted connection's client id is a thing its certificate is attached to (the device
+    policy admits iot:Connect only as client/${iot:Connection.Thing.ThingName} with IsAttached),
+    so telemetry, messages, reports and connected / disconnected events count against the client
+    id; telemetry whose `thing` differs from its `client_id` counts against the client id (and is
+    counted as spoofed), a metrics record carrying a `client_id` the same way;
+  * a claim connection (client id `claim-*`, the claim policy's only ones) is no thing: its
+    presence counts against its certificate (`principal`);
+  * a refused Connect (`connect_failed`) claims any client id it likes: it counts against its
+    certificate `@<certificate id>`, whose violation is a certificate violation carrying the
+    claimed `clientId`; the handler turns it into that thing's violation only when the
+    certificate is attached to that thing (one ListThingPrincipals call, once per crossing).
+    A principal that is not a certificate names nothing: counted in FoldStats.unattributed.
+
+Lifecycle events "might be sent out of order" and "You might receive duplicate messages"
+(life-cycle-events.html). Order does not matter to a count; a duplicate must not count twice: a
+presence event with a sessionIdentifier is counted once per window, recognised by a CRC-32 of
+(client id, event, timestamp, sessionIdentifier, versionNumber) kept per subject while the count
+it belongs to is within its limit (beyond it the alarm is raised already). So a flaky link that
+reconnects within its limits, delivered twice, stays within them.
 
 `fold(state, records, limits, window)` -> (new state, violations). It never mutates its inputs,
 so a batch retried with the previous state (Lambda re-sends it on a retry) gives the same
@@ -25,13 +49,16 @@ a hash of thing|profile|behaviour|window start (shared.violations.derive_violati
 republished duplicate is recognisable downstream.
 
 State (returned to Lambda, at most 1 MB per shard), compact JSON:
-    {"v": 1, "w": <window start, epoch s>, "n": <records seen this window>,
-     "e": <things evicted this window>, "t": {"<client id>": [messages, bytes, connects,
-                                                             disconnects, alarmed bitmask]}}
-At most `limits.max_tracked` things (and about `limits.state_budget_bytes` of state) are kept per
-shard: when full, the quarter with the least traffic relative to its limits is dropped (alarmed
-things are kept first), counted in "e" and in FoldStats.evicted, and counting goes on for the
-biggest. A state of another window (or version) is discarded: every window starts empty.
+    {"v": 2, "w": <window start, epoch s>, "n": <records seen this window>,
+     "e": <subjects evicted this window>,
+     "t": {"<client id>" | "@<certificate id>": [messages, bytes, connects, disconnects,
+                                                 alarmed bitmask, authorization failures]},
+     "p": {"<subject>": [CRC-32 of each presence event counted]}}
+At most `limits.max_tracked` subjects (and about `limits.state_budget_bytes` of state, the
+fingerprints included) are kept per shard: when full, the quarter with the least traffic
+relative to its limits is dropped (alarmed ones are kept first), counted in "e" and in
+FoldStats.evicted, and counting goes on for the biggest. A state of another window (or version)
+is discarded: every window starts empty.
 
 Malformed records (bad base64, JSON, kind, field types, an id that is not a thing name) are
 counted by reason in FoldStats and skipped; nothing here raises for any record content.
@@ -47,20 +74,27 @@ import json
 import os
 import re
 import time
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
+from defense.attribution import certificate_id
 from defense.detector.reports import InvalidReport, parse_report
 from defense.env_settings import read_limits
+from identity.tokens import CLAIM_CLIENT_PREFIX
 
-STATE_VERSION = 1
+STATE_VERSION = 2
 MAX_WINDOW_SECONDS = 900  # Lambda's tumbling-window maximum
-ENTRY_OVERHEAD = 48  # state bytes per thing besides its id: quotes, brackets, separators, digits
+ENTRY_OVERHEAD = 52  # state bytes per subject besides its id: quotes, brackets, separators, digits
+PRINTS_OVERHEAD = 6  # state bytes per subject with fingerprints besides its id: quotes, colon, brackets
+PRINT_BYTES = 11  # state bytes per fingerprint: up to 10 digits and a comma
 MAX_INVALID_REPORTS_NOTED = 20
+CERTIFICATE_KEY = "@"  # a certificate's subject key: "@<id>" ('@' is in no thing name)
 
-# An entry: [messages, bytes, connects, disconnects, alarmed bitmask]
-MESSAGES, BYTES, CONNECTS, DISCONNECTS, ALARMED = range(5)
+# An entry: [messages, bytes, connects, disconnects, alarmed bitmask, authorization failures]
+MESSAGES, BYTES, CONNECTS, DISCONNECTS, ALARMED, AUTH_FAILURES = range(6)
+ENTRY_LENGTH = 6
 
 # The ids that may be counted and named in a violation: Defender's thing-name pattern.
 THING_ID = re.compile(r"[A-Za-z0-9:_-]{1,128}")
@@ -80,8 +114,9 @@ DISCONNECTS_ = Behavior(8, "Disconnects", "aws:num-disconnects")
 LISTENING_TCP_PORTS = Behavior(16, "ListeningTcpPorts", "aws:num-listening-tcp-ports")
 LISTENING_UDP_PORTS = Behavior(32, "ListeningUdpPorts", "aws:num-listening-udp-ports")
 ESTABLISHED_TCP = Behavior(64, "EstablishedTcpConnections", "aws:num-established-tcp-connections")
+AUTHORIZATION_FAILURES = Behavior(128, "AuthorizationFailures", "aws:num-authorization-failures")
 BEHAVIORS = (MESSAGES_SENT, MESSAGE_BYTES, CONNECTION_ATTEMPTS, DISCONNECTS_, LISTENING_TCP_PORTS,
-             LISTENING_UDP_PORTS, ESTABLISHED_TCP)
+             LISTENING_UDP_PORTS, ESTABLISHED_TCP, AUTHORIZATION_FAILURES)
 
 # Malformed-record reasons: stable strings (metric dimensions depend on them).
 BAD_RECORD = "bad-record"  # not a Kinesis record with string data
@@ -103,6 +138,7 @@ class Limits:
     max_connects: int = 10
     max_disconnects: int = 10
     max_established_tcp: int = 10
+    max_auth_failures: int = 10
     window_seconds: int = 300
     profile: str = "fleetwarden-builtin"
     max_tracked: int = 10_000
@@ -116,6 +152,7 @@ _ENV_LIMITS = {
     "MAX_CONNECTS": ("max_connects", 1, 10**9),
     "MAX_DISCONNECTS": ("max_disconnects", 1, 10**9),
     "MAX_ESTABLISHED_TCP": ("max_established_tcp", 0, 10**6),
+    "MAX_AUTH_FAILURES": ("max_auth_failures", 0, 10**9),
     "WINDOW_SECONDS": ("window_seconds", 1, MAX_WINDOW_SECONDS),
     "MAX_TRACKED_THINGS": ("max_tracked", 10, 100_000),
 }
@@ -126,7 +163,8 @@ def limits_from_env(env: Mapping[str, str] | None = None) -> tuple[Limits, list[
     value keeps its default and is named in `problems` (the handler logs them): a typo must not
     stop detection for the whole fleet."""
     env = os.environ if env is None else env
-    values, problems = read_limits(env, _ENV_LIMITS, optional=frozenset({"MAX_TRACKED_THINGS"}))
+    values, problems = read_limits(env, _ENV_LIMITS,
+                                   optional=frozenset({"MAX_TRACKED_THINGS", "MAX_AUTH_FAILURES"}))
     return Limits(**values), problems
 
 
@@ -136,14 +174,18 @@ class FoldStats:
 
     records: int = 0
     telemetry: int = 0
-    presence: int = 0
+    messages: int = 0  # "message" records (alerts, shadow requests)
+    presence: int = 0  # presence events counted (duplicates excluded)
+    connect_failed: int = 0  # refused connections counted against their certificate
+    duplicates: int = 0  # presence events seen before in this window: not counted again
+    unattributed: int = 0  # refused / claim connections whose principal is not a certificate
     reports: int = 0
     spoofed: int = 0
     reports_invalid: int = 0
     evicted: int = 0
     state_reset: int = 0  # a non-empty state of another window or version was discarded
     window_missing: int = 0  # the event had no usable window: the current aligned window was used
-    tracked: int = 0  # things in the returned state
+    tracked: int = 0  # subjects in the returned state
     state_bytes: int = 0  # estimated size of the returned state
     malformed: dict[str, int] = field(default_factory=dict)  # reason -> records
     invalid_reports: list[tuple[str, str]] = field(default_factory=list)  # (thing, reason), first few
@@ -171,36 +213,44 @@ def window_start(window: Any) -> int | None:
 
 
 _make_violation: Callable[..., dict[str, Any]] | None = None
-_derive_id: Callable[..., str] | None = None
 
 
-def _builders() -> tuple[Callable[..., dict[str, Any]], Callable[..., str]]:
-    """shared.violations, imported on the first violation (pydantic stays off the healthy path)."""
-    global _make_violation, _derive_id
+def _builder() -> Callable[..., dict[str, Any]]:
+    """shared.violations.make_violation, imported on the first violation (pydantic stays off the
+    healthy path)."""
+    global _make_violation
     if _make_violation is None:
-        from shared.violations import derive_violation_id, make_violation
+        from shared.violations import make_violation
 
-        _make_violation, _derive_id = make_violation, derive_violation_id
-    return _make_violation, _derive_id  # type: ignore[return-value]
+        _make_violation = make_violation
+    return _make_violation
 
 
-def build_violation(thing: str, behavior: Behavior, limit: int, observed: int, limits: Limits,
-                    start: int, now_ms: int, *, windowed: bool) -> dict[str, Any]:
-    """One violation message in Device Defender's SNS alert format, with its deterministic id."""
-    make, derive = _builders()
+def build_violation(subject: str, behavior: Behavior, limit: int, observed: int, limits: Limits,
+                    start: int, now_ms: int, *, windowed: bool, claimed: str | None = None) -> dict[str, Any]:
+    """One violation message in Device Defender's SNS alert format, about a thing or (subject
+    "@<id>") a certificate with the client id it `claimed`; its id is derived from subject,
+    profile, behaviour and window start (shared.violations.derive_violation_id)."""
     criteria: dict[str, Any] = {"comparisonOperator": "greater-than", "value": {"count": limit}}
     if windowed:
         criteria["durationSeconds"] = limits.window_seconds
-    return make(
-        thing=thing, profile=limits.profile, behavior_name=behavior.name, metric=behavior.metric,
-        criteria=criteria, metric_value={"count": observed}, event_time_ms=now_ms,
-        violation_id=derive(thing=thing, profile=limits.profile, behavior_name=behavior.name, window=start),
+    certificate = subject[1:] if subject.startswith(CERTIFICATE_KEY) else None
+    return _builder()(
+        thing=None if certificate else subject, certificate_id=certificate,
+        client_id=claimed if certificate else None, profile=limits.profile, behavior_name=behavior.name,
+        metric=behavior.metric, criteria=criteria, metric_value={"count": observed}, event_time_ms=now_ms,
+        window=start,
     )
 
 
 def _valid_entry(entry: Any) -> bool:
-    return (type(entry) is list and len(entry) == 5 and type(entry[0]) is int and type(entry[1]) is int
-            and type(entry[2]) is int and type(entry[3]) is int and type(entry[4]) is int)
+    return (type(entry) is list and len(entry) == ENTRY_LENGTH and type(entry[0]) is int
+            and type(entry[1]) is int and type(entry[2]) is int and type(entry[3]) is int
+            and type(entry[4]) is int and type(entry[5]) is int)
+
+
+def _valid_prints(prints: Any) -> bool:
+    return type(prints) is list and all(type(p) is int for p in prints)
 
 
 def _score(entry: Any, limits: Limits) -> tuple[int, float]:
@@ -209,24 +259,36 @@ def _score(entry: Any, limits: Limits) -> tuple[int, float]:
         return (-1, 0.0)
     return (1 if entry[ALARMED] else 0,
             max(entry[MESSAGES] / limits.max_messages, entry[BYTES] / limits.max_bytes,
-                entry[CONNECTS] / limits.max_connects, entry[DISCONNECTS] / limits.max_disconnects))
+                entry[CONNECTS] / limits.max_connects, entry[DISCONNECTS] / limits.max_disconnects,
+                entry[AUTH_FAILURES] / max(1, limits.max_auth_failures)))
 
 
-def _evict(things: dict[str, Any], touched: dict[str, list[int]], limits: Limits) -> int:
-    """Drop the least important things until a quarter of the room is free; returns how many."""
+def _entry_size(key: str, prints: dict[str, list[int]]) -> int:
+    """A subject's share of the state: its entry, and its fingerprints if it has any."""
+    size = len(key) + ENTRY_OVERHEAD
+    held = prints.get(key)
+    if held is not None:
+        size += len(key) + PRINTS_OVERHEAD + PRINT_BYTES * len(held)
+    return size
+
+
+def _evict(things: dict[str, Any], prints: dict[str, list[int]], touched: dict[str, list[int]],
+           limits: Limits) -> int:
+    """Drop the least important subjects until a quarter of the room is free; returns how many."""
     keep_count = max(1, limits.max_tracked * 3 // 4)
     keep_bytes = limits.state_budget_bytes * 3 // 4
     ranked = sorted(things.items(), key=lambda item: (_score(item[1], limits), item[0]), reverse=True)
     size = 0
     kept = 0
     for key, _entry in ranked:
-        size += len(key) + ENTRY_OVERHEAD
+        size += _entry_size(key, prints)
         if kept >= keep_count or size > keep_bytes:
             break
         kept += 1
     dropped = ranked[kept:]
     for key, _entry in dropped:
         del things[key]
+        prints.pop(key, None)
         touched.pop(key, None)
     return len(dropped)
 
@@ -271,67 +333,103 @@ def _decoded_length(payload: str) -> int:
     return nbytes
 
 
-def _state_size(things: dict[str, Any]) -> int:
-    return sum(map(len, things)) + ENTRY_OVERHEAD * len(things)
+def _state_size(things: dict[str, Any], prints: dict[str, list[int]]) -> int:
+    return (sum(map(len, things)) + ENTRY_OVERHEAD * len(things)
+            + sum(len(key) + PRINTS_OVERHEAD + PRINT_BYTES * len(held) for key, held in prints.items()))
+
+
+def _fingerprint(client: str, event: str, doc: dict[str, Any]) -> int:
+    """A presence event's identity: client id, event type, timestamp, sessionIdentifier and
+    versionNumber (the same event delivered twice has all five equal)."""
+    return zlib.crc32(f"{client}|{event}|{doc.get('timestamp')}|{doc.get('session')}|{doc.get('version')}"
+                      .encode("utf-8", "surrogatepass"))
 
 
 class _WindowCounts:
-    """The window's per-device counts while one batch is folded in. The previous state is only
-    read: an entry is copied on its first touch in the batch (then it is in `touched`), so the
+    """The window's per-subject counts while one batch is folded in. The previous state is only
+    read: an entry (or fingerprint list) is copied on its first change in the batch, so the
     caller's state never changes and a retried batch starts from the same counts."""
 
     def __init__(self, state: Any, start: int, limits: Limits, now_ms: int, stats: FoldStats):
         self.start, self.limits, self.now_ms, self.stats = start, limits, now_ms, stats
         if (type(state) is dict and state.get("v") == STATE_VERSION and state.get("w") == start
                 and type(state.get("t")) is dict):
-            evicted, seen = state.get("e"), state.get("n")
+            evicted, seen, prints = state.get("e"), state.get("n"), state.get("p")
             self.things: dict[str, Any] = dict(state["t"])
+            self.prints: dict[str, list[int]] = (
+                {k: v for k, v in prints.items() if _valid_prints(v) and k in self.things}
+                if type(prints) is dict else {})
             self.evicted = evicted if type(evicted) is int else 0
             self.seen = seen if type(seen) is int else 0
         else:
             if state:
                 stats.state_reset += 1
-            self.things, self.evicted, self.seen = {}, 0, 0
-        self.size = _state_size(self.things)
+            self.things, self.prints, self.evicted, self.seen = {}, {}, 0, 0
+        self.size = _state_size(self.things, self.prints)
         self.touched: dict[str, list[int]] = {}
         self.violations: list[dict[str, Any]] = []
 
     def entry(self, key: Any) -> list[int]:
         """The writable entry of `key`; _Skipped(UNSAFE_ID) if key is not a thing name."""
         entry = self.touched.get(key) if type(key) is str else None
-        return entry if entry is not None else self._first_touch(key)
-
-    def _first_touch(self, key: Any) -> list[int]:
+        if entry is not None:
+            return entry
         if type(key) is not str or not _safe_id(key):
             raise _Skipped(UNSAFE_ID)
+        return self._first_touch(key)
+
+    def _first_touch(self, key: str) -> list[int]:
         old = self.things.get(key)
         if old is not None and _valid_entry(old):
             entry = old.copy()
         else:
             if old is None:
                 self._make_room(key)
-            entry = [0, 0, 0, 0, 0]
+            entry = [0, 0, 0, 0, 0, 0]
         self.things[key] = self.touched[key] = entry
         return entry
 
+    def certificate_entry(self, principal: Any) -> tuple[str, list[int]] | None:
+        """(key, writable entry) of the certificate `principal` is, or None (counted in
+        FoldStats.unattributed) if it is not a certificate id."""
+        certificate = certificate_id(principal)
+        if certificate is None:
+            self.stats.unattributed += 1
+            return None
+        key = CERTIFICATE_KEY + certificate
+        entry = self.touched.get(key)
+        return key, entry if entry is not None else self._first_touch(key)
+
     def _make_room(self, key: str) -> None:
-        """Account for a new thing, first evicting the least important ones if the state is full."""
+        """Account for a new subject, first evicting the least important ones if the state is full."""
         limits = self.limits
         if (len(self.things) >= limits.max_tracked
                 or self.size + len(key) + ENTRY_OVERHEAD > limits.state_budget_bytes):
-            dropped = _evict(self.things, self.touched, limits)
+            dropped = _evict(self.things, self.prints, self.touched, limits)
             self.evicted += dropped
             self.stats.evicted += dropped
-            self.size = _state_size(self.things)
+            self.size = _state_size(self.things, self.prints)
         self.size += len(key) + ENTRY_OVERHEAD
 
     def _alarm(self, key: str, entry: list[int], behavior: Behavior, limit: int, observed: int, *,
-               windowed: bool) -> None:
-        """A violation, unless this thing already had one for this behaviour in this window."""
+               windowed: bool, claimed: str | None = None) -> None:
+        """A violation, unless this subject already had one for this behaviour in this window."""
         if not entry[ALARMED] & behavior.bit:
             entry[ALARMED] |= behavior.bit
             self.violations.append(build_violation(key, behavior, limit, observed, self.limits, self.start,
-                                                   self.now_ms, windowed=windowed))
+                                                   self.now_ms, windowed=windowed, claimed=claimed))
+
+    def _first_time(self, key: str, print_: int, keep: bool) -> bool:
+        """False if the presence event `print_` of `key` was counted before in this window;
+        otherwise remembers it (when `keep`: its count is still within the limit) and says True."""
+        held = self.prints.get(key)
+        if held is not None and print_ in held:
+            self.stats.duplicates += 1
+            return False
+        if keep:
+            self.prints[key] = [print_] if held is None else held + [print_]  # a new list: the old state is read-only
+            self.size += PRINT_BYTES + (len(key) + PRINTS_OVERHEAD if held is None else 0)
+        return True
 
     def telemetry(self, doc: dict[str, Any]) -> None:
         payload, client = doc.get("payload"), doc.get("client_id")
@@ -346,19 +444,64 @@ class _WindowCounts:
         entry[BYTES] += nbytes
         stats.telemetry += 1
 
+    def message(self, doc: dict[str, Any]) -> None:
+        """Any other message the connection sent (alerts, shadow requests): one more message."""
+        client = doc.get("client_id")
+        if type(client) is not str:
+            raise _Skipped(BAD_FIELDS)
+        self.entry(client)[MESSAGES] += 1
+        self.stats.messages += 1
+
     def presence(self, doc: dict[str, Any]) -> None:
-        event = doc.get("event")
+        event, client = doc.get("event"), doc.get("client_id")
         if event == "connected":
-            slot = CONNECTS
+            slot, limit = CONNECTS, self.limits.max_connects
         elif event == "disconnected":
-            slot = DISCONNECTS
+            slot, limit = DISCONNECTS, self.limits.max_disconnects
+        elif event == "connect_failed":
+            return self._connect_failed(doc, client)
         else:
             raise _Skipped(BAD_FIELDS)
-        self.entry(doc.get("client_id"))[slot] += 1
+        if type(client) is str and client.startswith(CLAIM_CLIENT_PREFIX):
+            found = self.certificate_entry(doc.get("principal"))  # a claim connection is no thing
+            if found is None:
+                return
+            key, entry = found
+        else:
+            entry = self.entry(client)
+            key = client
+        if type(doc.get("session")) is str and not self._first_time(
+                key, _fingerprint(client, event, doc), entry[slot] < limit):
+            return
+        entry[slot] += 1
         self.stats.presence += 1
 
+    def _connect_failed(self, doc: dict[str, Any], client: Any) -> None:
+        """A refused Connect: one more attempt and authorization failure of its certificate,
+        judged at once (the claimed client id goes into the violation)."""
+        found = self.certificate_entry(doc.get("principal"))
+        if found is None:
+            return
+        key, entry = found
+        limits = self.limits
+        claimed = client if type(client) is str and 0 < len(client) <= 128 else None
+        if type(doc.get("session")) is str and not self._first_time(
+                key, _fingerprint(str(claimed), "connect_failed", doc),
+                entry[AUTH_FAILURES] < limits.max_auth_failures or entry[CONNECTS] < limits.max_connects):
+            return
+        entry[CONNECTS] += 1
+        entry[AUTH_FAILURES] += 1
+        self.stats.connect_failed += 1
+        if entry[AUTH_FAILURES] > limits.max_auth_failures:
+            self._alarm(key, entry, AUTHORIZATION_FAILURES, limits.max_auth_failures, entry[AUTH_FAILURES],
+                        windowed=True, claimed=claimed)
+        if entry[CONNECTS] > limits.max_connects:
+            self._alarm(key, entry, CONNECTION_ATTEMPTS, limits.max_connects, entry[CONNECTS], windowed=True,
+                        claimed=claimed)
+
     def report(self, doc: dict[str, Any]) -> None:
-        """A device-side metrics report, judged at once (its limits are not windowed)."""
+        """A device-side metrics report: one more message, and judged at once (its limits are
+        not windowed)."""
         thing = doc.get("thing")
         client = doc.get("client_id", thing)
         if type(thing) is not str or type(client) is not str:
@@ -367,6 +510,7 @@ class _WindowCounts:
         stats = self.stats
         if thing != client:
             stats.spoofed += 1
+        entry[MESSAGES] += 1
         stats.reports += 1
         try:
             counts = parse_report(doc.get("report"))
@@ -385,7 +529,7 @@ class _WindowCounts:
                         windowed=False)
 
     def check_windowed_limits(self) -> None:
-        """Once per device touched in this batch: a limit is reported in the batch that crosses it."""
+        """Once per subject touched in this batch: a limit is reported in the batch that crosses it."""
         limits = self.limits
         max_messages, max_bytes = limits.max_messages, limits.max_bytes
         max_connects, max_disconnects = limits.max_connects, limits.max_disconnects
@@ -400,7 +544,8 @@ class _WindowCounts:
                         self._alarm(key, entry, behavior, limit, entry[slot], windowed=True)
 
     def state(self) -> dict[str, Any]:
-        return {"v": STATE_VERSION, "w": self.start, "n": self.seen, "e": self.evicted, "t": self.things}
+        return {"v": STATE_VERSION, "w": self.start, "n": self.seen, "e": self.evicted, "t": self.things,
+                "p": self.prints}
 
 
 def fold(
@@ -437,6 +582,8 @@ def fold(
             kind = doc.get("kind")
             if kind is None or kind == "telemetry":  # the hot path
                 counts.telemetry(doc)
+            elif kind == "message":
+                counts.message(doc)
             elif kind == "presence":
                 counts.presence(doc)
             elif kind == "metrics":
@@ -457,7 +604,7 @@ def fold(
 
 
 def alarmed_count(state: Any) -> int:
-    """How many (thing, behaviour) violations a state records (for the end-of-window summary)."""
+    """How many (subject, behaviour) violations a state records (for the end-of-window summary)."""
     things = state.get("t") if type(state) is dict else None
     if type(things) is not dict:
         return 0
