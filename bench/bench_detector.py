@@ -47,6 +47,7 @@ LIMITS = Limits(max_messages=600, max_bytes=5_242_880, max_connects=10, max_disc
 # us-east-1 list prices (USD), as published on the AWS pricing pages in 2025; re-check before use.
 PRICES = {
     "iot_rule_action_per_million": 0.15,  # the extra Kinesis action on the telemetry rule
+    "iot_rule_trigger_per_million": 0.15,  # a rule of its own (alert_count, shadow_count)
     "kinesis_put_unit_per_million": 0.014,  # provisioned mode: one unit per record of <= 25 KB
     "kinesis_shard_hour": 0.015,  # provisioned shard: 1,000 records/s or 1 MB/s in
     "lambda_per_million_requests": 0.20,
@@ -284,7 +285,12 @@ def main() -> int:
               "per million")
     print("    Anomalies add one SNS publish ($0.50 per million) per violation. The authorization-failure "
           "path costs nothing\n    for healthy traffic (its subscription filter passes failures only): one "
-          "DynamoDB UpdateItem per client per delivery.")
+          "DynamoDB UpdateItem per subject per delivery,\n    one ListThingPrincipals per certificate crossing "
+          "a limit. Refused connections (connect_failed) reach the stream only when they happen.")
+    other = PRICES["iot_rule_trigger_per_million"] + PRICES["iot_rule_action_per_million"]
+    print(f"    Alerts and shadow requests (every message counts): their own rules, ${other:.2f} per million of "
+          "THOSE messages\n    (trigger + Kinesis action) plus the same Kinesis and Lambda share as telemetry; "
+          "telemetry's cost is unchanged.")
     return 0 if rate >= TARGET_RATE and healthy["publish_calls"] == 0 and healthy["db_writes"] == 0 else 1
 
 
