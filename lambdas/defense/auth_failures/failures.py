@@ -50,8 +50,7 @@ from typing import Any, Mapping
 from aws_lambda_powertools.utilities.data_classes import CloudWatchLogsEvent
 from aws_lambda_powertools.utilities.data_classes.cloud_watch_logs_event import CloudWatchLogsDecodedData
 
-from defense.attribution import THING_NAME, certificate_id
-from identity.tokens import CLAIM_CLIENT_PREFIX
+from defense.attribution import CLAIM_CLIENT_PREFIX, THING_NAME, certificate_id
 
 AUTH_FAILURE = "AUTHORIZATION_FAILURE"
 DATA_MESSAGE = "DATA_MESSAGE"

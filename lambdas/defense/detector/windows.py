@@ -79,10 +79,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Callable, Mapping, NamedTuple
 
-from defense.attribution import certificate_id
+from defense.attribution import CLAIM_CLIENT_PREFIX, certificate_id
 from defense.detector.reports import InvalidReport, parse_report
 from defense.env_settings import read_limits
-from identity.tokens import CLAIM_CLIENT_PREFIX
 
 STATE_VERSION = 2
 MAX_WINDOW_SECONDS = 900  # Lambda's tumbling-window maximum
