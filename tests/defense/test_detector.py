@@ -605,6 +605,20 @@ def test_the_state_stays_under_one_megabyte_with_long_names():
     assert stats.evicted > 0 and stats.state_bytes >= size * 0.8
 
 
+def test_the_state_stays_under_one_megabyte_when_the_whole_fleet_reconnects():
+    """Fingerprints count toward the state budget: 9,000 devices sending telemetry (within the
+    budget), then each reconnecting three times (six lifecycle events each), stay within 1 MB."""
+    stats = FoldStats()
+    names = [f"SN-{i:05d}" for i in range(9_000)]
+    batches = [[telemetry(name) for name in names[b:b + 1000]] for b in range(0, 9_000, 1000)]
+    batches += [[presence_record(e) for name in names[b:b + 250] for e in flaky_link(name, 3)]
+                for b in range(0, 9_000, 250)]
+    state, violations = run(batches, limits=Limits(profile=PROFILE), stats=stats)
+    size = len(json.dumps({"state": state, "batchItemFailures": []}))
+    assert violations == [] and size < 1_000_000, size
+    assert stats.evicted > 0 and stats.state_bytes >= size * 0.8
+
+
 def test_limits_from_env():
     env = {"MAX_MESSAGES": "600", "MAX_BYTES": "5242880", "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "11",
            "MAX_ESTABLISHED_TCP": "12", "WINDOW_SECONDS": "900", "PROFILE_NAME": "fleetwarden-dev-builtin",

@@ -11,7 +11,8 @@ shard's window the state the previous batch returned:
                shadow requests; stacks/defense/builtin_detector.py) -> messages +1
     presence   {"kind": "presence", "event": "connected" | "disconnected" | "connect_failed",
                 "client_id", "timestamp", "principal"?, "session"?, "version"?,
-                "disconnect_reason"?} (a lifecycle event: life-cycle-events.html)
+                "disconnect_reason"?} (a lifecycle event as the presence rules select it:
+                https://docs.aws.amazon.com/iot/latest/developerguide/life-cycle-events.html)
                -> connected / disconnected: connects or disconnects +1 of the client id;
                   connect_failed: connects +1 and authorization failures +1 of the certificate
     metrics    {"kind": "metrics", "thing", "client_id"?, "report": <Defender device-side report>}
@@ -404,11 +405,14 @@ class _WindowCounts:
         limits = self.limits
         if (len(self.things) >= limits.max_tracked
                 or self.size + len(key) + ENTRY_OVERHEAD > limits.state_budget_bytes):
-            dropped = _evict(self.things, self.prints, self.touched, limits)
-            self.evicted += dropped
-            self.stats.evicted += dropped
-            self.size = _state_size(self.things, self.prints)
+            self._evict()
         self.size += len(key) + ENTRY_OVERHEAD
+
+    def _evict(self) -> None:
+        dropped = _evict(self.things, self.prints, self.touched, self.limits)
+        self.evicted += dropped
+        self.stats.evicted += dropped
+        self.size = _state_size(self.things, self.prints)
 
     def _alarm(self, key: str, entry: list[int], behavior: Behavior, limit: int, observed: int, *,
                windowed: bool, claimed: str | None = None) -> None:
@@ -428,6 +432,8 @@ class _WindowCounts:
         if keep:
             self.prints[key] = [print_] if held is None else held + [print_]  # a new list: the old state is read-only
             self.size += PRINT_BYTES + (len(key) + PRINTS_OVERHEAD if held is None else 0)
+            if self.size > self.limits.state_budget_bytes:  # e.g. the whole fleet reconnecting at once
+                self._evict()
         return True
 
     def telemetry(self, doc: dict[str, Any]) -> None:
