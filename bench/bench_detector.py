@@ -285,12 +285,12 @@ def main() -> int:
               "per million")
     print("    Anomalies add one SNS publish ($0.50 per million) per violation. The authorization-failure "
           "path costs nothing\n    for healthy traffic (its subscription filter passes failures only): one "
-          "DynamoDB UpdateItem per subject per delivery,\n    one ListThingPrincipals per certificate crossing "
-          "a limit. Refused connections (connect_failed) reach the stream only when they happen.")
+          "DynamoDB UpdateItem per subject per delivery,\n    one ListThingPrincipals per certificate "
+          "crossing a limit. Refused connections (connect_failed) reach the stream only when they happen.")
     other = PRICES["iot_rule_trigger_per_million"] + PRICES["iot_rule_action_per_million"]
-    print(f"    Alerts and shadow requests (every message counts): their own rules, ${other:.2f} per million of "
-          "THOSE messages\n    (trigger + Kinesis action) plus the same Kinesis and Lambda share as telemetry; "
-          "telemetry's cost is unchanged.")
+    print(f"    Alerts and shadow requests (every message counts): their own rules, ${other:.2f} per "
+          "million of THOSE messages\n    (trigger + Kinesis action) plus the same Kinesis and Lambda "
+          "share as telemetry; telemetry's cost is unchanged.")
     return 0 if rate >= TARGET_RATE and healthy["publish_calls"] == 0 and healthy["db_writes"] == 0 else 1
 
 

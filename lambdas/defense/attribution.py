@@ -84,7 +84,8 @@ class Attachments:
         try:
             for page in iot.get_paginator("list_thing_principals").paginate(thingName=thing):
                 self.calls += 1
-                if any(type(arn) is str and arn.lower().endswith(suffix) for arn in page.get("principals", [])):
+                principals = page.get("principals", [])
+                if any(type(arn) is str and arn.lower().endswith(suffix) for arn in principals):
                     return True
         except iot.exceptions.ResourceNotFoundException:
             return False
@@ -94,8 +95,8 @@ class Attachments:
 def resolve(violation: dict[str, Any], attachments: Attachments, *, window: int) -> dict[str, Any]:
     """A certificate violation whose certificate is attached to the thing its `clientId` claimed
     becomes that thing's violation, in Defender's shape (same behaviour, values and time; the id
-    is the thing's for this window). Any other violation is returned unchanged. Raises what the IoT client raises:
-    the caller retries rather than guess."""
+    is the thing's for this window). Any other violation is returned unchanged. Raises what the
+    IoT client raises: the caller retries rather than guess."""
     certificate, claimed = violation.get("certificateId"), violation.get("clientId")
     if certificate is None or type(claimed) is not str or not attachments.attached(certificate, claimed):
         return violation

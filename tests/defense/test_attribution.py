@@ -73,10 +73,12 @@ def test_resolve_names_the_thing_only_for_its_own_certificate(registry):
     own = resolve(violation(certificate_id=registry.cert, client_id="SN-B"), registry.attachments,
                   window=1_709_622_300)
     assert own == violation(thing="SN-B")
-    assert own["violationId"] == derive_violation_id(thing="SN-B", profile="fleetwarden-test-builtin",
-                                                     behavior_name="AuthorizationFailures", window=1_709_622_300)
+    assert own["violationId"] == derive_violation_id(
+        thing="SN-B", profile="fleetwarden-test-builtin", behavior_name="AuthorizationFailures",
+        window=1_709_622_300)
     other = violation(certificate_id=LOGGED, client_id="SN-B")
     assert resolve(other, registry.attachments, window=1_709_622_300) is other
-    for unchanged in (violation(thing="SN-B"), violation(certificate_id=registry.cert)):  # no claim: no question
+    # A thing's violation, and a certificate's that claimed nothing: no question asked.
+    for unchanged in (violation(thing="SN-B"), violation(certificate_id=registry.cert)):
         assert resolve(unchanged, registry.attachments, window=1_709_622_300) is unchanged
     assert registry.calls.calls == ["list_thing_principals"] * 2

@@ -69,8 +69,8 @@ class LambdaContext:
     aws_request_id: str = "3e1d0c9b-8a7f-4e6d-9c5b-4a3b2c1d0e9f"
 
 
-def iot_line(client_id: Any = CLIENT, *, event_type: str = "Publish-In", reason: str = "AUTHORIZATION_FAILURE",
-             principal: Any = PRINCIPAL, **extra) -> str:
+def iot_line(client_id: Any = CLIENT, *, event_type: str = "Publish-In",
+             reason: str = "AUTHORIZATION_FAILURE", principal: Any = PRINCIPAL, **extra) -> str:
     """One IoT Core v2 log line, as IoT writes it to AWSIotLogsV2."""
     line = {"timestamp": "2024-03-05 07:05:23.476", "logLevel": "ERROR", "traceId": str(uuid.uuid4()),
             "accountId": ACCOUNT, "status": "Failure", "eventType": event_type, "protocol": "MQTT",
@@ -95,7 +95,8 @@ def failures(n: int, client_id: str = CLIENT, at: int = T0 + 1000, **line) -> li
 
 
 def refused_connects(n: int, client_id: str, principal: str, at: int = T0 + 1000) -> list[dict]:
-    return [log_event(iot_line(client_id, event_type="Connect", principal=principal), at + i) for i in range(n)]
+    return [log_event(iot_line(client_id, event_type="Connect", principal=principal), at + i)
+            for i in range(n)]
 
 
 def delivery(log_events: list[dict], message_type: str = "DATA_MESSAGE") -> dict:
@@ -150,8 +151,8 @@ def aws(monkeypatch):
             return drain_published(sqs, queue_url)
 
         def item(subject: str = CLIENT, window_start: int = T0 // 1000, kind: str = THING) -> dict | None:
-            got = dynamodb.get_item(TableName=TABLE, Key={"pk": {"S": counter_key(kind, subject, window_start)}},
-                                    ConsistentRead=True)
+            key = {"pk": {"S": counter_key(kind, subject, window_start)}}
+            got = dynamodb.get_item(TableName=TABLE, Key=key, ConsistentRead=True)
             return got.get("Item")
 
         iot = boto3.client("iot", region_name=REGION)  # the test's registry set-up
@@ -400,7 +401,8 @@ def test_a_registry_error_releases_the_alarm_and_the_retry_attributes_once(aws):
     cert_a = registered(aws, "SN-A")
     event = delivery(refused_connects(MAX + 1, "SN-B", cert_a))
     aws.iot_calls.fail["list_thing_principals"] = [
-        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "ListThingPrincipals")]
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
+                    "ListThingPrincipals")]
     with pytest.raises(auth_handler.CountingError):
         invoke(event)
     assert aws.published() == [] and "alarmed" not in aws.item(cert_a, kind=CERTIFICATE)

@@ -87,7 +87,8 @@ CERT_CLAIM = "c1a1" * 16
 _event_number = iter(range(1, 10**9))
 
 
-def lifecycle_event(client_id: str, event_type: str, *, principal: str = CERT_A, n: int | None = None) -> dict:
+def lifecycle_event(client_id: str, event_type: str, *, principal: str = CERT_A,
+                    n: int | None = None) -> dict:
     """A lifecycle event as IoT publishes it on $aws/events/presence/<event_type>/<client_id>; each
     call is a new event (its own session, version and time) unless `n` repeats one."""
     n = next(_event_number) if n is None else n
@@ -96,7 +97,8 @@ def lifecycle_event(client_id: str, event_type: str, *, principal: str = CERT_A,
     if event_type == "connected":
         event |= {"ipAddress": "192.0.2.0", "versionNumber": n}
     elif event_type == "disconnected":
-        event |= {"clientInitiatedDisconnect": False, "disconnectReason": "CONNECTION_LOST", "versionNumber": n}
+        event |= {"clientInitiatedDisconnect": False, "disconnectReason": "CONNECTION_LOST",
+                  "versionNumber": n}
     else:  # connect_failed: no versionNumber
         event |= {"connectFailureReason": "AUTHORIZATION_FAILED", "ipAddress": "192.0.2.0"}
     return event
@@ -105,7 +107,8 @@ def lifecycle_event(client_id: str, event_type: str, *, principal: str = CERT_A,
 def presence_record(event: dict) -> dict:
     """What the presence rules put on the stream for `event` (a field the event lacks is left out);
     keyed as those rules key it: the client id, or the certificate for a refused connection."""
-    doc = {"kind": "presence"} | {name: event[field] for field, name in PRESENCE_FIELDS.items() if field in event}
+    doc = {"kind": "presence"}
+    doc |= {name: event[field] for field, name in PRESENCE_FIELDS.items() if field in event}
     key = event["principalIdentifier"] if event["eventType"] == "connect_failed" else event["clientId"]
     return kinesis_record(doc, key)
 
@@ -251,7 +254,8 @@ def test_healthy_traffic_from_many_devices_over_many_batches_gives_no_violation(
 
 
 def test_at_the_limit_is_not_over_it():
-    _, violations = run([[telemetry("sensor-0001")] * 100, [presence("sensor-0001", "connected") for _ in range(5)]])
+    connects = [presence("sensor-0001", "connected") for _ in range(5)]
+    _, violations = run([[telemetry("sensor-0001")] * 100, connects])
     assert violations == []
     _, violations = run([[telemetry("sensor-0001")] * 101])
     assert behaviors(violations) == [("sensor-0001", "MessagesSent")]
@@ -264,7 +268,8 @@ def test_a_retried_batch_with_the_previous_state_gives_the_same_result_and_no_do
     first = [telemetry("sensor-0001") for _ in range(60)]
     state1, _ = fold({}, first, LIMITS, WINDOW, now_ms=NOW_MS)
     snapshot = copy.deepcopy(state1)
-    second = [telemetry("sensor-0001") for _ in range(60)] + [presence("sensor-0002", "connected") for _ in range(6)]
+    second = ([telemetry("sensor-0001") for _ in range(60)]
+              + [presence("sensor-0002", "connected") for _ in range(6)])
     state2, violations = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
     # Lambda retries the batch with the state it had sent: the same answer, nothing counted twice.
     retried_state, retried = fold(state1, second, LIMITS, WINDOW, now_ms=NOW_MS)
@@ -460,7 +465,8 @@ def flaky_link(client_id: str, reconnects: int) -> list[dict]:
     events = []
     for _ in range(reconnects):
         n = next(_event_number)
-        events += [lifecycle_event(client_id, "connected", n=n), lifecycle_event(client_id, "disconnected", n=n)]
+        events += [lifecycle_event(client_id, "connected", n=n),
+                   lifecycle_event(client_id, "disconnected", n=n)]
     return events
 
 
@@ -482,7 +488,8 @@ def test_a_duplicated_and_reordered_presence_stream_within_limits_contains_nothi
 def test_distinct_events_beyond_the_limit_still_alarm_and_their_fingerprints_stay_bounded():
     events = flaky_link("sensor-0004", 200)
     state, violations = run([[presence_record(e) for e in events]])
-    assert sorted(behaviors(violations)) == [("sensor-0004", "ConnectionAttempts"), ("sensor-0004", "Disconnects")]
+    assert sorted(behaviors(violations)) == [("sensor-0004", "ConnectionAttempts"),
+                                             ("sensor-0004", "Disconnects")]
     assert state["t"]["sensor-0004"][2:4] == [200, 200]
     # Only the events within the limits are remembered (beyond them the alarm is raised already).
     assert len(state["p"]["sensor-0004"]) == LIMITS.max_connects + LIMITS.max_disconnects
@@ -516,7 +523,8 @@ def test_refused_connections_under_another_devices_client_id_blame_the_certifica
     assert failures["metricValue"] == {"count": LIMITS.max_auth_failures + 1}
     assert failures["violationId"] == derive_violation_id(
         certificate_id=CERT_A, profile=PROFILE, behavior_name="AuthorizationFailures", window=WINDOW_START)
-    assert "SN-B" not in state["t"] and state["t"]["@" + CERT_A][2] == 50 and state["t"]["@" + CERT_A][5] == 50
+    assert "SN-B" not in state["t"]
+    assert state["t"]["@" + CERT_A][2] == 50 and state["t"]["@" + CERT_A][5] == 50  # attempts, failures
     assert stats.connect_failed == 100
 
 
@@ -564,6 +572,7 @@ def test_malformed_records_are_counted_by_reason_and_skipped():
         (kinesis_record({"kind": "presence", "event": "reconnected", "client_id": "a"}), BAD_FIELDS),
         (kinesis_record({"kind": "presence", "event": "connected", "client_id": ["a"]}), UNSAFE_ID),
         (kinesis_record({"kind": "presence", "event": "connected", "client_id": "x" * 129}), UNSAFE_ID),
+        (kinesis_record({"kind": "message", "client_id": "claim-0f3a9c"}), UNSAFE_ID),  # a claim is no thing
         (kinesis_record({"kind": "metrics", "thing": None, "report": {}}), BAD_FIELDS),
         (kinesis_record(b"[" * 100_000), BAD_DATA),
     ]

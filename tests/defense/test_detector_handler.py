@@ -333,7 +333,8 @@ def test_a_registry_error_fails_the_batch_and_the_retry_publishes(aws):
     batch = [presence("SN-B", "connect_failed", principal=cert_b) for _ in range(11)]
     lookups = watched_registry()
     lookups.fail["list_thing_principals"] = [
-        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "ListThingPrincipals")]
+        ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}},
+                    "ListThingPrincipals")]
     with pytest.raises(ClientError):
         invoke(tumbling_event(batch))
     assert aws.published() == []

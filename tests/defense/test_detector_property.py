@@ -18,7 +18,10 @@ from tests.defense.test_detector import (
     PROFILE,
     WINDOW,
     b64,
+    CERT_A,
+    CERT_CLAIM,
     kinesis_record,
+    message,
     metrics_record,
     presence,
     report,
@@ -27,9 +30,11 @@ from tests.defense.test_detector import (
 
 PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 LOW = Limits(max_messages=3, max_bytes=200, max_connects=2, max_disconnects=2, max_established_tcp=1,
-             profile=PROFILE)
+             max_auth_failures=2, profile=PROFILE)
 SLOTS = {"MessagesSent": (0, "max_messages"), "MessageBytes": (1, "max_bytes"),
-         "ConnectionAttempts": (2, "max_connects"), "Disconnects": (3, "max_disconnects")}
+         "ConnectionAttempts": (2, "max_connects"), "Disconnects": (3, "max_disconnects"),
+         "AuthorizationFailures": (5, "max_auth_failures")}
+CERTIFICATES = st.sampled_from([CERT_A, CERT_CLAIM, "12345678901234567890123456789012"])
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
@@ -42,8 +47,12 @@ any_docs = st.one_of(
     st.fixed_dictionaries({"payload": st.binary(max_size=120).map(b64) | json_values, "thing": things,
                            "client_id": things}, optional={"kind": st.just("telemetry") | json_values}),
     st.fixed_dictionaries({"kind": st.just("presence"),
-                           "event": st.sampled_from(["connected", "disconnected"]) | json_values,
-                           "client_id": things | json_values}),
+                           "event": (st.sampled_from(["connected", "disconnected", "connect_failed"])
+                                     | json_values),
+                           "client_id": things | st.just("claim-1f") | json_values},
+                          optional={"principal": CERTIFICATES | json_values, "session": st.sampled_from("ab"),
+                                    "version": st.integers(0, 2), "timestamp": st.integers(0, 2)}),
+    st.fixed_dictionaries({"kind": st.just("message"), "client_id": things | json_values}),
     st.fixed_dictionaries({"kind": st.just("metrics"), "thing": things,
                            "report": st.builds(report, tcp_ports=st.lists(st.integers(0, 65535), max_size=2),
                                                udp_ports=st.lists(st.integers(0, 65535), max_size=2),
@@ -61,6 +70,7 @@ any_records = st.one_of(
 )
 healthy = st.one_of(
     st.sampled_from(["sensor-0001", "sensor-0002"]).map(telemetry),
+    st.sampled_from(["sensor-0001", "sensor-0002"]).map(message),
     st.sampled_from(["sensor-0001", "sensor-0002"]).map(lambda t: presence(t, "connected")),
     st.sampled_from(["sensor-0001", "sensor-0002"]).map(lambda t: metrics_record(t, report(established=1))),
 )
@@ -78,6 +88,11 @@ def fold_all(batches, limits):
         state, new = fold(state, batch, limits, WINDOW, now_ms=1)
         violations.extend(new)
     return state, violations
+
+
+def subject(violation: dict) -> str:
+    """The violation's subject as the state keys it (a certificate as "@<id>")."""
+    return violation.get("thingName") or "@" + violation["certificateId"]
 
 
 def reported(records: list, client: str) -> set[str]:
@@ -116,15 +131,17 @@ def test_never_raises_and_never_alarms_a_device_within_its_limits(records, cuts)
         violations.extend(new)
     json.dumps(state)  # always JSON for Lambda to carry
     assert stats.records == len(records)
-    assert len({(v["thingName"], v["behavior"]["name"]) for v in violations}) == len(violations)
+    assert len({(subject(v), v["behavior"]["name"]) for v in violations}) == len(violations)
     for violation in violations:
         Violation.model_validate(violation)
-        thing, name = violation["thingName"], violation["behavior"]["name"]
+        who, name = subject(violation), violation["behavior"]["name"]
         if name in SLOTS:
             slot, limit = SLOTS[name]
-            assert state["t"][thing][slot] > getattr(LOW, limit)
+            assert state["t"][who][slot] > getattr(LOW, limit)
         else:
-            assert name in reported(records, thing)
+            assert name in reported(records, who)
+        # A claim is never a subject: certificates only for refused or claim connections.
+        assert "thingName" not in violation or not violation["thingName"].startswith("claim-")
 
 
 @PROPERTY
@@ -146,9 +163,10 @@ def test_arbitrary_bytes_among_healthy_traffic_give_no_violation(garbage, good, 
 def test_counts_do_not_depend_on_how_the_window_is_split_into_batches(records, cuts):
     whole_state, whole = fold_all([records], LOW)
     split_state, spread = fold_all(split(records, cuts), LOW)
-    assert {k: v[:4] for k, v in split_state["t"].items()} == {k: v[:4] for k, v in whole_state["t"].items()}
-    assert sorted((v["thingName"], v["behavior"]["name"]) for v in spread) == \
-        sorted((v["thingName"], v["behavior"]["name"]) for v in whole)
+    assert {k: v[:4] + v[5:] for k, v in split_state["t"].items()} == \
+        {k: v[:4] + v[5:] for k, v in whole_state["t"].items()}
+    assert sorted((subject(v), v["behavior"]["name"]) for v in spread) == \
+        sorted((subject(v), v["behavior"]["name"]) for v in whole)
     assert {v["violationId"] for v in spread} == {v["violationId"] for v in whole}
 
 

@@ -55,9 +55,11 @@ def _clear_caches() -> None:
 def fleet(monkeypatch):
     _clear_caches()
     with mock_aws():
-        iot, sns, sqs, dynamodb = (boto3.client(name, region_name=REGION) for name in ("iot", "sns", "sqs", "dynamodb"))
+        iot, sns, sqs, dynamodb = (boto3.client(name, region_name=REGION)
+                                   for name in ("iot", "sns", "sqs", "dynamodb"))
         incidents = create_incidents_table(boto3.resource("dynamodb", region_name=REGION))
-        dynamodb.create_table(TableName=COUNTERS_TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+        dynamodb.create_table(TableName=COUNTERS_TABLE,
+                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                               AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                               BillingMode="PAY_PER_REQUEST")
         iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
@@ -67,7 +69,8 @@ def fleet(monkeypatch):
         violations = sns.create_topic(Name="fleetwarden-test-violations")["TopicArn"]
         ops = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
         inbox = sqs.create_queue(QueueName="violation-topic-subscriber")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        inbox_arn = sqs.get_queue_attributes(
+            QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         sns.subscribe(TopicArn=violations, Protocol="sqs", Endpoint=inbox_arn)
         set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None)
         for key, value in {"VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": "fleetwarden-test-builtin",
@@ -81,7 +84,8 @@ def fleet(monkeypatch):
 
 
 def status(fleet, who: str) -> str:
-    return fleet.iot.describe_certificate(certificateId=fleet.certificates[who])["certificateDescription"]["status"]
+    described = fleet.iot.describe_certificate(certificateId=fleet.certificates[who])
+    return described["certificateDescription"]["status"]
 
 
 def groups(fleet, thing: str) -> list[str]:

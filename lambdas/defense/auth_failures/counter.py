@@ -88,7 +88,8 @@ def build_violation(kind: str, subject: str, settings: Settings, count: int, win
     return make_violation(
         thing=subject if kind == THING else None,
         certificate_id=subject if kind == CERTIFICATE else None,
-        client_id=claimed if kind == CERTIFICATE else None, profile=settings.profile, behavior_name=BEHAVIOR_NAME, metric=METRIC,
+        client_id=claimed if kind == CERTIFICATE else None, profile=settings.profile,
+        behavior_name=BEHAVIOR_NAME, metric=METRIC,
         criteria={"comparisonOperator": "greater-than", "value": {"count": settings.max_failures},
                   "durationSeconds": settings.window_seconds},
         metric_value={"count": count}, event_time_ms=now_ms, window=window_start,
@@ -168,8 +169,8 @@ class FailureCounter:
             self._remember(pk)
             return outcome
         try:
-            violation = resolve(build_violation(kind, subject, settings, count, window_start, self.now_ms(), claimed),
-                                self.attachments, window=window_start)
+            violation = build_violation(kind, subject, settings, count, window_start, self.now_ms(), claimed)
+            violation = resolve(violation, self.attachments, window=window_start)
             self.publish(violation)
         except Exception:
             # Attribution or publish failed: give the alarm back, so the retry of this delivery

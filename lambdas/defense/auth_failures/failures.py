@@ -106,7 +106,9 @@ def subject_of(line: Mapping[str, Any]) -> tuple[str, str]:
     certificate = certificate_id(principal)
     if certificate is not None:
         return CERTIFICATE, certificate
-    return UNATTRIBUTED, principal[:MAX_CLIENT_ID_BYTES] if isinstance(principal, str) and principal else "unknown"
+    if isinstance(principal, str) and principal:
+        return UNATTRIBUTED, principal[:MAX_CLIENT_ID_BYTES]
+    return UNATTRIBUTED, "unknown"
 
 
 def expires_at(window_start: int, window_seconds: int) -> int:

@@ -111,13 +111,16 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         skipped += outcome.skipped
         if outcome.unreportable:
             unreportable += 1
-            logger.warning("principal over the authorization-failure limit is not a certificate: not reported",
+            logger.warning("principal over the authorization-failure limit is not a certificate: "
+                           "not reported",
                            extra={"principal": subject, "window_start": window_start, "count": outcome.count})
         if outcome.violation is not None:
             violations += 1
             logger.warning("violation published", extra={
-                "thing": outcome.violation.get("thingName"), "certificate": outcome.violation.get("certificateId"),
-                "client_id": outcome.violation.get("clientId"), "behavior": outcome.violation["behavior"]["name"],
+                "thing": outcome.violation.get("thingName"),
+                "certificate": outcome.violation.get("certificateId"),
+                "client_id": outcome.violation.get("clientId"),
+                "behavior": outcome.violation["behavior"]["name"],
                 "violation_id": outcome.violation["violationId"], "count": outcome.count,
                 "window_start": window_start})
 

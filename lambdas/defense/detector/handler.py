@@ -108,7 +108,8 @@ def _emit(stats: FoldStats, published: list[dict[str, Any]]) -> None:
     count("DeviceReportsInvalid", stats.reports_invalid)
     count("DetectorSpoofedRecords", stats.spoofed)
     # Anomalies only (no alarm reads them): absent from a healthy batch's output.
-    for name, n in (("DetectorDuplicateEvents", stats.duplicates), ("DetectorConnectFailures", stats.connect_failed),
+    for name, n in (("DetectorDuplicateEvents", stats.duplicates),
+                    ("DetectorConnectFailures", stats.connect_failed),
                     ("DetectorUnattributed", stats.unattributed)):
         if n:
             count(name, n)
@@ -169,7 +170,8 @@ def lambda_handler(raw_event: Any, context: Any) -> dict[str, Any]:
             raise
         for v in violations:
             logger.warning("violation published", extra={
-                "thing": v.get("thingName"), "certificate": v.get("certificateId"), "client_id": v.get("clientId"),
+                "thing": v.get("thingName"), "certificate": v.get("certificateId"),
+                "client_id": v.get("clientId"),
                 "behavior": v["behavior"]["name"], "violation_id": v["violationId"],
                 "metric_value": v.get("metricValue"), "window_start": state["w"]})
     _emit(stats, violations)

@@ -125,7 +125,7 @@ NOT_OBJECT = "not-object"
 UNKNOWN_KIND = "unknown-kind"
 BAD_FIELDS = "bad-fields"  # a field is missing or of the wrong type / value
 BAD_PAYLOAD = "bad-payload"  # telemetry payload is not a base64 string
-UNSAFE_ID = "unsafe-id"  # the client id / thing is not a thing name: it cannot be named in a violation
+UNSAFE_ID = "unsafe-id"  # the client id / thing is not a thing name, or a claim-*: it cannot be named
 MALFORMED_REASONS = (BAD_RECORD, BAD_DATA, NOT_OBJECT, UNKNOWN_KIND, BAD_FIELDS, BAD_PAYLOAD, UNSAFE_ID)
 
 
@@ -370,11 +370,13 @@ class _WindowCounts:
         self.violations: list[dict[str, Any]] = []
 
     def entry(self, key: Any) -> list[int]:
-        """The writable entry of `key`; _Skipped(UNSAFE_ID) if key is not a thing name."""
+        """The writable entry of thing `key`; _Skipped(UNSAFE_ID) if key is not a thing name, or is
+        a claim connection's client id (no thing: the claim policy lets it publish nothing counted
+        here)."""
         entry = self.touched.get(key) if type(key) is str else None
         if entry is not None:
             return entry
-        if type(key) is not str or not _safe_id(key):
+        if type(key) is not str or not _safe_id(key) or key.startswith(CLAIM_CLIENT_PREFIX):
             raise _Skipped(UNSAFE_ID)
         return self._first_touch(key)
 
@@ -430,7 +432,8 @@ class _WindowCounts:
             self.stats.duplicates += 1
             return False
         if keep:
-            self.prints[key] = [print_] if held is None else held + [print_]  # a new list: the old state is read-only
+            # A new list: the previous state is read-only.
+            self.prints[key] = [print_] if held is None else held + [print_]
             self.size += PRINT_BYTES + (len(key) + PRINTS_OVERHEAD if held is None else 0)
             if self.size > self.limits.state_budget_bytes:  # e.g. the whole fleet reconnecting at once
                 self._evict()
