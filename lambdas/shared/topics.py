@@ -39,7 +39,47 @@ def alerts_topic(thing: str) -> str:
     return f"dt/{thing}/alerts"
 
 
+def rule_stage(name: str, purpose: str) -> str:
+    """The stage of a rule named by `rule_name(stage, purpose)` (ValueError for any other name)."""
+    head, tail = "fleetwarden_", f"_{purpose}"
+    if not (_RULE_NAME.match(name) and name.startswith(head) and name.endswith(tail)
+            and len(name) > len(head) + len(tail)):
+        raise ValueError(f"not a {purpose} rule name: {name}")
+    return name[len(head):-len(tail)]
+
+
+# The built-in detector's rule that receives device metric reports (stacks/defense/builtin_detector.py).
+METRICS_RULE_PURPOSE = "device_metrics"
+
+
+def metrics_rule_name(stage: str) -> str:
+    return rule_name(stage, METRICS_RULE_PURPOSE)
+
+
+def metrics_rule_of(telemetry_rule: str) -> str:
+    """The metrics rule of the stage whose telemetry rule is `telemetry_rule` (the device policy
+    is written from the telemetry rule's name)."""
+    return metrics_rule_name(rule_stage(telemetry_rule, "telemetry"))
+
+
+def metrics_report_topic(metrics_rule: str, thing: str) -> str:
+    """Where a device publishes its metric report (Device Defender's report format) so that the
+    built-in detector receives it: Basic Ingest straight to the detector's metrics rule. Defender's
+    own `$aws/things/<thing>/defender/metrics/json` is publish-only ("AWS IoT Device Defender
+    topics only support MQTT publish", https://docs.aws.amazon.com/iot/latest/developerguide/
+    reserved-topics.html): no rule can subscribe to it, so only Defender Detect sees those."""
+    return f"$aws/rules/{metrics_rule}/{metrics_report_rule_topic(thing)}"
+
+
+def metrics_report_rule_topic(thing: str = "+") -> str:
+    """What the metrics rule's SQL sees: "The initial prefix of a Basic Ingest topic
+    ($aws/rules/rule_name) isn't available to the topic(Decimal) function" (iot-basic-ingest.html),
+    so topic(2) is the thing."""
+    return f"dt/{thing}/metrics"
+
+
 def defender_metrics_topic(thing: str) -> str:
+    """Device Defender Detect's report topic (publish-only: only Defender reads it)."""
     return f"$aws/things/{thing}/defender/metrics/json"
 
 

@@ -49,10 +49,22 @@ PRESENCE_SQL = ("SELECT 'presence' AS kind, "
 # (the "Connect attempt failure event") by the certificate it is counted against, so all refused
 # attempts of one certificate reach one shard whatever client ids it claims.
 CONNECTED_OR_DISCONNECTED = " WHERE eventType = 'connected' OR eventType = 'disconnected'"
-# Device Defender reports come with long (header/metrics) or short (hed/met) key names; the
-# absent pair is simply left out of the object.
-METRICS_SQL = ("SELECT 'metrics' AS kind, topic(3) AS thing, clientid() AS client_id, "
-               "{{'header': header, 'metrics': metrics, 'hed': hed, 'met': met}} AS report FROM '{topic}'")
+# Device metric reports (Device Defender's report format) reach this rule by Basic Ingest:
+# topics.metrics_report_topic, $aws/rules/<this rule>/dt/<thing>/metrics. Defender's own
+# $aws/things/<thing>/defender/metrics/json is publish-only ("AWS IoT Device Defender topics only
+# support MQTT publish", https://docs.aws.amazon.com/iot/latest/developerguide/reserved-topics.html):
+# a rule selecting it receives nothing. The rule's SQL sees the topic without the Basic Ingest
+# prefix ("The initial prefix of a Basic Ingest topic ($aws/rules/rule_name) isn't available to the
+# topic(Decimal) function", https://docs.aws.amazon.com/iot/latest/developerguide/iot-basic-ingest.html),
+# so topic(2) is the thing the device named; clientid() is the thing it connected as (the device
+# policy admits only ${iot:Connection.Thing.ThingName} in that topic, and the detector counts a
+# mismatch against the client id). Reports come with long (header/metrics/custom_metrics) or short
+# (hed/met/cmet) key names; "A report can have both or at least one metrics or custom_metrics
+# block" ("Device metrics document specification", https://docs.aws.amazon.com/iot/latest/
+# developerguide/detect-device-side-metrics.html). Absent keys are left out of the object.
+METRICS_SQL = ("SELECT 'metrics' AS kind, topic(2) AS thing, clientid() AS client_id, "
+               "{{'header': header, 'metrics': metrics, 'custom_metrics': custom_metrics, "
+               "'hed': hed, 'met': met, 'cmet': cmet}} AS report FROM '{topic}'")
 # Every other message a device sends counts toward its message limit too. Alerts: dt/<thing>/alerts.
 # Shadow requests: a device publishes to <prefix>/update, /get, /delete ("Publish/Subscribe" in
 # https://docs.aws.amazon.com/iot/latest/developerguide/reserved-topics.html#reserved-topics-shadow);
@@ -105,8 +117,8 @@ class BuiltinDetector(Construct):
                 ("ConnectFailedRule", rule_name(stage_name, "connect_failed"),
                  PRESENCE_SQL.format(topic=topics.presence_topic("connect_failed"), where=""),
                  "${principalIdentifier}"),
-                ("DeviceMetricsRule", rule_name(stage_name, "device_metrics"),
-                 METRICS_SQL.format(topic=topics.defender_metrics_topic("+")), "${topic(3)}"),
+                ("DeviceMetricsRule", topics.metrics_rule_name(stage_name),
+                 METRICS_SQL.format(topic=topics.metrics_report_rule_topic("+")), "${clientid()}"),
                 ("AlertsCountRule", rule_name(stage_name, "alert_count"),
                  MESSAGE_SQL.format(topic=topics.alerts_topic("+")), "${clientid()}"),
                 ("ShadowCountRule", rule_name(stage_name, "shadow_count"),

@@ -157,8 +157,10 @@ def shorten(value):
     return value
 
 
-def metrics_record(thing: str, doc) -> dict:
-    return kinesis_record({"kind": "metrics", "thing": thing, "report": doc}, thing)
+def metrics_record(thing: str, doc, *, client_id: str | None = None) -> dict:
+    """A report as the metrics rule forwards it: thing = topic(2), client_id = clientid()."""
+    client = thing if client_id is None else client_id
+    return kinesis_record({"kind": "metrics", "thing": thing, "client_id": client, "report": doc}, client)
 
 
 def run(batches: list[list[dict]], *, state=None, window=WINDOW, limits=LIMITS, stats=None):
@@ -369,7 +371,8 @@ def test_a_valid_report_without_ports_gives_no_violation(short):
 
 
 INVALID_REPORTS = [
-    None, [], "report", {}, {"header": {"report_id": 1, "version": "1.0"}},
+    None, [], "report", {}, {"header": {"report_id": 1, "version": "1.0"}},  # neither metrics block
+    {"hed": {"rid": 1, "v": "1.0"}},
     {"header": {"report_id": -1, "version": "1.0"}, "metrics": {}},
     {"header": {"report_id": 1, "version": "2.0"}, "metrics": {}},
     {"header": {"report_id": True, "version": "1.0"}, "metrics": {}},

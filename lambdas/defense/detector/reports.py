@@ -1,15 +1,17 @@
 """Device Defender device-side metrics reports, checked and reduced to the counts the detector uses.
 
-Devices (the Device Defender agent or client library) publish a report on
-`$aws/things/<thing>/defender/metrics/json`; an IoT rule forwards it to the detector's stream as
-`{"kind": "metrics", "thing": ..., "report": <the report>}`. Both key styles the Defender
+Devices publish a report on the detector rule's Basic Ingest topic
+(`shared.topics.metrics_report_topic`: `$aws/rules/<metrics rule>/dt/<thing>/metrics`; Defender's
+own `$aws/things/<thing>/defender/metrics/json` is publish-only and reaches no rule); the rule
+forwards it to the detector's stream as
+`{"kind": "metrics", "thing": <topic(2)>, "client_id": <clientid()>, "report": <the report>}`. Both key styles the Defender
 libraries write are read, long names and short names (one style per report; a mix is invalid):
 
     long                     short  value
     header                   hed    object, required
       report_id              rid    integer >= 0, required (Defender: monotonically increasing)
       version                v      "1.0", required
-    metrics                  met    object, required; every section in it is optional
+    metrics                  met    object; every section in it is optional
       listening_tcp_ports    tp     {ports/pts?: [{port/pt: 0..65535, interface/if?: str}],
                                      total/t?: int >= 0}
       listening_udp_ports    up     the same as listening_tcp_ports
@@ -17,7 +19,12 @@ libraries write are read, long names and short names (one style per report; a mi
       tcp_connections        tc     {established_connections/ec?: {connections/cs?: [{remote_addr/rad: str,
                                      local_port/lp?: 0..65535, local_interface/li?: str}],
                                      total/t?: int >= 0}}
-    custom_metrics           cmet   object, optional (not used here, only its type is checked)
+    custom_metrics           cmet   object (not used here, only its type is checked)
+
+"A report can have both or at least one `metrics` or `custom_metrics` block" ("Device metrics
+document specification", https://docs.aws.amazon.com/iot/latest/developerguide/
+detect-device-side-metrics.html): a report with neither is invalid, one with custom_metrics only
+is valid and counts as a message with nothing else to judge.
 
 Unknown keys are refused at every level, integers must be JSON integers (no bool, no 1.0), and
 strings are at most MAX_TEXT characters. A count is max(total, number of entries listed), so a
@@ -155,7 +162,9 @@ def parse_report(report: Any) -> ReportCounts:
     if "custom_metrics" in top and type(top["custom_metrics"]) is not dict:
         raise InvalidReport("custom_metrics is not an object")
     if "metrics" not in top:
-        raise InvalidReport("report has no metrics")
+        if "custom_metrics" not in top:
+            raise InvalidReport("report has neither metrics nor custom_metrics")
+        return ReportCounts(None, None, None)  # custom metrics only: valid, nothing to judge here
     metrics = _object(top["metrics"], keys, ("listening_tcp_ports", "listening_udp_ports", "network_stats",
                                              "tcp_connections"), "metrics")
     tcp = _ports(metrics["listening_tcp_ports"], keys, "listening_tcp_ports") \

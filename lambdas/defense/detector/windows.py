@@ -15,8 +15,10 @@ shard's window the state the previous batch returned:
                 https://docs.aws.amazon.com/iot/latest/developerguide/life-cycle-events.html)
                -> connected / disconnected: connects or disconnects +1 of the client id;
                   connect_failed: connects +1 and authorization failures +1 of the certificate
-    metrics    {"kind": "metrics", "thing", "client_id"?, "report": <Defender device-side report>}
-               -> messages +1, and judged at once (detector/reports.py): any listening TCP/UDP
+    metrics    {"kind": "metrics", "thing", "client_id", "report": <Defender device-side report>}
+               (the metrics rule: thing = topic(2) of shared.topics.metrics_report_topic,
+               client_id = clientid()) -> messages +1 of the client id, and its own report
+               (thing == client_id) judged at once (detector/reports.py): any listening TCP/UDP
                port, or more than MAX_ESTABLISHED_TCP established connections, is a violation
 
 Everything counts against what AWS authenticated, not against what a record claims
@@ -25,7 +27,8 @@ Everything counts against what AWS authenticated, not against what a record clai
     policy admits iot:Connect only as client/${iot:Connection.Thing.ThingName} with IsAttached),
     so telemetry, messages, reports and connected / disconnected events count against the client
     id; telemetry whose `thing` differs from its `client_id` counts against the client id (and is
-    counted as spoofed), a metrics record carrying a `client_id` the same way;
+    counted as spoofed), a metrics record the same way (it must carry its `client_id`: a
+    report naming another thing is judged as the sender's own, never the named thing's);
   * a claim connection (client id `claim-*`, the claim policy's only ones) is no thing: its
     presence counts against its certificate (`principal`);
   * a refused Connect (`connect_failed`) claims any client id it likes: it counts against its
@@ -510,13 +513,12 @@ class _WindowCounts:
     def report(self, doc: dict[str, Any]) -> None:
         """A device-side metrics report: one more message, and judged at once (its limits are
         not windowed)."""
-        thing = doc.get("thing")
-        client = doc.get("client_id", thing)
+        thing, client = doc.get("thing"), doc.get("client_id")
         if type(thing) is not str or type(client) is not str:
             raise _Skipped(BAD_FIELDS)
         entry = self.entry(client)
         stats = self.stats
-        if thing != client:
+        if thing != client:  # a report naming another device: judged as the sender's own
             stats.spoofed += 1
         entry[MESSAGES] += 1
         stats.reports += 1
