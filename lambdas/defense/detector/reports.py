@@ -4,8 +4,9 @@ Devices publish a report on the detector rule's Basic Ingest topic
 (`shared.topics.metrics_report_topic`: `$aws/rules/<metrics rule>/dt/<thing>/metrics`; Defender's
 own `$aws/things/<thing>/defender/metrics/json` is publish-only and reaches no rule); the rule
 forwards it to the detector's stream as
-`{"kind": "metrics", "thing": <topic(2)>, "client_id": <clientid()>, "report": <the report>}`. Both key styles the Defender
-libraries write are read, long names and short names (one style per report; a mix is invalid):
+`{"kind": "metrics", "thing": <topic(2)>, "client_id": <clientid()>, "report": <the report>}`.
+Both key styles the Defender libraries write are read, long names and short names (one style per
+report; a mix is invalid):
 
     long                     short  value
     header                   hed    object, required
