@@ -23,9 +23,13 @@ Fleetwarden's additions (absent from Defender's own messages, so Defender's aler
   asked for. Its containment deactivates that certificate and touches no thing.
 * **clientId** (optional, 1-128 chars): the client id the signal claimed. A claim, never a
   subject: it is shown to operators and never acted upon.
-* **attribution**: `proven` (also when absent, as in every Defender message) or `unproven`: the
-  source cannot prove whom the signal belongs to. Such a violation is recorded and reported,
-  never contained automatically.
+* **attribution**: `proven` or `unproven`: the source cannot prove whom the signal belongs to. Such
+  a violation is recorded and reported, never contained automatically. The built-in detectors
+  always write it. Device Defender's own messages never carry it: they count as proven, except for
+  the metrics whose attribution Defender does not document (`aws:num-authorization-failures`,
+  `aws:num-connection-attempts`: the cloud-side metrics page does not say whether a refused
+  Connect is charged to the certificate or to the thing named by the client id it claimed, so
+  anyone holding any certificate might raise them against any thing: unverified, worst case).
 
 A certificate violation, as the built-in detectors publish it (`make_violation(certificate_id=...)`):
 
@@ -53,6 +57,9 @@ CLIENT_ID_MAX = 128  # MQTT client ids on IoT Core: 1-128 characters (DeleteConn
 
 PROVEN = "proven"
 UNPROVEN = "unproven"
+# Defender metrics that a refused request under another device's client id may raise against
+# that device: Defender's violations on them are reported, never contained (see above).
+UNATTRIBUTED_DEFENDER_METRICS = frozenset({"aws:num-authorization-failures", "aws:num-connection-attempts"})
 Attribution = Literal["proven", "unproven"]
 THING = "thing"
 CERTIFICATE = "certificate"
@@ -88,7 +95,7 @@ class Violation(BaseModel):
     thingName: StrictStr | None = Field(default=None, pattern=THING_NAME_PATTERN)
     certificateId: StrictStr | None = Field(default=None, pattern=CERTIFICATE_ID_PATTERN)
     clientId: StrictStr | None = Field(default=None, min_length=1, max_length=CLIENT_ID_MAX)
-    attribution: Attribution | None = None  # absent: proven (model_dump(exclude_none) stays Defender's shape)
+    attribution: Attribution | None = None  # absent: a Defender message (model_dump(exclude_none) keeps its shape)
     securityProfileName: StrictStr = Field(min_length=1, max_length=128)
     behavior: Behavior
     # {"count": n} | {"number": x} | {"numbers": [...]} | {"cidrs": [...]} | {"ports": [...]}
@@ -118,6 +125,8 @@ class Violation(BaseModel):
 
     @property
     def proven(self) -> bool:
+        if self.attribution is None and self.thingName is not None:  # Device Defender's own message
+            return self.behavior.metric not in UNATTRIBUTED_DEFENDER_METRICS
         return self.attribution != UNPROVEN
 
 
@@ -205,8 +214,7 @@ def make_violation(
         message["certificateId"] = certificate_id
     if client_id is not None:
         message["clientId"] = client_id
-    if attribution != PROVEN:
-        message["attribution"] = attribution
+    message["attribution"] = attribution  # always written: absent means a Defender message
     message.update({
         "securityProfileName": profile,
         "behavior": behavior,

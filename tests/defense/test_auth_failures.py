@@ -189,6 +189,7 @@ def test_up_to_the_limit_nothing_is_published_and_one_more_publishes_one_violati
     (message,) = aws.published()
     violation = Violation.model_validate(message)
     assert message == {
+        "attribution": "proven",
         "violationId": derive_violation_id(thing=CLIENT, profile=PROFILE,
                                            behavior_name="AuthorizationFailures", window=T0 // 1000),
         "thingName": CLIENT, "securityProfileName": PROFILE,

@@ -958,6 +958,20 @@ def test_an_unknown_certificate_is_recorded(env):
     assert ops_messages(env) == []
 
 
+def test_a_defender_authorization_failure_alert_is_reported_never_contained(env):
+    """Anyone holding any certificate can make refused Connects under a victim's client id; Device
+    Defender does not document whom it charges them to, so its alert on that metric contains nothing."""
+    (cert,) = make_thing(env.iot)
+    behavior = {**SAMPLE_DICT["behavior"], "name": "AuthFailures", "metric": "aws:num-authorization-failures"}
+    calls = counted(env)
+    outcome = invoke(sns_event(violation(behavior=behavior)))["outcomes"][0]
+    assert outcome["status"] == "reported"
+    assert calls.iot.calls == [] and calls.data.calls == []
+    assert not in_group(env) and cert_status(env, cert) == "ACTIVE"
+    (note,) = ops_messages(env)
+    assert note["details"]["attribution"] == "unproven"
+
+
 @pytest.mark.parametrize("subject", ["thing", "certificate"])
 def test_unproven_attribution_is_reported_never_contained(env, subject):
     (cert,) = make_thing(env.iot)

@@ -6,6 +6,8 @@ parses back unchanged, and no input makes parse_violation raise anything but Inv
 
 from __future__ import annotations
 
+import copy
+
 import json
 
 import pytest
@@ -98,8 +100,9 @@ def test_make_violation_builds_the_defender_shape():
         thing="dev-IZWB", profile="MySecProfile", behavior_name="MessagesPub", metric="aws:num-messages-sent",
         criteria=SAMPLE_DICT["behavior"]["criteria"], metric_value={"count": 54}, event_time_ms=1573786800000,
         violation_id="37e18651d207bbc74236c13faf146127")
-    assert message == SAMPLE_DICT
-    assert parse_violation(violation_json(message)) == parse_violation(SAMPLE)
+    assert message == {**SAMPLE_DICT, "attribution": "proven"}  # Defender's shape, plus how it was attributed
+    assert parse_violation(violation_json(message)) == parse_violation(SAMPLE).model_copy(
+        update={"attribution": "proven"})
 
 
 def test_the_default_id_is_deterministic_per_window():
@@ -247,9 +250,32 @@ def test_make_violation_builds_a_certificate_violation_with_its_own_ids():
                                                          behavior_name="AuthorizationFailures",
                                                          window=1_700_000_000_000)
     assert message["violationId"] != make_violation(thing=CERT_ID, **common)["violationId"]
-    # A proven thing violation carries no attribution key: Defender's shape, unchanged.
-    assert "attribution" not in make_violation(thing="dev-1", **common)
+    # The built-in detectors always say how they attributed it (absent means Device Defender).
+    assert make_violation(thing="dev-1", **common)["attribution"] == "proven"
+    assert parse_violation(violation_json(make_violation(thing="dev-1", **common))).proven
     with pytest.raises(InvalidViolation):
         make_violation(thing="dev-1", certificate_id=CERT_ID, **common)
     with pytest.raises(InvalidViolation):
         make_violation(**common)
+
+
+@pytest.mark.parametrize("metric,proven", [
+    ("aws:num-authorization-failures", False),  # whom Defender charges a refused Connect: undocumented
+    ("aws:num-connection-attempts", False),
+    ("aws:num-messages-sent", True),  # counted on the device's own accepted connection
+    ("aws:message-byte-size", True),
+    (None, True),  # a custom behaviour without a metric
+])
+def test_defender_messages_on_metrics_of_unknown_attribution_are_report_only(metric, proven):
+    """Device Defender's own alert (no `attribution`, as in the documented SNS message, the shape of
+    ../shared/events/defender-violation-in-alarm.json). Cloud-side metrics page: authorization failures
+    and connection attempts are counted for "a device", without saying whether a refused Connect is
+    charged to the thing named by its client id: containing on them would let any certificate get
+    any device contained."""
+    data = copy.deepcopy(SAMPLE_DICT)
+    if metric is None:
+        data["behavior"].pop("metric", None)
+    else:
+        data["behavior"]["metric"] = metric
+    assert "attribution" not in data
+    assert parse_violation(json.dumps(data)).proven is proven

@@ -195,6 +195,7 @@ def test_a_flood_in_one_batch_gives_exactly_one_violation_in_defender_format():
     violation = violations[0]
     assert_defender_format(violation)
     assert violation == {
+        "attribution": "proven",  # the built-in detector always says how it attributed it
         "violationId": derive_violation_id(thing="sensor-0001", profile=PROFILE, behavior_name="MessagesSent",
                                            window=WINDOW_START),
         "thingName": "sensor-0001",

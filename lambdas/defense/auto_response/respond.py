@@ -67,7 +67,9 @@ from defense.auto_response.outcomes import (
 )
 from shared.audit import iso_utc
 from shared.runtime import error_code
-from shared.violations import ALARM_CLEARED, ALARM_INVALIDATED, InvalidViolation, Violation, parse_violation
+from shared.violations import (
+    ALARM_CLEARED, ALARM_INVALIDATED, PROVEN, UNPROVEN, InvalidViolation, Violation, parse_violation,
+)
 
 _logger = Logger(child=True)
 
@@ -236,7 +238,7 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     details: dict[str, Any] = {
         "thing": thing,
         "certificate": v.certificateId,
-        "attribution": v.attribution or "proven",
+        "attribution": PROVEN if v.proven else UNPROVEN,
         "outcome": outcome,
         "mode": mode,
         "violation": {
