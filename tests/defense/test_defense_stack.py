@@ -163,9 +163,10 @@ def test_builtin_detector_folds_device_keyed_records_in_tumbling_windows(dev):
         for field, name in PRESENCE_FIELDS.items():
             assert f"{field} AS {name}" in sql
     metrics = rules["fleetwarden_dev_device_metrics"]
-    assert "FROM '$aws/things/+/defender/metrics/json'" in metrics["Sql"]
+    # Devices report on the detector rule's Basic Ingest topic: Defender's own topic is publish-only.
+    assert "FROM 'dt/+/metrics'" in metrics["Sql"]
     assert "clientid() AS client_id" in metrics["Sql"]
-    assert metrics["Actions"][0]["Kinesis"]["PartitionKey"] == "${topic(3)}"
+    assert metrics["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientid()}"
     # Every other message counts toward the device's message limit (alerts, shadow requests).
     for rule, topic_filter in (("alert_count", "dt/+/alerts"), ("shadow_count", "$aws/things/+/shadow/name/+/+")):
         payload = rules[f"fleetwarden_dev_{rule}"]
@@ -224,7 +225,10 @@ def test_auto_response_role_is_exactly_containment(dev):
     assert role_actions(defense(dev), "ResponseRespondRole") == {
         "iot:ListThingGroupsForThing", "iot:ListThingPrincipals",
         "iot:AddThingToThingGroup", "iot:UpdateCertificate",
+        "iot:DescribeCertificate",  # a certificate violation: is it ours, and is it active?
+        "iot:DeleteConnection",  # ends the live session once the certificate is inactive
         "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "sns:Publish",
+        "dynamodb:Query",  # the open incident of a thing or certificate (repeat violations)
         "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",
         "kms:GenerateDataKey*", "kms:ReEncrypt*",  # sending failed events to the encrypted DLQ
         "sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
