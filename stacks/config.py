@@ -71,6 +71,9 @@ class StageConfig:
     iot_log_level: str
     ops_email: str | None
     tls_security_policy: str
+    device_domain_name: str | None
+    device_domain_certificate_arn: str | None
+    device_domain_validation_certificate_arn: str | None
     existing_trail_log_group: str | None
     termination_protection: bool
     serial_pattern: str
@@ -329,6 +332,8 @@ class Setting:
 DETECT_SOURCES = ("defender", "builtin", "both")
 REVOCATION_MODES = ("quarantine-only", "deactivate", "revoke")
 _up_to_a_million = whole(1, 10**6)
+_acm_certificate_arn = matches(r"^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate/[0-9a-f-]{36}$",
+                               "is not an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)")
 
 # Each key is the StageConfig field of the same name unless handled in `_stage` after the pass.
 SETTINGS: dict[str, Setting] = {
@@ -342,6 +347,13 @@ SETTINGS: dict[str, Setting] = {
     "ops_email": Setting(None, optional(matches(
         r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$", "is not a valid email address"))),
     "tls_security_policy": Setting(TLS_SECURITY_POLICIES[0], one_of(TLS_SECURITY_POLICIES)),
+    # A customer-owned device endpoint name (unset: the AWS-managed name IoT Core assigns) and
+    # its ACM server certificate; a validation certificate only for a privately signed one.
+    "device_domain_name": Setting(None, optional(matches(
+        r"^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$",
+        "is not a lowercase fully qualified domain name such as devices.example.com"))),
+    "device_domain_certificate_arn": Setting(None, optional(_acm_certificate_arn)),
+    "device_domain_validation_certificate_arn": Setting(None, optional(_acm_certificate_arn)),
     "existing_trail_log_group": Setting(None, optional(matches(
         r"^[\w#/.\-]{1,512}$", "is not a CloudWatch Logs log group name"))),
     "termination_protection": Setting(False, flag),
@@ -456,6 +468,16 @@ def _check_window(where: str, v: dict) -> None:
                           f"detect = {detect!r}; use one of: {', '.join(map(str, allowed))}")
 
 
+def _check_device_domain(where: str, v: dict) -> None:
+    """A customer-owned domain needs its server certificate, and only it takes a validation one."""
+    named, certified = v["device_domain_name"] is not None, v["device_domain_certificate_arn"] is not None
+    if named != certified:
+        raise ConfigError(f"{where}.device_domain_name and {where}.device_domain_certificate_arn "
+                          "go together: set both for your own device domain, or neither")
+    if v["device_domain_validation_certificate_arn"] is not None and not named:
+        raise ConfigError(f"{where}.device_domain_validation_certificate_arn needs device_domain_name")
+
+
 def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> StageConfig:
     where = f"stages.{name}"
     if not isinstance(raw, Mapping):
@@ -469,6 +491,7 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
     # The settings that depend on other settings, the stage's name or files.
     if v["owns_account_singletons"] is None:
         v["owns_account_singletons"] = name == owner
+    _check_device_domain(where, v)
     _check_window(where, v)
     for file_key, pem_field in (("ca_certificate_file", "ca_certificate_pem"),
                                 ("ca_verification_certificate_file", "ca_verification_certificate_pem")):

@@ -12,6 +12,7 @@ from stacks.identity.device_endpoint import DeviceEndpoint
 from stacks.identity.device_registry import DeviceRegistry
 from stacks.identity.factory_ca import FactoryCa
 from stacks.identity.fleet_provisioning import FleetProvisioning
+from stacks.identity.iot_policies import only_through_domain
 from stacks.identity.provisioning_role import ProvisioningRole
 from stacks.identity.token_api import OperatorDirectory, ProvisioningTokenApi
 from lambdas.shared.topics import rule_name
@@ -32,6 +33,9 @@ class IdentityStack(Stack):
         self.endpoint = DeviceEndpoint(
             self, "DeviceEndpoint",
             name=f"{stage.prefix}-devices", tls_security_policy=stage.tls_security_policy,
+            defaults=defaults, domain_name=stage.device_domain_name,
+            certificate_arn=stage.device_domain_certificate_arn,
+            validation_certificate_arn=stage.device_domain_validation_certificate_arn,
         )
         self.registry = DeviceRegistry(
             self, "Registry",
@@ -83,6 +87,10 @@ class IdentityStack(Stack):
             registry=self.registry, provisioning_role=self.provisioning_role,
             tokens_table=self.tokens_table, audit_table=self.audit_table, defaults=defaults,
         )
+        # Device and claim certificates get in only through the Fleetwarden endpoint.
+        for policy in (self.registry.device_policy, self.provisioning.claim_policy):
+            policy.policy_document = only_through_domain(policy.policy_document, self.endpoint.host_name)
+
         self.operators = OperatorDirectory(
             self, "Operators", prefix=stage.prefix, deletion_protection=stage.termination_protection)
         self.token_api = ProvisioningTokenApi(

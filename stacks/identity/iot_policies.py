@@ -3,9 +3,13 @@
 Plain functions returning policy documents, so tests can evaluate exactly what is deployed.
 `arn_prefix` is `arn:<partition>:iot:<region>:<account>` (CDK tokens in the stack, literal
 strings in tests). Topics come from `lambdas/shared/topics.py`, shared with the IoT rules.
+`only_through_domain` then confines the device and claim policies to the Fleetwarden endpoint
+(IdentityStack applies it, since the stack holds both the endpoint and the policies).
 """
 
 from __future__ import annotations
+
+import copy
 
 from lambdas.shared import topics
 from lambdas.identity.tokens import CLAIM_CLIENT_PREFIX
@@ -23,7 +27,8 @@ def device_policy_document(arn_prefix: str, telemetry_rule: str) -> dict:
     publish = [
         topics.telemetry_topic(telemetry_rule, THING),
         topics.alerts_topic(THING),
-        topics.defender_metrics_topic(THING),
+        topics.defender_metrics_topic(THING),  # read by Device Defender Detect only
+        topics.metrics_report_topic(topics.metrics_rule_of(telemetry_rule), THING),  # built-in detector
         f"{topics.jobs_prefix(THING)}/*",
         f"{topics.shadow_prefix(THING)}/*",
         topics.cert_rotation_request_topic(THING),
@@ -108,7 +113,13 @@ def claim_policy_document(arn_prefix: str, template_name: str) -> dict:
             {
                 "Sid": "UseFleetProvisioningApi",
                 "Effect": "Allow",
-                "Action": ["iot:Publish", "iot:Receive"],
+                "Action": "iot:Publish",
+                "Resource": _arns(arn_prefix, "topic", [f"{p}/*" for p in prefixes]),
+            },
+            {
+                "Sid": "ReceiveFleetProvisioningReplies",
+                "Effect": "Allow",
+                "Action": "iot:Receive",
                 "Resource": _arns(arn_prefix, "topic", [f"{p}/*" for p in prefixes]),
             },
             {
@@ -119,3 +130,35 @@ def claim_policy_document(arn_prefix: str, template_name: str) -> dict:
             },
         ],
     }
+
+
+# The actions a client can take without a connection through our endpoint: Connect (MQTT on
+# 8883 or 443 with ALPN) and Publish, which HTTPS (port 8443) authorises with no Connect and no
+# client id at all ("HTTPS publish", https://docs.aws.amazon.com/iot/latest/developerguide/http.html).
+# Subscribe and Receive exist only inside an MQTT connection, which Connect already confined.
+DOMAIN_BOUND_ACTIONS = ("iot:Connect", "iot:Publish")
+
+
+def only_through_domain(document: dict, domain_name: str) -> dict:
+    """The document with every Allow of Connect or Publish conditioned on `iot:DomainName`.
+
+    `iot:DomainName` is "the domain name of the client connected to AWS IoT Core" ("Basic AWS
+    IoT Core policy variables", https://docs.aws.amazon.com/iot/latest/developerguide/
+    basic-policy-variables.html): the server name the device asked for, by which IoT Core also
+    picks the domain configuration (SNI, "Device communication protocols", protocols.html).
+    So the account's default iot:Data-ATS endpoint, with its own TLS policy, HTTPS and MQTT over
+    WebSockets, refuses these certificates. The docs list the key without saying on which
+    actions it is set: on Publish it is unverified, and a publish without it is refused here
+    (StringEquals on an absent key is false), the safe way round for HTTPS. A device policy's
+    Publish already matches nothing over HTTPS (its resources use thing variables, which exist
+    only over MQTT: "Thing policy variables"); the claim policy's does not, so it needs this.
+    """
+    confined = copy.deepcopy(document)
+    for statement in confined["Statement"]:
+        actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        if statement["Effect"] == "Allow" and set(actions) & set(DOMAIN_BOUND_ACTIONS):
+            if not set(actions) <= set(DOMAIN_BOUND_ACTIONS):
+                raise ValueError(f"split {statement.get('Sid')}: only Connect and Publish are confined")
+            condition = statement.setdefault("Condition", {})
+            condition.setdefault("StringEquals", {})["iot:DomainName"] = domain_name
+    return confined

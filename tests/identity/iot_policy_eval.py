@@ -2,9 +2,11 @@
 
 It implements what the device policies rely on: `*` and `?` wildcards in resources (and
 actions), policy variables `${iot:Connection.Thing.ThingName}` / `${iot:ClientId}`, the
-`Bool` / `StringEquals` condition operators, default deny, and explicit deny winning over any
-allow. MQTT wildcards (`+`, `#`) in a resource are plain characters, as in IoT Core.
-CloudFormation intrinsics (`Fn::Join`, `Ref` of pseudo parameters) are resolved first.
+`Bool` / `StringEquals` condition operators (a key the request does not carry fails both),
+the `iot:DomainName` the client connected through, default deny, and explicit deny winning
+over any allow. MQTT wildcards (`+`, `#`) in a resource are plain characters, as in IoT Core.
+CloudFormation intrinsics (`Fn::Join`, `Ref` of pseudo parameters, and `Fn::GetAtt` of values
+only known at deploy time: the value the caller supplies, else a stand-in) are resolved first.
 """
 
 from __future__ import annotations
@@ -17,30 +19,46 @@ PSEUDO = {"AWS::Partition": "aws", "AWS::Region": "eu-west-1", "AWS::AccountId":
 ARN_PREFIX = f"arn:aws:iot:{PSEUDO['AWS::Region']}:{PSEUDO['AWS::AccountId']}"
 
 
-def resolve(value: Any) -> Any:
-    """Resolve the intrinsics CDK emits in policy documents into plain strings."""
+def resolve(value: Any, deployed: dict[tuple[str, str], str] | None = None) -> Any:
+    """Resolve the intrinsics CDK emits in policy documents into plain strings.
+
+    `deployed` maps (logical id, attribute) of an `Fn::GetAtt` to the value CloudFormation
+    would put there; an attribute it does not name becomes the stand-in `<logical id.attribute>`,
+    equal only to itself."""
+    deployed = deployed or {}
     if isinstance(value, dict):
         if set(value) == {"Ref"}:
             return PSEUDO[value["Ref"]]
         if set(value) == {"Fn::Join"}:
             separator, parts = value["Fn::Join"]
-            return separator.join(resolve(p) for p in parts)
-        return {k: resolve(v) for k, v in value.items()}
+            return separator.join(resolve(p, deployed) for p in parts)
+        if set(value) == {"Fn::GetAtt"}:
+            logical_id, attribute = value["Fn::GetAtt"]
+            return deployed.get((logical_id, attribute), f"<{logical_id}.{attribute}>")
+        return {k: resolve(v, deployed) for k, v in value.items()}
     if isinstance(value, list):
-        return [resolve(v) for v in value]
+        return [resolve(v, deployed) for v in value]
     return value
 
 
 @dataclass
 class Connection:
-    """Who is asking: the client id, and the thing its certificate is attached to (if any)."""
+    """Who is asking: the client id (None for an HTTPS request), the thing its certificate is
+    attached to (if any), and the domain name it connected through (its TLS server name)."""
 
-    client_id: str
+    client_id: str | None
     attached_thing: str | None = None
+    domain_name: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
 
     def variables(self) -> dict[str, str]:
-        values = {"iot:ClientId": self.client_id}
+        values = {} if self.domain_name is None else {"iot:DomainName": self.domain_name}
+        if self.client_id is None:
+            # HTTPS publish carries no client id ("HTTPS publish", developerguide/http.html),
+            # and thing variables exist only over MQTT or MQTT over WebSocket ("Thing policy
+            # variables", developerguide/thing-policy-variables.html).
+            return {**values, **self.extra}
+        values["iot:ClientId"] = self.client_id
         # Thing variables exist only when the client id equals a thing attached to the cert.
         if self.attached_thing is not None and self.attached_thing == self.client_id:
             values["iot:Connection.Thing.ThingName"] = self.attached_thing

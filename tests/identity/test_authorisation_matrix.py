@@ -1,20 +1,40 @@
-"""Device policies, evaluated as IoT Core would: no device can act as, or read from, another."""
+"""Device policies, evaluated as IoT Core would: no device can act as, or read from, another,
+and nothing gets in except through the Fleetwarden endpoint."""
+
+import json
 
 import pytest
 
 from lambdas.shared import topics
 from lambdas.shared.topics import rule_name
-from tests.identity.iot_policy_eval import Connection, client, is_allowed, topic, topicfilter
+from tests.identity.iot_policy_eval import Connection, client, is_allowed, resolve, topic, topicfilter
 
 RULE = rule_name("dev", "telemetry")  # the telemetry rule the stacks create
+# Host names shaped as the docs show them ("HTTPS publish": a3qjEXAMPLEffp-ats.iot.us-west-2...;
+# AWS CLI describe-domain-configuration: d01645582h24k4we2vblw-ats.iot.us-west-2...).
+FLEETWARDEN = "d01645582h24k4we2vblw-ats.iot.eu-west-1.amazonaws.com"  # our domain configuration
+DEFAULT_ENDPOINT = "a3qjexampleffp-ats.iot.eu-west-1.amazonaws.com"  # the account's iot:Data-ATS
+
+
+def host_name_call(s) -> str:
+    """The deploy-time DescribeDomainConfiguration of the stage's own domain configuration."""
+    resources = s.template_json(s.stacks.identity)["Resources"]
+    describe = {"action": "describeDomainConfiguration", "service": "Iot",
+                "parameters": {"domainConfigurationName": f"fleetwarden-{s.stage}-devices"}}
+    found = [k for k, r in resources.items() if r["Type"] == "Custom::AWS"
+             and isinstance(r["Properties"]["Create"], str)  # calls naming other resources are joins
+             and describe.items() <= json.loads(r["Properties"]["Create"]).items()]
+    assert len(found) == 1
+    return found[0]
 
 
 def policy(s, logical_prefix: str) -> dict:
+    """The deployed document, with our endpoint's host name where CloudFormation puts it."""
     resources = s.template_json(s.stacks.identity)["Resources"]
     found = [r["Properties"]["PolicyDocument"] for k, r in resources.items()
              if r["Type"] == "AWS::IoT::Policy" and k.startswith(logical_prefix)]
     assert len(found) == 1, logical_prefix
-    return found[0]
+    return resolve(found[0], {(host_name_call(s), "domainName"): FLEETWARDEN})
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +53,7 @@ def claim_policy(dev):
     return [policy(dev, "FleetProvisioningClaimPolicy")]
 
 
-A = Connection(client_id="dev-A", attached_thing="dev-A")
+A = Connection(client_id="dev-A", attached_thing="dev-A", domain_name=FLEETWARDEN)
 B_NAME = "dev-B"
 
 
@@ -52,9 +72,9 @@ def test_device_connects_only_as_itself_and_only_when_attached(device_policy):
     assert is_allowed(device_policy, "iot:Connect", client("dev-A"), A)
     assert not is_allowed(device_policy, "iot:Connect", client(B_NAME), A)
     # A's certificate presented under B's client id: the thing variables are not set.
-    as_b = Connection(client_id=B_NAME, attached_thing="dev-A")
+    as_b = Connection(client_id=B_NAME, attached_thing="dev-A", domain_name=FLEETWARDEN)
     assert not is_allowed(device_policy, "iot:Connect", client(B_NAME), as_b)
-    detached = Connection(client_id="dev-A", attached_thing=None)
+    detached = Connection(client_id="dev-A", attached_thing=None, domain_name=FLEETWARDEN)
     assert not is_allowed(device_policy, "iot:Connect", client("dev-A"), detached)
 
 
@@ -126,17 +146,45 @@ def test_policies_use_no_iot_star_and_no_bare_star_resource(quarantined, claim_p
 
 def test_claim_certificate_may_only_run_fleet_provisioning(claim_policy, dev):
     template_name = dev.stacks.identity.provisioning.template_name
-    claim = Connection(client_id="claim-7f3a")
+    claim = Connection(client_id="claim-7f3a", domain_name=FLEETWARDEN)
     assert is_allowed(claim_policy, "iot:Connect", client("claim-7f3a"), claim)
     for prefix in topics.provisioning_prefixes(template_name):
         assert is_allowed(claim_policy, "iot:Publish", topic(f"{prefix}/json"), claim)
         assert is_allowed(claim_policy, "iot:Subscribe", topicfilter(f"{prefix}/json/accepted"), claim)
         assert is_allowed(claim_policy, "iot:Receive", topic(f"{prefix}/json/accepted"), claim)
     # It cannot impersonate a device, publish data, or run another template.
-    assert not is_allowed(claim_policy, "iot:Connect", client("dev-A"), Connection(client_id="dev-A"))
+    as_device = Connection(client_id="dev-A", domain_name=FLEETWARDEN)
+    assert not is_allowed(claim_policy, "iot:Connect", client("dev-A"), as_device)
     assert not is_allowed(claim_policy, "iot:Publish", topic(topics.alerts_topic("dev-A")), claim)
     other = "$aws/provisioning-templates/someone-else/provision/json"
     assert not is_allowed(claim_policy, "iot:Publish", topic(other), claim)
+
+
+# --- the Fleetwarden endpoint is the only way in ---------------------------------------------------
+
+@pytest.mark.parametrize("domain", [DEFAULT_ENDPOINT, "d9otherconfig-ats.iot.eu-west-1.amazonaws.com", None],
+                         ids=["default endpoint", "another domain configuration", "no server name"])
+def test_device_and_claim_certificates_connect_only_through_the_fleetwarden_domain(
+        device_policy, claim_policy, domain):
+    device = Connection(client_id="dev-A", attached_thing="dev-A", domain_name=domain)
+    assert not is_allowed(device_policy, "iot:Connect", client("dev-A"), device)
+    claim = Connection(client_id="claim-7f3a", domain_name=domain)
+    assert not is_allowed(claim_policy, "iot:Connect", client("claim-7f3a"), claim)
+
+
+def test_https_publish_through_the_default_endpoint_is_refused(device_policy, claim_policy, dev):
+    """HTTPS on 8443 publishes with no Connect and no client id ("HTTPS publish",
+    https://docs.aws.amazon.com/iot/latest/developerguide/http.html): only iot:Publish is checked."""
+    device = Connection(client_id=None, attached_thing="dev-A", domain_name=DEFAULT_ENDPOINT)
+    for name, own in own_and_other("dev-A").items():
+        assert not is_allowed(device_policy, "iot:Publish", topic(own), device), name
+    # The claim policy names no thing variable, so only the domain condition stops this one.
+    claim = Connection(client_id=None, domain_name=DEFAULT_ENDPOINT)
+    for prefix in topics.provisioning_prefixes(dev.stacks.identity.provisioning.template_name):
+        assert not is_allowed(claim_policy, "iot:Publish", topic(f"{prefix}/json"), claim), prefix
+        # the same request naming our endpoint would pass the policy: the condition is what refuses it
+        https_to_us = Connection(client_id=None, domain_name=FLEETWARDEN)
+        assert is_allowed(claim_policy, "iot:Publish", topic(f"{prefix}/json"), https_to_us)
 
 
 def test_evaluator_honours_explicit_deny_and_wildcards():
@@ -150,3 +198,12 @@ def test_evaluator_honours_explicit_deny_and_wildcards():
     literal_plus = {"Statement": [{"Effect": "Allow", "Action": "iot:Subscribe", "Resource": topicfilter("a/+")}]}
     assert not is_allowed([literal_plus], "iot:Subscribe", topicfilter("a/b"), someone)
     assert is_allowed([literal_plus], "iot:Subscribe", topicfilter("a/+"), someone)
+
+
+def test_evaluator_refuses_a_domain_condition_the_request_does_not_meet_or_carry():
+    only_ours = {"Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": client("x"),
+                                "Condition": {"StringEquals": {"iot:DomainName": FLEETWARDEN}}}]}
+    assert is_allowed([only_ours], "iot:Connect", client("x"), Connection("x", domain_name=FLEETWARDEN))
+    elsewhere = Connection("x", domain_name=DEFAULT_ENDPOINT)
+    assert not is_allowed([only_ours], "iot:Connect", client("x"), elsewhere)
+    assert not is_allowed([only_ours], "iot:Connect", client("x"), Connection("x"))
