@@ -84,6 +84,7 @@ class IdentityStack(Stack):
         self.provisioning = FleetProvisioning(
             self, "FleetProvisioning",
             prefix=stage.prefix, serial_pattern=stage.serial_pattern,
+            provisioned_concurrency=stage.hook_provisioned_concurrency,
             registry=self.registry, provisioning_role=self.provisioning_role,
             tokens_table=self.tokens_table, audit_table=self.audit_table, defaults=defaults,
         )
