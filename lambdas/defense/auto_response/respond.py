@@ -211,9 +211,9 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
         line = (f"{named[0].upper()}{named[1:]}, contained by incident {incident.get('repeat_of')}, violated "
                 f"{what} again{claimed}. Recorded on that incident; further repeats are recorded there "
                 f"without a notification.")
-    elif thing is None and outcome == DRY_RUN:
+    elif outcome == DRY_RUN:
         subject = f"Fleetwarden: dry run, {short} would be contained"
-        line = (f"DRY RUN: certificate {v.certificateId} violated {what}{claimed}. Containment would run "
+        line = (f"DRY RUN: {named} violated {what}{claimed}. Containment would run "
                 f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
     elif thing is None:
         subject = f"Fleetwarden: {short} contained"
@@ -223,10 +223,6 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
         subject = f"Fleetwarden: exempt device {thing} violated {v.behavior.name}"
         line = (f"Device {thing} violated {what} but is in the exempt group "
                 f"{settings.exempt_group}: no action was taken.")
-    elif outcome == DRY_RUN:
-        subject = f"Fleetwarden: dry run, device {thing} would be contained"
-        line = (f"DRY RUN: device {thing} violated {what}. Containment would run "
-                f"{', '.join(incident.get('planned') or [])} (mode {mode}); nothing was changed.")
     else:
         handled = sum(1 for s in steps if s.startswith(f"{CERTIFICATE}:"))
         session = {DONE: "its live session was ended", NOT_CONNECTED: "it had no live session"}.get(
