@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,3 +102,36 @@ def create_tables(dynamodb) -> tuple:
 
 def scan(table) -> list[dict]:
     return table.scan(ConsistentRead=True)["Items"]
+
+
+@contextlib.contextmanager
+def captured_logs(*loggers: Any) -> Iterator[io.StringIO]:
+    """Everything these Powertools loggers write while inside (their streams were bound at import,
+    before pytest's capture), restored afterwards."""
+    buffer = io.StringIO()
+    previous = [logger.registered_handler.setStream(buffer) for logger in loggers]
+    try:
+        yield buffer
+    finally:
+        for logger, stream in zip(loggers, previous):
+            logger.registered_handler.setStream(stream)
+
+
+ALERTS_TABLE = "fleetwarden-test-alerts"
+
+
+def create_alerts_table(dynamodb) -> Any:
+    """The alerts table as alerts.model describes it: thing/alert_id, GSI by_alert_id (ALL)."""
+    return dynamodb.create_table(
+        TableName=ALERTS_TABLE,
+        KeySchema=[{"AttributeName": "thing", "KeyType": "HASH"},
+                   {"AttributeName": "alert_id", "KeyType": "RANGE"}],
+        AttributeDefinitions=[{"AttributeName": "thing", "AttributeType": "S"},
+                              {"AttributeName": "alert_id", "AttributeType": "S"}],
+        GlobalSecondaryIndexes=[{
+            "IndexName": "by_alert_id",
+            "KeySchema": [{"AttributeName": "alert_id", "KeyType": "HASH"}],
+            "Projection": {"ProjectionType": "ALL"},
+        }],
+        BillingMode="PAY_PER_REQUEST",
+    )

@@ -5,7 +5,6 @@ alerts are stored and indexed exactly as the alert processor does it (alerts.mod
 from __future__ import annotations
 
 import base64
-import io
 import json
 from types import SimpleNamespace
 from urllib.parse import parse_qs, quote, urlsplit
@@ -18,9 +17,10 @@ from moto import mock_aws
 from alerts.api import handler, parameters, routes
 from alerts.model import Alert, index_item
 from shared.audit import iso_utc
-from tests.helpers import AUDIT_TABLE, NOW, Clock, create_tables, scan
+from tests.helpers import (
+    ALERTS_TABLE, AUDIT_TABLE, NOW, Clock, captured_logs, create_alerts_table, create_tables, scan,
+)
 
-ALERTS_TABLE = "fleetwarden-test-alerts"
 DATA_BUCKET = "fleetwarden-test-data"
 REGION = "eu-west-1"
 THING, OTHER = "pump-7", "pump-8"
@@ -43,23 +43,6 @@ SEED = [
     (OTHER, "2023-11-14T10:00:00.000Z"),
 ]
 PUBLIC_FIELDS = {"id", "thing", "received_at", "code", "fw", "field_count"}
-
-
-def create_alerts_table(dynamodb):
-    """The alerts table as alerts.model describes it: thing/alert_id, GSI by_alert_id (ALL)."""
-    return dynamodb.create_table(
-        TableName=ALERTS_TABLE,
-        KeySchema=[{"AttributeName": "thing", "KeyType": "HASH"},
-                   {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "thing", "AttributeType": "S"},
-                              {"AttributeName": "alert_id", "AttributeType": "S"}],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "by_alert_id",
-            "KeySchema": [{"AttributeName": "alert_id", "KeyType": "HASH"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
-        BillingMode="PAY_PER_REQUEST",
-    )
 
 
 def store_alert(table, s3, thing: str, event_time: str, n: int, body: bytes | None = None) -> dict:
@@ -135,10 +118,8 @@ def private_alert(aws, thing: str, n: int = 99) -> dict:
 
 @pytest.fixture
 def logs():
-    buffer = io.StringIO()
-    previous = handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    handler.logger.registered_handler.setStream(previous)
+    with captured_logs(handler.logger) as buffer:
+        yield buffer
 
 
 def ids(aws, thing: str = THING) -> list[str]:

@@ -48,9 +48,10 @@ from alerts.model import (
     quarantine_key,
 )
 
+from tests.helpers import ALERTS_TABLE, create_alerts_table
+
 REGION = "eu-west-1"
 BUCKET = "fleetwarden-test-data"
-ALERTS_TABLE = "fleetwarden-test-alerts"
 IDEMPOTENCY_TABLE = "fleetwarden-test-alert-idempotency"
 API_KEY_SECRET = "fleetwarden/test/classifier-api-key"
 DEVICE_REF_SECRET = "fleetwarden/test/device-ref-key"
@@ -130,19 +131,7 @@ class LambdaContext:
 
 def create_alert_tables(dynamodb) -> tuple:
     """The tables as the stack must create them (keys, GSI, TTL attribute)."""
-    alerts = dynamodb.create_table(
-        TableName=ALERTS_TABLE,
-        KeySchema=[{"AttributeName": "thing", "KeyType": "HASH"},
-                   {"AttributeName": "alert_id", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "thing", "AttributeType": "S"},
-                              {"AttributeName": "alert_id", "AttributeType": "S"}],
-        GlobalSecondaryIndexes=[{
-            "IndexName": "by_alert_id",
-            "KeySchema": [{"AttributeName": "alert_id", "KeyType": "HASH"}],
-            "Projection": {"ProjectionType": "ALL"},
-        }],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    alerts = create_alerts_table(dynamodb)
     idempotency = dynamodb.create_table(
         TableName=IDEMPOTENCY_TABLE,
         KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],

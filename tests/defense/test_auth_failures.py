@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import io
 import json
 import uuid
 from dataclasses import dataclass
@@ -45,7 +44,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from shared.violations import Violation, derive_violation_id
 
-from tests.helpers import Calls, drain_published
+from tests.helpers import Calls, drain_published, captured_logs
 from tests.defense.test_detector_handler import emf
 
 REGION = "eu-west-1"
@@ -167,10 +166,8 @@ def aws(monkeypatch):
 
 @pytest.fixture
 def logs():
-    buffer = io.StringIO()
-    previous = auth_handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    auth_handler.logger.registered_handler.setStream(previous)
+    with captured_logs(auth_handler.logger) as buffer:
+        yield buffer
 
 
 def invoke(event: Any) -> dict:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 import datetime
 import functools
-import io
 import itertools
 import json
 import uuid
@@ -40,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
-from tests.helpers import Calls
+from tests.helpers import Calls, captured_logs
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
@@ -221,10 +220,8 @@ def env(monkeypatch):
 @pytest.fixture
 def logs():
     """Everything the handler's logger writes (its stream was bound at import, before capsys)."""
-    buffer = io.StringIO()
-    previous = ar_handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    ar_handler.logger.registered_handler.setStream(previous)
+    with captured_logs(ar_handler.logger) as buffer:
+        yield buffer
 
 
 def counted(env, iot_fail: dict[str, list[ClientError]] | None = None,

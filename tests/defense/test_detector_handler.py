@@ -8,7 +8,6 @@ directly: the detector has no database at all, and SNS is its only AWS dependenc
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -20,7 +19,7 @@ from defense.detector import handler as detector_handler
 from moto import mock_aws
 from shared.violations import Violation, parse_violation
 
-from tests.helpers import Calls, drain_published
+from tests.helpers import Calls, drain_published, captured_logs
 from tests.defense.test_detector import (
     NEXT_WINDOW,
     SHARD,
@@ -109,10 +108,8 @@ def aws(monkeypatch):
 
 @pytest.fixture
 def logs():
-    buffer = io.StringIO()
-    previous = detector_handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    detector_handler.logger.registered_handler.setStream(previous)
+    with captured_logs(detector_handler.logger) as buffer:
+        yield buffer
 
 
 def invoke(event: dict) -> dict:

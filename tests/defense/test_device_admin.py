@@ -3,7 +3,6 @@ incidents table; every test goes through handler.lambda_handler with the event `
 
 from __future__ import annotations
 
-import io
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +14,7 @@ from defense.device_admin.admin import THING as THING_RULE
 from moto import mock_aws
 from shared.violations import THING_NAME_PATTERN
 
-from tests.helpers import AUDIT_TABLE, NOW, Calls, create_tables
+from tests.helpers import AUDIT_TABLE, NOW, Calls, create_tables, captured_logs
 from tests.defense.test_auto_response import (
     INCIDENTS_TABLE,
     QUARANTINE_GROUP,
@@ -62,10 +61,8 @@ def env(monkeypatch):
 
 @pytest.fixture
 def logs():
-    buffer = io.StringIO()
-    previous = admin_handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    admin_handler.logger.registered_handler.setStream(previous)
+    with captured_logs(admin_handler.logger) as buffer:
+        yield buffer
 
 
 def invoke(**event: Any) -> dict[str, Any]:

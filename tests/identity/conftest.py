@@ -6,7 +6,6 @@ set the environment and create the tables first, and reset that cache around eac
 
 from __future__ import annotations
 
-import io
 from types import SimpleNamespace
 
 import boto3
@@ -16,7 +15,7 @@ from moto import mock_aws
 from identity.provisioning_hook import handler as hook_handler  # noqa: E402
 from identity.token_api import handler as api_handler  # noqa: E402
 
-from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, LambdaContext, create_tables  # noqa: E402
+from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, LambdaContext, captured_logs, create_tables  # noqa: E402
 
 
 class HookContext(LambdaContext):
@@ -59,9 +58,6 @@ def aws(monkeypatch):
 @pytest.fixture
 def logs():
     """Everything both handlers' loggers write (the audit module logs through them)."""
-    buffer = io.StringIO()
-    previous = [h.logger.registered_handler.setStream(buffer) for h in (hook_handler, api_handler)]
-    yield buffer
-    for h, stream in zip((hook_handler, api_handler), previous):
-        h.logger.registered_handler.setStream(stream)
+    with captured_logs(hook_handler.logger, api_handler.logger) as buffer:
+        yield buffer
 

@@ -7,7 +7,6 @@ Records are built exactly as the telemetry rule and Firehose make them: the rule
 from __future__ import annotations
 
 import base64
-import io
 import json
 import re
 
@@ -23,6 +22,7 @@ from telemetry.transform.transform import (
     transform_batch,
     transform_record,
 )
+from tests.helpers import captured_logs
 
 THING = "sensor-0001"
 PRINCIPAL = "a1" * 32  # principal(): the certificate id
@@ -341,10 +341,8 @@ def test_empty_batch():
 
 @pytest.fixture
 def logs():
-    buffer = io.StringIO()
-    previous = handler.logger.registered_handler.setStream(buffer)
-    yield buffer
-    handler.logger.registered_handler.setStream(previous)
+    with captured_logs(handler.logger) as buffer:
+        yield buffer
 
 
 def firehose_event(records: list[dict]) -> dict:
