@@ -38,6 +38,15 @@ class Calls:
         return AWSResponse(url="", status_code=400, headers={}, raw=None), error.response
 
 
+def topic_with_inbox(sns: Any, sqs: Any, name: str) -> tuple[str, str]:
+    """An SNS topic and an SQS queue subscribed to it (read it with drain_published): (topic ARN, queue URL)."""
+    topic = sns.create_topic(Name=name)["TopicArn"]
+    queue_url = sqs.create_queue(QueueName=f"{name}-inbox")["QueueUrl"]
+    queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+    return topic, queue_url
+
+
 def drain_published(sqs: Any, queue_url: str) -> list[dict]:
     """Every JSON message an SNS topic delivered to this subscribed queue so far (drained)."""
     out = []

@@ -44,7 +44,7 @@ from botocore.exceptions import ClientError
 from moto import mock_aws
 from shared.violations import Violation, derive_violation_id
 
-from tests.helpers import Calls, drain_published, captured_logs
+from tests.helpers import Calls, captured_logs, drain_published, topic_with_inbox
 from tests.defense.test_detector_handler import emf
 
 REGION = "eu-west-1"
@@ -127,11 +127,7 @@ def aws(monkeypatch):
             "Enabled": True, "AttributeName": "expires_at"})
         sns = boto3.client("sns", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        topic = sns.create_topic(Name="fleetwarden-test-violations")["TopicArn"]
-        queue_url = sqs.create_queue(QueueName="violations-readback")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        topic, queue_url = topic_with_inbox(sns, sqs, "fleetwarden-test-violations")
         monkeypatch.setenv("VIOLATION_TOPIC_ARN", topic)
 
         counter, problems = auth_handler._dependencies()

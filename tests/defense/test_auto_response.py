@@ -39,7 +39,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from moto import mock_aws
 
-from tests.helpers import Calls, captured_logs
+from tests.helpers import Calls, captured_logs, topic_with_inbox
 
 EVENTS = Path(__file__).resolve().parent / "events"
 SAMPLE = (EVENTS / "defender-violation-in-alarm.json").read_text()
@@ -206,11 +206,7 @@ def env(monkeypatch):
         iot, sns, sqs = boto3.client("iot"), boto3.client("sns"), boto3.client("sqs")
         iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
         iot.create_thing_group(thingGroupName=EXEMPT_GROUP)
-        topic = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
-        queue_url = sqs.create_queue(QueueName="ops-inbox")["QueueUrl"]
-        attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]
-        queue_arn = attributes["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        topic, queue_url = topic_with_inbox(sns, sqs, "fleetwarden-test-ops")
         set_env(monkeypatch, OPS_TOPIC_ARN=topic)
         yield SimpleNamespace(table=table, iot=iot, sns=sns, sqs=sqs, queue_url=queue_url, topic=topic,
                               monkeypatch=monkeypatch)

@@ -19,7 +19,7 @@ from defense.detector import handler as detector_handler
 from moto import mock_aws
 from shared.violations import Violation, parse_violation
 
-from tests.helpers import Calls, drain_published, captured_logs
+from tests.helpers import Calls, captured_logs, drain_published, topic_with_inbox
 from tests.defense.test_detector import (
     NEXT_WINDOW,
     SHARD,
@@ -86,11 +86,7 @@ def aws(monkeypatch):
     with mock_aws():
         sns = boto3.client("sns", region_name=REGION)
         sqs = boto3.client("sqs", region_name=REGION)
-        topic = sns.create_topic(Name="fleetwarden-test-violations")["TopicArn"]
-        queue_url = sqs.create_queue(QueueName="violations-readback")["QueueUrl"]
-        queue_arn = sqs.get_queue_attributes(
-            QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=topic, Protocol="sqs", Endpoint=queue_arn)
+        topic, queue_url = topic_with_inbox(sns, sqs, "fleetwarden-test-violations")
         monkeypatch.setenv("VIOLATION_TOPIC_ARN", topic)
         counting = CountingSNS(boto3.client("sns", region_name=REGION))
         monkeypatch.setattr(detector_handler, "_sns", lambda: counting)

@@ -37,7 +37,7 @@ from tests.defense.test_auto_response import (
 )
 from tests.defense.test_detector import WINDOW, presence
 from tests.defense.test_detector_handler import tumbling_event
-from tests.helpers import drain_published
+from tests.helpers import drain_published, topic_with_inbox
 
 REGION = "eu-west-1"
 COUNTERS_TABLE = "fleetwarden-test-detector-counters"
@@ -66,12 +66,8 @@ def fleet(monkeypatch):
         certificates = {thing: make_thing(iot, thing)[0] for thing in ("SN-A", "SN-B")}
         claim = iot.register_certificate_without_ca(certificatePem=certificate_pems()[-1], status="ACTIVE")
         certificates["claim"] = claim["certificateId"]
-        violations = sns.create_topic(Name="fleetwarden-test-violations")["TopicArn"]
+        violations, inbox = topic_with_inbox(sns, sqs, "fleetwarden-test-violations")
         ops = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
-        inbox = sqs.create_queue(QueueName="violation-topic-subscriber")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(
-            QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=violations, Protocol="sqs", Endpoint=inbox_arn)
         set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None)
         for key, value in {"VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": "fleetwarden-test-builtin",
                            "WINDOW_SECONDS": "300", "MAX_MESSAGES": "100", "MAX_BYTES": "10000000",

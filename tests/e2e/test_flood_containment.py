@@ -25,6 +25,7 @@ from tests.defense.test_auto_response import (
 )
 from tests.defense.test_detector import WINDOW, telemetry
 from tests.defense.test_detector_handler import tumbling_event
+from tests.helpers import topic_with_inbox
 
 DEVICE = "SN-FLOOD-1"
 NEIGHBOUR = "SN-CALM-2"
@@ -42,11 +43,8 @@ def fleet(monkeypatch):
         table = create_incidents_table(boto3.resource("dynamodb", region_name="eu-west-1"))
         iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
         certificates = {thing: make_thing(iot, thing) for thing in (DEVICE, NEIGHBOUR)}
-        violations = sns.create_topic(Name="fleetwarden-test-violations")["TopicArn"]
+        violations, inbox = topic_with_inbox(sns, sqs, "fleetwarden-test-violations")
         ops = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
-        inbox = sqs.create_queue(QueueName="violation-topic-subscriber")["QueueUrl"]
-        inbox_arn = sqs.get_queue_attributes(QueueUrl=inbox, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        sns.subscribe(TopicArn=violations, Protocol="sqs", Endpoint=inbox_arn)
         set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None)
         for key, value in {"VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": "fleetwarden-test-builtin",
                            "WINDOW_SECONDS": "300", "MAX_MESSAGES": str(LIMIT), "MAX_BYTES": "10000000",
