@@ -93,6 +93,7 @@ class StageConfig:
     detect: str
     revocation: str
     dry_run: bool
+    protect_claim_certificate: bool
     exempt_group: str | None
     detection_window_seconds: int
     limits: "DetectionLimits"
@@ -388,6 +389,9 @@ SETTINGS: dict[str, Setting] = {
     "detect": Setting("both", one_of(DETECT_SOURCES)),
     "revocation": Setting("deactivate", one_of(REVOCATION_MODES)),
     "dry_run": Setting(False, flag),
+    # The claim certificate ships on every field device: deactivating it on a violation would stop
+    # field provisioning for the whole fleet, and anyone holding it could trigger that.
+    "protect_claim_certificate": Setting(True, flag),
     "exempt_group": Setting(None, optional(matches(r"^[A-Za-z0-9:_-]{1,128}$", "is not a thing group name"))),
     # Which of these the stage's `detect` can take is checked in `_stage` (_check_window).
     "detection_window_seconds": Setting(300, one_of(tuple(sorted({*BUILTIN_WINDOWS, *DEFENDER_WINDOWS})))),

@@ -75,6 +75,7 @@ class DefenseStack(Stack):
             self, "Detector",
             prefix=stage.prefix, stage_name=stage.name,
             limits=stage.limits, window_seconds=stage.detection_window_seconds,
+            max_telemetry_bytes=stage.max_telemetry_bytes, max_alert_bytes=stage.max_alert_bytes,
             watch_auth_failures=stage.owns_account_singletons,  # the stage that owns IoT logging
             profile_name=f"{stage.prefix}-builtin",
             observations=ingest.observations, violation_topic=self.violation_topic,
@@ -92,6 +93,7 @@ class DefenseStack(Stack):
             quarantine_group_arn=identity.quarantine_group_arn,
             audit_table=identity.audit_table, audit_key=identity.data_key,
             key=self.key, defaults=audit.defaults, dead_letters=self.dead_letters,
+            protected_policies=(identity.claim_policy_name,) if stage.protect_claim_certificate else (),
         )
         self.mitigations = MitigationActions(
             self, "Mitigations",

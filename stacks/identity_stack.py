@@ -114,6 +114,7 @@ class IdentityStack(Stack):
         CfnOutput(self, "DevicePolicyName", value=self.device_policy_name)
         CfnOutput(self, "FleetGroupName", value=self.registry.fleet_group.thing_group_name)
         CfnOutput(self, "QuarantineGroupName", value=self.quarantine_group_name)
-        CfnOutput(self, "ClaimPolicyName", value=self.provisioning.claim_policy.policy_name)
+        self.claim_policy_name = self.provisioning.claim_policy.policy_name
+        CfnOutput(self, "ClaimPolicyName", value=self.claim_policy_name)
         CfnOutput(self, "ProvisioningTemplateName", value=self.provisioning.template_name)
         CfnOutput(self, "AuditTableName", value=self.audit_table.table_name)

@@ -46,8 +46,11 @@ class AutoResponse(Construct):
         key: kms.IKey,
         defaults: PlatformDefaults,
         dead_letters: sqs.IQueue,
+        protected_policies: tuple[str, ...] = (),
     ) -> None:
-        """`revocation`, `exempt_group`, `dry_run`: how far containment goes (see config)."""
+        """`revocation`, `exempt_group`, `dry_run`: how far containment goes (see config).
+        `protected_policies`: certificates holding one of these IoT policies (the claim policy: one
+        certificate on every field device) are reported, never deactivated."""
         super().__init__(scope, construct_id)
         arn = iot_arn_prefix()
         things, certs, clients = f"{arn}:thing/*", f"{arn}:cert/*", f"{arn}:client/*"
@@ -104,6 +107,7 @@ class AutoResponse(Construct):
                 "DRY_RUN": "true" if dry_run else "false",
                 "OPS_TOPIC_ARN": ops_topic.topic_arn,
                 "IOT_DATA_ENDPOINT": endpoint.get_response_field("endpointAddress"),
+                "PROTECTED_POLICIES": ",".join(protected_policies),
             },
             reserved_concurrency=10,
             timeout=Duration.seconds(30),
@@ -127,6 +131,15 @@ class AutoResponse(Construct):
             resources=[things]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="ReadTheCertificate", actions=["iot:DescribeCertificate"], resources=[certs]))
+        if protected_policies:
+            # Which resource type IAM checks for ListAttachedPolicies is not on a page reachable
+            # offline (unverified): "*" keeps the lookup working; it only lists policy names.
+            fn.add_to_role_policy(iam.PolicyStatement(
+                sid="FindProtectedCertificates", actions=["iot:ListAttachedPolicies"], resources=["*"]))
+            Validations.of(fn.role).acknowledge(Acknowledgment(
+                id="AwsSolutions-IAM5[Resource::*]",
+                reason="iot:ListAttachedPolicies (read-only, policy names) on a certificate that raised a "
+                       "violation, to recognise the shared claim certificate, which is never deactivated."))
         # "iot:DeleteConnection | client | arn:aws:iot:us-east-1:123456789012:client/myClientId"
         # (https://docs.aws.amazon.com/iot/latest/developerguide/action-resources.html).
         fn.add_to_role_policy(iam.PolicyStatement(

@@ -65,11 +65,19 @@ CONNECTED_OR_DISCONNECTED = " WHERE eventType = 'connected' OR eventType = 'disc
 METRICS_SQL = ("SELECT 'metrics' AS kind, topic(2) AS thing, clientid() AS client_id, "
                "{{'header': header, 'metrics': metrics, 'custom_metrics': custom_metrics, "
                "'hed': hed, 'met': met, 'cmet': cmet}} AS report FROM '{topic}'")
-# Every other message a device sends counts toward its message limit too. Alerts: dt/<thing>/alerts.
+# Every other message a device sends counts toward its message limit too. Alerts (dt/<thing>/alerts)
+# go with their size, judged per message against the alert limit: the length of the payload's
+# base64, so the alert itself never rides the stream. `*` is the payload as raw binary and
+# encode(*, 'base64') its base64 text ("Working with binary payloads",
+# https://docs.aws.amazon.com/iot/latest/developerguide/binary-payloads.html, nests it in decode() the
+# same way); length(String) counts its characters ("Functions",
+# https://docs.aws.amazon.com/iot/latest/developerguide/iot-sql-functions.html).
 # Shadow requests: a device publishes to <prefix>/update, /get, /delete ("Publish/Subscribe" in
 # https://docs.aws.amazon.com/iot/latest/developerguide/reserved-topics.html#reserved-topics-shadow);
 # '+' there takes exactly those, not the service's replies one level deeper (update/accepted...).
 MESSAGE_SQL = "SELECT 'message' AS kind, clientid() AS client_id FROM '{topic}'"
+ALERT_SQL = ("SELECT 'alert' AS kind, clientid() AS client_id, length(encode(*, 'base64')) AS b64_length "
+             "FROM '{topic}'")
 SHADOW_REQUESTS = topics.shadow_prefix("+", "+") + "/+"
 AUTH_FAILURE_PATTERN = '{ $.reason = "AUTHORIZATION_FAILURE" }'
 
@@ -83,6 +91,8 @@ class BuiltinDetector(Construct):
         prefix: str,
         stage_name: str,
         limits: DetectionLimits,
+        max_telemetry_bytes: int,
+        max_alert_bytes: int,
         window_seconds: int,
         watch_auth_failures: bool,
         profile_name: str,
@@ -94,7 +104,8 @@ class BuiltinDetector(Construct):
         dead_letters: sqs.IQueue,
     ) -> None:
         """`watch_auth_failures`: also count authorisation failures from IoT Core's logs (the
-        stage that owns IoT logging)."""
+        stage that owns IoT logging). `max_telemetry_bytes` / `max_alert_bytes`: the largest single
+        message on each kind of topic, the same limits the Defender profile scopes by topic."""
         super().__init__(scope, construct_id)
         # The alert bucket has a deterministic name; referencing it by name keeps this stack
         # from exporting anything back to the ingest stack.
@@ -120,7 +131,7 @@ class BuiltinDetector(Construct):
                 ("DeviceMetricsRule", topics.metrics_rule_name(stage_name),
                  METRICS_SQL.format(topic=topics.metrics_report_rule_topic("+")), "${clientid()}"),
                 ("AlertsCountRule", rule_name(stage_name, "alert_count"),
-                 MESSAGE_SQL.format(topic=topics.alerts_topic("+")), "${clientid()}"),
+                 ALERT_SQL.format(topic=topics.alerts_topic("+")), "${clientid()}"),
                 ("ShadowCountRule", rule_name(stage_name, "shadow_count"),
                  MESSAGE_SQL.format(topic=SHADOW_REQUESTS), "${clientid()}"),
             )
@@ -146,6 +157,8 @@ class BuiltinDetector(Construct):
                 "MAX_DISCONNECTS": str(limits.disconnects),
                 "MAX_ESTABLISHED_TCP": str(limits.established_tcp_connections),
                 "MAX_AUTH_FAILURES": str(limits.authorization_failures),
+                "MAX_TELEMETRY_BYTES": str(max_telemetry_bytes),
+                "MAX_ALERT_BYTES": str(max_alert_bytes),
             },
             reserved_concurrency=20,
             timeout=Duration.minutes(1),

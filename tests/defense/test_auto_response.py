@@ -932,6 +932,54 @@ def test_a_certificate_violation_deactivates_that_certificate_and_touches_no_thi
     assert "no thing was touched" in message["text"]
 
 
+CLAIM_POLICY = "fleetwarden-test-claim"
+
+
+def claim_certificate(env) -> str:
+    """The fleet's claim certificate: attached to no thing, holding the claim policy."""
+    env.iot.create_policy(policyName=CLAIM_POLICY, policyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+    pem = certificate_pems()[next(_next_pem) % len(certificate_pems())]
+    cert = env.iot.register_certificate_without_ca(certificatePem=pem, status="ACTIVE")
+    env.iot.attach_policy(policyName=CLAIM_POLICY, target=cert["certificateArn"])
+    return cert["certificateId"]
+
+
+def test_the_claim_certificate_is_reported_never_deactivated(env):
+    """It ships on every field device: deactivating it would stop field provisioning for the whole
+    fleet, and anyone who pulled it out of one device's firmware could make that happen."""
+    set_env(env.monkeypatch, PROTECTED_POLICIES=CLAIM_POLICY)
+    claim = claim_certificate(env)
+    (victim,) = make_thing(env.iot, name="dev-victim")
+    calls = counted(env)
+
+    outcome = invoke(sns_event(certificate_message(claim)))["outcomes"][0]
+
+    assert outcome["status"] == "protected"
+    assert cert_status(env, claim) == "ACTIVE" and cert_status(env, victim) == "ACTIVE"
+    assert calls.iot.calls == ["describe_certificate", "list_attached_policies"]
+    assert incident(env, "cert-violation-1")["steps"] == {"notify": "done"}
+    (message,) = ops_messages(env)
+    assert "not contained" in message["subject"] and CLAIM_POLICY in message["text"]
+    assert message["details"]["outcome"] == "protected"
+
+
+def test_with_protection_configured_another_certificate_is_still_deactivated(env):
+    set_env(env.monkeypatch, PROTECTED_POLICIES=CLAIM_POLICY)
+    claim_certificate(env)
+    (attacker,) = make_thing(env.iot, name="dev-attacker")
+    calls = counted(env)
+    assert invoke(sns_event(certificate_message(attacker)))["outcomes"][0]["status"] == "contained"
+    assert cert_status(env, attacker) == "INACTIVE"
+    assert calls.iot.calls == ["describe_certificate", "list_attached_policies", "update_certificate"]
+
+
+def test_without_protection_the_claim_certificate_is_deactivated_like_any_other(env):
+    claim = claim_certificate(env)  # PROTECTED_POLICIES unset: protect_claim_certificate: false
+    assert invoke(sns_event(certificate_message(claim)))["outcomes"][0]["status"] == "contained"
+    assert cert_status(env, claim) == "INACTIVE"
+
+
 def test_a_certificate_violating_again_is_a_repeat(env):
     (attacker,) = make_thing(env.iot, name="dev-attacker")
     invoke(sns_event(certificate_message(attacker)))

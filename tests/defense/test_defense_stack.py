@@ -167,16 +167,24 @@ def test_builtin_detector_folds_device_keyed_records_in_tumbling_windows(dev):
     assert "FROM 'dt/+/metrics'" in metrics["Sql"]
     assert "clientid() AS client_id" in metrics["Sql"]
     assert metrics["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientid()}"
-    # Every other message counts toward the device's message limit (alerts, shadow requests).
-    for rule, topic_filter in (("alert_count", "dt/+/alerts"), ("shadow_count", "$aws/things/+/shadow/name/+/+")):
-        payload = rules[f"fleetwarden_dev_{rule}"]
-        assert payload["Sql"] == f"SELECT 'message' AS kind, clientid() AS client_id FROM '{topic_filter}'"
-        assert payload["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientid()}"
+    # Every other message counts toward the device's message limit (alerts, shadow requests);
+    # alerts with their size (the length of their base64), never their content.
+    assert rules["fleetwarden_dev_alert_count"]["Sql"] == (
+        "SELECT 'alert' AS kind, clientid() AS client_id, length(encode(*, 'base64')) AS b64_length "
+        "FROM 'dt/+/alerts'")
+    assert rules["fleetwarden_dev_shadow_count"]["Sql"] == (
+        "SELECT 'message' AS kind, clientid() AS client_id FROM '$aws/things/+/shadow/name/+/+'")
+    for rule in ("alert_count", "shadow_count"):
+        assert rules[f"fleetwarden_dev_{rule}"]["Actions"][0]["Kinesis"]["PartitionKey"] == "${clientid()}"
     assert topic_filter_matches("$aws/things/+/shadow/name/+/+", topics.shadow_prefix("SN-1") + "/update")
     assert not topic_filter_matches("$aws/things/+/shadow/name/+/+", topics.shadow_prefix("SN-1") + "/update/accepted")
     detector = next(f["Properties"] for k, f in resources(defense(dev), "AWS::Lambda::Function").items()
                     if k.startswith("DetectorFunction"))
     assert detector["Environment"]["Variables"]["MAX_AUTH_FAILURES"] == "10"
+    # One message's size per kind of topic, the same limits the Defender profile scopes by topic
+    # (the stage defaults of stacks/config.py).
+    assert detector["Environment"]["Variables"]["MAX_TELEMETRY_BYTES"] == "8192"
+    assert detector["Environment"]["Variables"]["MAX_ALERT_BYTES"] == "131072"
     for payload in rules.values():
         assert payload["AwsIotSqlVersion"] == "2016-03-23"
         assert payload["ErrorAction"]["S3"]["Key"].startswith("rule-errors/")
@@ -226,6 +234,7 @@ def test_auto_response_role_is_exactly_containment(dev):
         "iot:ListThingGroupsForThing", "iot:ListThingPrincipals",
         "iot:AddThingToThingGroup", "iot:UpdateCertificate",
         "iot:DescribeCertificate",  # a certificate violation: is it ours, and is it active?
+        "iot:ListAttachedPolicies",  # ... and is it the claim certificate (never deactivated)?
         "iot:DeleteConnection",  # ends the live session once the certificate is inactive
         "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "sns:Publish",
         "dynamodb:Query",  # the open incident of a thing or certificate (repeat violations)
@@ -235,6 +244,9 @@ def test_auto_response_role_is_exactly_containment(dev):
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
     }
     assert not role_actions(defense(dev), "ResponseRespondRole") & {"iot:DeleteThing", "iot:DeleteCertificate"}
+    respond = next(f["Properties"] for k, f in resources(defense(dev), "AWS::Lambda::Function").items()
+                   if k.startswith("ResponseRespond"))
+    assert respond["Environment"]["Variables"]["PROTECTED_POLICIES"] == "fleetwarden-dev-claim"
 
 
 def test_device_admin_can_reinstate_but_not_delete(dev):

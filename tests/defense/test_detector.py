@@ -118,8 +118,15 @@ def presence(client_id: str, event: str, **kwargs) -> dict:
 
 
 def message(client_id: str) -> dict:
-    """An alert or shadow request as the detector's message rules forward it."""
+    """A shadow request as the detector's shadow count rule forwards it."""
     return kinesis_record({"kind": "message", "client_id": client_id}, client_id)
+
+
+def alert(client_id: str, size: int = 200) -> dict:
+    """An alert of `size` bytes as the alert count rule forwards it: the length of the payload's
+    base64 (length(encode(*, 'base64')), builtin_detector.ALERT_SQL), never the payload."""
+    return kinesis_record({"kind": "alert", "client_id": client_id,
+                           "b64_length": len(base64.b64encode(b"a" * size))}, client_id)
 
 
 def report(*, tcp_ports=(), udp_ports=(), established=0, short=False) -> dict:
@@ -232,7 +239,7 @@ def test_byte_volume_spread_over_batches_gives_one_violation():
     batches = [[telemetry("sensor-0003", big)] * 2 for _ in range(10)]  # 80,000 bytes in 20 messages
     _, violations = run(batches)
     assert behaviors(violations) == [("sensor-0003", "MessageBytes")]
-    assert violations[0]["behavior"]["metric"] == "aws:message-byte-size"
+    assert violations[0]["behavior"]["metric"] == "fleetwarden:bytes-per-window"
     assert violations[0]["metricValue"] == {"count": 56_000}  # 48,000 after batch 6, over 50,000 in batch 7
     assert_defender_format(violations[0])
 
@@ -648,3 +655,65 @@ def test_limits_from_env():
     assert limits.profile == Limits.profile and len(problems) == 3
     _, problems = limits_from_env({})
     assert len(problems) == 7  # every required setting, not the optional cap
+
+
+# --- one message's size, per kind of topic (issue 9, point 6) -----------------------------------
+# "Message size (aws:message-byte-size): The number of bytes in a message ... of each message
+# transmitted from a device" ("Cloud-side metrics",
+# https://docs.aws.amazon.com/iot-device-defender/latest/devguide/detect-cloud-side-metrics.html): judged
+# per message, with one limit per kind of topic as the Defender profile's TOPIC_FILTER dimensions.
+
+SIZE_LIMITS = Limits(max_messages=100, max_bytes=10_000_000, max_connects=5, max_disconnects=5,
+                     max_telemetry_bytes=8192, max_alert_bytes=131_072, window_seconds=300, profile=PROFILE)
+
+
+def test_a_100_kib_alert_is_within_the_alert_limit_and_raises_nothing():
+    state, violations = fold({}, [alert("sensor-0001", 100 * 1024)], SIZE_LIMITS, WINDOW, now_ms=NOW_MS)
+    assert violations == []
+    messages, nbytes = state["t"]["sensor-0001"][:2]
+    assert messages == 1 and 100 * 1024 - 2 <= nbytes <= 100 * 1024  # its size, never over
+
+
+def test_the_same_100_kib_on_the_telemetry_topic_is_one_telemetry_size_violation():
+    records = [telemetry("sensor-0001", b"x" * 100 * 1024)] * 3
+    _, violations = fold({}, records, SIZE_LIMITS, WINDOW, now_ms=NOW_MS)
+    assert behaviors(violations) == [("sensor-0001", "TelemetryMessageByteSize")]
+    assert violations[0]["behavior"]["metric"] == "aws:message-byte-size"
+    assert violations[0]["behavior"]["criteria"] == {"comparisonOperator": "greater-than",
+                                                     "value": {"count": 8192}}
+    assert violations[0]["metricValue"] == {"count": 100 * 1024}
+    assert_defender_format(violations[0])
+
+
+@pytest.mark.parametrize("size, violated", [(131_072, False), (131_073, False), (131_075, True)])
+def test_an_alert_over_the_alert_limit_is_an_alert_size_violation(size, violated):
+    """The size is the least its base64 length allows (up to 2 bytes under), so an alert at the
+    limit is never taken for one over it: 1-2 bytes over may pass, nothing within is contained."""
+    _, violations = fold({}, [alert("sensor-0002", size)], SIZE_LIMITS, WINDOW, now_ms=NOW_MS)
+    assert behaviors(violations) == ([("sensor-0002", "AlertMessageByteSize")] if violated else [])
+
+
+def test_alerts_count_toward_the_message_limit_and_the_window_bytes():
+    _, violations = fold({}, [alert("sensor-0003", 64) for _ in range(101)], SIZE_LIMITS, WINDOW, now_ms=NOW_MS)
+    assert behaviors(violations) == [("sensor-0003", "MessagesSent")]
+
+
+@pytest.mark.parametrize("doc", [{"kind": "alert", "client_id": "sensor-1"},
+                                 {"kind": "alert", "client_id": "sensor-1", "b64_length": "12"},
+                                 {"kind": "alert", "client_id": "sensor-1", "b64_length": -4},
+                                 {"kind": "alert", "client_id": "sensor-1", "b64_length": 6},
+                                 {"kind": "alert", "b64_length": 8}])
+def test_malformed_alert_records_are_counted_and_skipped(doc):
+    stats = FoldStats()
+    _, violations = fold({}, [kinesis_record(doc)], SIZE_LIMITS, WINDOW, now_ms=NOW_MS, stats=stats)
+    assert violations == [] and stats.malformed == {BAD_FIELDS: 1}
+
+
+def test_size_limits_come_from_the_environment_and_default_when_absent():
+    base = {"MAX_MESSAGES": "100", "MAX_BYTES": "1000", "MAX_CONNECTS": "5", "MAX_DISCONNECTS": "5",
+            "MAX_ESTABLISHED_TCP": "3", "WINDOW_SECONDS": "300", "PROFILE_NAME": PROFILE}
+    limits, problems = limits_from_env({**base, "MAX_TELEMETRY_BYTES": "4096", "MAX_ALERT_BYTES": "65536"})
+    assert (limits.max_telemetry_bytes, limits.max_alert_bytes, problems) == (4096, 65536, [])
+    limits, problems = limits_from_env(base)
+    assert (limits.max_telemetry_bytes, limits.max_alert_bytes) == (Limits().max_telemetry_bytes,
+                                                                   Limits().max_alert_bytes)

@@ -12,6 +12,9 @@ AWS delivers them, and what arrives on the violation topic drives the real auto-
 Either way: B is untouched (no violation names it, it is in no group, its certificate is ACTIVE),
 each offending certificate gets a certificate violation carrying the client id it claimed, and
 containing it deactivates that certificate and touches no thing (A's thing is not quarantined).
+The claim certificate (it holds the claim policy and ships on every field device) is reported to ops
+and stays ACTIVE with the stage default `protect_claim_certificate: true`, and is deactivated like A's
+without it.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from tests.helpers import drain_published, topic_with_inbox
 REGION = "eu-west-1"
 COUNTERS_TABLE = "fleetwarden-test-detector-counters"
 ATTACKS = 50
+CLAIM_POLICY = "fleetwarden-test-claim"
 
 
 def _clear_caches() -> None:
@@ -65,16 +69,20 @@ def fleet(monkeypatch):
         iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
         certificates = {thing: make_thing(iot, thing)[0] for thing in ("SN-A", "SN-B")}
         claim = iot.register_certificate_without_ca(certificatePem=certificate_pems()[-1], status="ACTIVE")
+        iot.create_policy(policyName=CLAIM_POLICY, policyDocument=json.dumps({
+            "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+        iot.attach_policy(policyName=CLAIM_POLICY, target=claim["certificateArn"])
         certificates["claim"] = claim["certificateId"]
         violations, inbox = topic_with_inbox(sns, sqs, "fleetwarden-test-violations")
         ops = sns.create_topic(Name="fleetwarden-test-ops")["TopicArn"]
-        set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None)
+        set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None, PROTECTED_POLICIES=CLAIM_POLICY)
         for key, value in {"VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": "fleetwarden-test-builtin",
                            "WINDOW_SECONDS": "300", "MAX_MESSAGES": "100", "MAX_BYTES": "10000000",
                            "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "10", "MAX_ESTABLISHED_TCP": "10",
                            "MAX_AUTH_FAILURES": "10", "COUNTERS_TABLE": COUNTERS_TABLE}.items():
             monkeypatch.setenv(key, value)
         yield type("Fleet", (), {"iot": iot, "incidents": incidents, "certificates": certificates,
+                                 "monkeypatch": monkeypatch,
                                  "delivered": staticmethod(lambda: drain_published(sqs, inbox))})
     _clear_caches()
 
@@ -88,27 +96,36 @@ def groups(fleet, thing: str) -> list[str]:
     return [g["groupName"] for g in fleet.iot.list_thing_groups_for_thing(thingName=thing)["thingGroups"]]
 
 
-def respond_and_check(fleet, messages: list[dict]) -> None:
-    """The violations name the two offending certificates only; containing them deactivates exactly
-    those certificates and quarantines nothing."""
+def respond_and_check(fleet, messages: list[dict], *, claim_protected: bool = True) -> None:
+    """The violations name the two offending certificates only; containing them deactivates A's
+    certificate (and the claim certificate only when it is not protected) and quarantines nothing."""
     offenders = {fleet.certificates["SN-A"], fleet.certificates["claim"]}
     assert messages and {m.get("certificateId") for m in messages} == offenders
     assert all("thingName" not in m and m["clientId"] == "SN-B" for m in messages)
+    outcomes = {}
     for message in messages:
-        ar_handler.lambda_handler(sns_event(json.dumps(message)), LambdaContext())
-    assert status(fleet, "SN-A") == "INACTIVE" and status(fleet, "claim") == "INACTIVE"
+        outcome = ar_handler.lambda_handler(sns_event(json.dumps(message)), LambdaContext())["outcomes"][0]
+        outcomes.setdefault(message["certificateId"], outcome["status"])  # later ones: repeats
+    assert outcomes[fleet.certificates["SN-A"]] == "contained" and status(fleet, "SN-A") == "INACTIVE"
+    if claim_protected:
+        assert outcomes[fleet.certificates["claim"]] == "protected" and status(fleet, "claim") == "ACTIVE"
+    else:
+        assert outcomes[fleet.certificates["claim"]] == "contained" and status(fleet, "claim") == "INACTIVE"
     assert status(fleet, "SN-B") == "ACTIVE" and groups(fleet, "SN-B") == []
     assert groups(fleet, "SN-A") == []  # a certificate's containment touches no thing
 
 
-def test_refused_connects_seen_as_lifecycle_events_leave_b_untouched(fleet):
+@pytest.mark.parametrize("claim_protected", [True, False], ids=["default", "claim-unprotected"])
+def test_refused_connects_seen_as_lifecycle_events_leave_b_untouched(fleet, claim_protected):
+    if not claim_protected:
+        set_env(fleet.monkeypatch, PROTECTED_POLICIES=None)
     attempts = [presence("SN-B", "connect_failed", principal=fleet.certificates[who])
                 for who in ("SN-A", "claim") for _ in range(ATTACKS)]
     state = {}
     for first in range(0, len(attempts), 25):  # as Lambda delivers them: several batches of the window
         state = detector_handler.lambda_handler(
             tumbling_event(attempts[first:first + 25], state, window=WINDOW), LambdaContext())["state"]
-    respond_and_check(fleet, fleet.delivered())
+    respond_and_check(fleet, fleet.delivered(), claim_protected=claim_protected)
 
 
 def test_refused_connects_seen_in_iot_logs_leave_b_untouched(fleet):

@@ -23,7 +23,7 @@ from tests.defense.test_auto_response import (
     sns_event,
     use_shared_session,
 )
-from tests.defense.test_detector import WINDOW, telemetry
+from tests.defense.test_detector import WINDOW, alert, telemetry
 from tests.defense.test_detector_handler import tumbling_event
 from tests.helpers import topic_with_inbox
 
@@ -48,7 +48,8 @@ def fleet(monkeypatch):
         set_env(monkeypatch, OPS_TOPIC_ARN=ops, EXEMPT_GROUP=None)
         for key, value in {"VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": "fleetwarden-test-builtin",
                            "WINDOW_SECONDS": "300", "MAX_MESSAGES": str(LIMIT), "MAX_BYTES": "10000000",
-                           "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "10", "MAX_ESTABLISHED_TCP": "10"}.items():
+                           "MAX_CONNECTS": "10", "MAX_DISCONNECTS": "10", "MAX_ESTABLISHED_TCP": "10",
+                           "MAX_TELEMETRY_BYTES": "8192", "MAX_ALERT_BYTES": "131072"}.items():
             monkeypatch.setenv(key, value)
 
         def delivered() -> list[str]:
@@ -106,5 +107,22 @@ def test_builtin_detector_flood_spread_over_batches_is_contained(fleet):
 def test_device_defender_alert_for_a_flood_is_contained_the_same_way(fleet):
     alert = {**SAMPLE_DICT, "thingName": DEVICE}  # Device Defender's own alert format
     ar_handler.lambda_handler(sns_event(json.dumps(alert)), LambdaContext())
+    assert contained(fleet, DEVICE)
+    assert untouched(fleet, NEIGHBOUR)
+
+
+def test_a_100_kib_alert_contains_nothing_and_100_kib_of_telemetry_contains_its_sender(fleet):
+    """Message size is judged per kind of topic: an alert may be far larger than a telemetry message
+    (max_alert_bytes vs max_telemetry_bytes), so one large alert leaves a healthy device alone."""
+    detector_handler.lambda_handler(tumbling_event([alert(NEIGHBOUR, 100 * 1024)], {}, window=WINDOW),
+                                    LambdaContext())
+    assert fleet.delivered() == []
+    assert untouched(fleet, NEIGHBOUR)
+
+    detector_handler.lambda_handler(tumbling_event([telemetry(DEVICE, b"x" * 100 * 1024)], {}, window=WINDOW),
+                                    LambdaContext())
+    [message] = fleet.delivered()
+    assert json.loads(message)["behavior"]["name"] == "TelemetryMessageByteSize"
+    ar_handler.lambda_handler(sns_event(message), LambdaContext())
     assert contained(fleet, DEVICE)
     assert untouched(fleet, NEIGHBOUR)

@@ -10,6 +10,7 @@ UNKNOWN_THING = "unknown-thing"
 UNKNOWN_CERTIFICATE = "unknown-certificate"
 REPORTED = "reported"  # attribution unproven: recorded and reported, never contained
 REPEAT = "repeat"  # the subject is already contained by an open incident: recorded there
+PROTECTED = "protected"  # a certificate shared by the fleet (the claim certificate): reported, never contained
 # The status while steps remain; never an outcome.
 IN_PROGRESS = "in-progress"
 # Outcomes of one message that are not incident statuses.
@@ -33,4 +34,5 @@ OUTCOME_METRIC = {
     UNKNOWN_CERTIFICATE: "ViolationsUnknownCertificate",
     REPORTED: "ViolationsReportedOnly",
     REPEAT: "ViolationsRepeated",
+    PROTECTED: "ViolationsProtectedCertificate",
 }

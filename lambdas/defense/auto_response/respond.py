@@ -20,6 +20,9 @@ Lambda's async retries are safe:
         contained: quarantine, shutdown_command, certificate:<id>..., notify
         exempt / dry-run: notify (dry-run also records `planned`, what containment would do)
         unknown-thing: no step
+        protected (a certificate holding a protected policy, i.e. the claim certificate every
+          field device ships with): notify only. Deactivating it would stop field provisioning
+          for the whole fleet, and anyone holding it could trigger that.
     Each result lands in `steps` (`done`, `skipped:<why>`, `failed:<code>`). A failing AWS call
     records `failed:<code>`, releases the lease and raises, so Lambda retries the invocation; the
     retry claims the incident again and runs only the steps not `done`/`skipped`.
@@ -55,6 +58,7 @@ from defense.auto_response.outcomes import (
     MALFORMED,
     MALFORMED_METRIC,
     OUTCOME_METRIC,
+    PROTECTED,
     RECEIVED,
     RECORDED,
     RECORDED_METRIC,
@@ -129,6 +133,8 @@ class Settings:
     revocation: str = DEACTIVATE
     exempt_group: str | None = None
     dry_run: bool = False
+    # Policies whose certificates are shared by the fleet (the claim policy): never deactivated.
+    protected_policies: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -150,6 +156,8 @@ class Settings:
             revocation=revocation,
             exempt_group=(env.get("EXEMPT_GROUP") or "").strip() or None,
             dry_run=dry_run in TRUE,
+            protected_policies=frozenset(p.strip() for p in (env.get("PROTECTED_POLICIES") or "").split(",")
+                                         if p.strip()),
         )
 
 
@@ -202,7 +210,13 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     named = f"device {thing}" if thing is not None else f"certificate {v.certificateId}"
     claimed = f" (it claimed client id {v.clientId!r}, a claim only)" if v.clientId else ""
     short = f"device {thing}" if thing is not None else f"certificate {str(v.certificateId)[:12]}..."  # Subject <= 100
-    if outcome == REPORTED:
+    if outcome == PROTECTED:
+        subject = f"Fleetwarden: shared {short} reported, not contained"
+        line = (f"{named[0].upper()}{named[1:]} violated {what}{claimed}. It holds the protected policy "
+                f"{incident.get('protected_policy')} (every field device ships with it), so it was not "
+                f"deactivated: that would stop field provisioning for the whole fleet, and anyone holding it "
+                f"could trigger it. If it is being abused, rotate the claim certificate (README: Field devices).")
+    elif outcome == REPORTED:
         subject = f"Fleetwarden: {short} reported, not contained"
         line = (f"{named[0].upper()}{named[1:]} violated {what}{claimed}, but the source cannot prove whom "
                 f"the signal belongs to (attribution unproven): recorded and reported only, nothing was changed.")
@@ -443,7 +457,8 @@ class Responder:
         * attribution unproven: report only, no lookup (nothing may be contained on its word);
         * a thing: ListThingPrincipals (exists? which certificates?) and ListThingGroupsForThing
           (exempt? already quarantined?);
-        * a certificate: DescribeCertificate (exists? still ACTIVE?).
+        * a certificate: DescribeCertificate (exists? still ACTIVE?) and, when protected policies are
+          configured, ListAttachedPolicies (the claim certificate is reported, never deactivated).
         A subject that is already cut off (in the quarantine group / certificate not ACTIVE) and has an
         open incident (contained, not reinstated) is a repeat: recorded on that incident, no new
         containment, at most one notification per open incident."""
@@ -457,7 +472,12 @@ class Responder:
                 cut_off = self.settings.quarantine_group in groups
             else:
                 certificates, others, exempt = [v.certificateId], 0, False
-                cut_off = self._certificate_status(str(v.certificateId)) in CUT_OFF_STATUSES
+                status, certificate_arn = self._describe_certificate(str(v.certificateId))
+                cut_off = status in CUT_OFF_STATUSES
+                protected = self._protected_policy(certificate_arn)
+                if protected is not None:
+                    return {"outcome": PROTECTED, "plan": [NOTIFY], "certificates": certificates,
+                            "protected_policy": protected}
         except self.iot.exceptions.ResourceNotFoundException:
             self.log.warning(f"violation for an unknown {v.kind}", extra={"violation_id": v.violationId,
                                                                           v.kind: v.subject})
@@ -510,9 +530,21 @@ class Responder:
         pages = self.iot.get_paginator("list_thing_groups_for_thing").paginate(thingName=thing)
         return {g.get("groupName") for page in pages for g in page.get("thingGroups", [])}
 
-    def _certificate_status(self, certificate_id: str) -> str:
-        """Raises ResourceNotFoundException when the certificate does not exist."""
-        return str(self.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"])
+    def _describe_certificate(self, certificate_id: str) -> tuple[str, str]:
+        """(status, ARN). Raises ResourceNotFoundException when the certificate does not exist."""
+        description = self.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]
+        return str(description["status"]), str(description.get("certificateArn") or "")
+
+    def _protected_policy(self, certificate_arn: str) -> str | None:
+        """The first protected policy attached to the certificate, or None (no call when none is
+        configured). ListAttachedPolicies takes a certificate ARN as its target
+        (https://docs.aws.amazon.com/iot/latest/apireference/API_ListAttachedPolicies.html)."""
+        protected = self.settings.protected_policies
+        if not protected:
+            return None
+        pages = self.iot.get_paginator("list_attached_policies").paginate(target=certificate_arn)
+        attached = {p.get("policyName") for page in pages for p in page.get("policies", [])}
+        return min(attached & protected, default=None)
 
     # ---- the steps ------------------------------------------------------------------------------
 

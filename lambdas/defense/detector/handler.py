@@ -177,7 +177,7 @@ def lambda_handler(raw_event: Any, context: Any) -> dict[str, Any]:
     _emit(stats, violations)
     logger.info("detector batch folded", extra={
         "shard": shard, "window_start": state["w"], "records": stats.records, "telemetry": stats.telemetry,
-        "messages": stats.messages, "presence": stats.presence, "connect_failed": stats.connect_failed,
+        "messages": stats.messages, "alerts": stats.alerts, "presence": stats.presence, "connect_failed": stats.connect_failed,
         "duplicates": stats.duplicates, "reports": stats.reports, "malformed": stats.malformed,
         "violations": len(violations), "tracked": stats.tracked})
 

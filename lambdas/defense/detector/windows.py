@@ -6,9 +6,13 @@ Lambda's tumbling window (TumblingWindowInSeconds = WINDOW_SECONDS) hands every 
 shard's window the state the previous batch returned:
 
     telemetry  {"payload": "<base64>", "thing", "client_id", "principal", "received_at"}
-               (the telemetry rule's envelope) -> messages +1, bytes += decoded payload length
-    message    {"kind": "message", "client_id"}: every other message a device sends (alerts,
-               shadow requests; stacks/defense/builtin_detector.py) -> messages +1
+               (the telemetry rule's envelope) -> messages +1, bytes += decoded payload length,
+               and the message itself judged against MAX_TELEMETRY_BYTES
+    alert      {"kind": "alert", "client_id", "b64_length"} (the alert count rule: the length of
+               the payload's base64, so the alert itself stays off the stream) -> messages +1,
+               bytes += its size, and the message judged against MAX_ALERT_BYTES
+    message    {"kind": "message", "client_id"}: every other message a device sends (shadow
+               requests; stacks/defense/builtin_detector.py) -> messages +1
     presence   {"kind": "presence", "event": "connected" | "disconnected" | "connect_failed",
                 "client_id", "timestamp", "principal"?, "session"?, "version"?,
                 "disconnect_reason"?} (a lifecycle event as the presence rules select it:
@@ -51,6 +55,14 @@ gives ONE violation per behaviour per window, in the batch where it crosses; the
 it (a bit per behaviour) so later batches of the window do not repeat it, and its violationId is
 a hash of thing|profile|behaviour|window start (shared.violations.derive_violation_id), so a
 republished duplicate is recognisable downstream.
+
+Message size is judged per message and per kind of topic, as the Defender profile's
+`aws:message-byte-size` behaviours are (one per TOPIC_FILTER dimension: TelemetryMessageByteSize,
+AlertMessageByteSize): an alert may legitimately be far larger than a telemetry message, so one
+large alert never trips the telemetry limit. The window's byte total (MessageBytes) is a separate,
+Fleetwarden-only behaviour (metric `fleetwarden:bytes-per-window`: Defender's
+aws:message-byte-size is the size of one message, "Cloud-side metrics",
+https://docs.aws.amazon.com/iot-device-defender/latest/devguide/detect-cloud-side-metrics.html).
 
 State (returned to Lambda, at most 1 MB per shard), compact JSON:
     {"v": 2, "w": <window start, epoch s>, "n": <records seen this window>,
@@ -111,15 +123,18 @@ class Behavior(NamedTuple):
 
 
 MESSAGES_SENT = Behavior(1, "MessagesSent", "aws:num-messages-sent")
-MESSAGE_BYTES = Behavior(2, "MessageBytes", "aws:message-byte-size")
+MESSAGE_BYTES = Behavior(2, "MessageBytes", "fleetwarden:bytes-per-window")
 CONNECTION_ATTEMPTS = Behavior(4, "ConnectionAttempts", "aws:num-connection-attempts")
 DISCONNECTS_ = Behavior(8, "Disconnects", "aws:num-disconnects")
 LISTENING_TCP_PORTS = Behavior(16, "ListeningTcpPorts", "aws:num-listening-tcp-ports")
 LISTENING_UDP_PORTS = Behavior(32, "ListeningUdpPorts", "aws:num-listening-udp-ports")
 ESTABLISHED_TCP = Behavior(64, "EstablishedTcpConnections", "aws:num-established-tcp-connections")
 AUTHORIZATION_FAILURES = Behavior(128, "AuthorizationFailures", "aws:num-authorization-failures")
+TELEMETRY_MESSAGE_SIZE = Behavior(256, "TelemetryMessageByteSize", "aws:message-byte-size")
+ALERT_MESSAGE_SIZE = Behavior(512, "AlertMessageByteSize", "aws:message-byte-size")
 BEHAVIORS = (MESSAGES_SENT, MESSAGE_BYTES, CONNECTION_ATTEMPTS, DISCONNECTS_, LISTENING_TCP_PORTS,
-             LISTENING_UDP_PORTS, ESTABLISHED_TCP, AUTHORIZATION_FAILURES)
+             LISTENING_UDP_PORTS, ESTABLISHED_TCP, AUTHORIZATION_FAILURES, TELEMETRY_MESSAGE_SIZE,
+             ALERT_MESSAGE_SIZE)
 
 # Malformed-record reasons: stable strings (metric dimensions depend on them).
 BAD_RECORD = "bad-record"  # not a Kinesis record with string data
@@ -142,6 +157,8 @@ class Limits:
     max_disconnects: int = 10
     max_established_tcp: int = 10
     max_auth_failures: int = 10
+    max_telemetry_bytes: int = 8192  # one message; stage settings max_telemetry_bytes / max_alert_bytes
+    max_alert_bytes: int = 131_072
     window_seconds: int = 300
     profile: str = "fleetwarden-builtin"
     max_tracked: int = 10_000
@@ -156,6 +173,8 @@ _ENV_LIMITS = {
     "MAX_DISCONNECTS": ("max_disconnects", 1, 10**9),
     "MAX_ESTABLISHED_TCP": ("max_established_tcp", 0, 10**6),
     "MAX_AUTH_FAILURES": ("max_auth_failures", 0, 10**9),
+    "MAX_TELEMETRY_BYTES": ("max_telemetry_bytes", 1, 10**9),
+    "MAX_ALERT_BYTES": ("max_alert_bytes", 1, 10**9),
     "WINDOW_SECONDS": ("window_seconds", 1, MAX_WINDOW_SECONDS),
     "MAX_TRACKED_THINGS": ("max_tracked", 10, 100_000),
 }
@@ -167,7 +186,8 @@ def limits_from_env(env: Mapping[str, str] | None = None) -> tuple[Limits, list[
     stop detection for the whole fleet."""
     env = os.environ if env is None else env
     values, problems = read_limits(env, _ENV_LIMITS,
-                                   optional=frozenset({"MAX_TRACKED_THINGS", "MAX_AUTH_FAILURES"}))
+                                   optional=frozenset({"MAX_TRACKED_THINGS", "MAX_AUTH_FAILURES",
+                                                       "MAX_TELEMETRY_BYTES", "MAX_ALERT_BYTES"}))
     return Limits(**values), problems
 
 
@@ -177,7 +197,8 @@ class FoldStats:
 
     records: int = 0
     telemetry: int = 0
-    messages: int = 0  # "message" records (alerts, shadow requests)
+    messages: int = 0  # "message" records (shadow requests)
+    alerts: int = 0
     presence: int = 0  # presence events counted (duplicates excluded)
     connect_failed: int = 0  # refused connections counted against their certificate
     duplicates: int = 0  # presence events seen before in this window: not counted again
@@ -454,9 +475,27 @@ class _WindowCounts:
         entry[MESSAGES] += 1
         entry[BYTES] += nbytes
         stats.telemetry += 1
+        if nbytes > self.limits.max_telemetry_bytes:
+            self._alarm(client, entry, TELEMETRY_MESSAGE_SIZE, self.limits.max_telemetry_bytes, nbytes,
+                        windowed=False)
+
+    def alert(self, doc: dict[str, Any]) -> None:
+        """An alert: one more message of its size, judged against the alert limit. The size is the
+        least the base64 length allows (up to 2 bytes under the truth): never over, so an alert
+        exactly at the limit is not taken for one over it."""
+        client, b64_length = doc.get("client_id"), doc.get("b64_length")
+        if type(client) is not str or type(b64_length) is not int or b64_length < 0 or b64_length & 3:
+            raise _Skipped(BAD_FIELDS)
+        nbytes = max(0, b64_length // 4 * 3 - 2)
+        entry = self.entry(client)
+        entry[MESSAGES] += 1
+        entry[BYTES] += nbytes
+        self.stats.alerts += 1
+        if nbytes > self.limits.max_alert_bytes:
+            self._alarm(client, entry, ALERT_MESSAGE_SIZE, self.limits.max_alert_bytes, nbytes, windowed=False)
 
     def message(self, doc: dict[str, Any]) -> None:
-        """Any other message the connection sent (alerts, shadow requests): one more message."""
+        """Any other message the connection sent (shadow requests): one more message."""
         client = doc.get("client_id")
         if type(client) is not str:
             raise _Skipped(BAD_FIELDS)
@@ -592,6 +631,8 @@ def fold(
             kind = doc.get("kind")
             if kind is None or kind == "telemetry":  # the hot path
                 counts.telemetry(doc)
+            elif kind == "alert":
+                counts.alert(doc)
             elif kind == "message":
                 counts.message(doc)
             elif kind == "presence":
