@@ -106,8 +106,38 @@ def cert_rotation_request_topic(thing: str) -> str:
 
 
 def cert_rotation_response_prefix(thing: str) -> str:
-    """The backend answers under here (accepted / rejected)."""
+    """The backend answers under here (accepted / rejected / confirmed)."""
     return f"{cert_rotation_prefix(thing)}/response"
+
+
+ROTATION_REQUEST, ROTATION_CONFIRM = "request", "confirm"  # what the device publishes
+ROTATION_ACCEPTED, ROTATION_REJECTED, ROTATION_CONFIRMED = "accepted", "rejected", "confirmed"  # answers
+
+
+def cert_rotation_confirm_topic(thing: str) -> str:
+    """The device publishes here, connected with its NEW certificate, to retire the old one."""
+    return f"{cert_rotation_prefix(thing)}/{ROTATION_CONFIRM}"
+
+
+def cert_rotation_response_topic(thing: str, outcome: str) -> str:
+    """`cmd/<thing>/certs/response/<accepted|rejected|confirmed>`."""
+    if outcome not in (ROTATION_ACCEPTED, ROTATION_REJECTED, ROTATION_CONFIRMED):
+        raise ValueError(f"not a rotation answer: {outcome}")
+    return f"{cert_rotation_response_prefix(thing)}/{outcome}"
+
+
+def cert_rotation_rule_topic() -> str:
+    """What the rotation rule selects from: `request` and `confirm` (one level: the backend's own
+    answers, two levels below `certs/`, never match it)."""
+    return cert_rotation_prefix("+") + "/+"
+
+
+def tunnels_notify_topic(thing: str) -> str:
+    """AWS IoT secure tunneling publishes the destination access token here when a tunnel is opened
+    for the thing, payload `{"clientAccessToken", "clientMode": "destination", "region", "services"}`
+    ("Configuring a remote device and using IoT agent", https://docs.aws.amazon.com/iot/latest/
+    developerguide/configure-remote-device.html). The device only subscribes and receives here."""
+    return f"$aws/things/{thing}/tunnels/notify"
 
 
 def provisioning_prefixes(template_name: str) -> tuple[str, ...]:

@@ -32,13 +32,16 @@ def device_policy_document(arn_prefix: str, telemetry_rule: str) -> dict:
         f"{topics.jobs_prefix(THING)}/*",
         f"{topics.shadow_prefix(THING)}/*",
         topics.cert_rotation_request_topic(THING),
+        topics.cert_rotation_confirm_topic(THING),
     ]
-    # What the device hears back: jobs, its config shadow, metric report acks, rotation answers.
+    # What the device hears back: jobs, its config shadow, metric report acks, rotation answers,
+    # and the secure-tunneling destination token (published by AWS only; the device never publishes it).
     inbound = [
         f"{topics.jobs_prefix(THING)}/*",
         f"{topics.shadow_prefix(THING)}/*",
         f"{topics.defender_metrics_topic(THING)}/*",
         f"{topics.cert_rotation_response_prefix(THING)}/*",
+        topics.tunnels_notify_topic(THING),
     ]
     return {
         "Version": IOT_VERSION,
@@ -92,6 +95,7 @@ def quarantine_policy_document(arn_prefix: str, telemetry_rule: str) -> dict:
                     f"{topics.shadow_prefix(THING)}/update",
                     f"{topics.shadow_prefix(THING)}/delete",
                     topics.cert_rotation_request_topic(THING),
+                    topics.cert_rotation_confirm_topic(THING),
                 ]),
             },
         ],

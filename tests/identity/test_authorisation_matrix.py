@@ -65,6 +65,7 @@ def own_and_other(thing):
         "job update": f"{topics.jobs_prefix(thing)}/job-1/update",
         "shadow update": f"{topics.shadow_prefix(thing)}/update",
         "cert request": topics.cert_rotation_request_topic(thing),
+        "cert confirm": topics.cert_rotation_confirm_topic(thing),
     }
 
 
@@ -95,6 +96,8 @@ def test_device_cannot_publish_telemetry_around_basic_ingest_or_to_other_rules(d
     lambda t: topics.jobs_prefix(t) + "/job-1/get/accepted",
     lambda t: topics.shadow_prefix(t) + "/update/delta",
     lambda t: topics.cert_rotation_response_prefix(t) + "/accepted",
+    lambda t: topics.cert_rotation_response_topic(t, topics.ROTATION_CONFIRMED),
+    topics.tunnels_notify_topic,
 ])
 def test_device_subscribes_and_receives_its_own_replies_only(device_policy, prefix):
     own, other = prefix("dev-A"), prefix(B_NAME)
@@ -109,6 +112,12 @@ def test_device_cannot_subscribe_with_wildcards_across_the_fleet(device_policy):
         assert not is_allowed(device_policy, "iot:Subscribe", topicfilter(wildcard), A)
 
 
+def test_device_never_publishes_on_the_tunnel_notify_topic(device_policy):
+    """Only AWS IoT secure tunneling writes the destination token there (configure-remote-device.html);
+    a device publishing its own would be a forged tunnel."""
+    assert not is_allowed(device_policy, "iot:Publish", topic(topics.tunnels_notify_topic("dev-A")), A)
+
+
 def test_device_has_no_other_iot_actions(device_policy):
     for action in ("iot:UpdateThingShadow", "iot:DeleteThing", "iot:UpdateCertificate",
                    "iot:RetainPublish", "iot:GetRetainedMessage"):
@@ -116,7 +125,7 @@ def test_device_has_no_other_iot_actions(device_policy):
 
 
 def test_quarantine_cuts_data_but_keeps_jobs(quarantined):
-    for name in ("telemetry", "alerts", "shadow update", "cert request"):
+    for name in ("telemetry", "alerts", "shadow update", "cert request", "cert confirm"):
         assert not is_allowed(quarantined, "iot:Publish", topic(own_and_other("dev-A")[name]), A), name
     # the shutdown command still reaches it, and it can report on the job
     jobs = topics.jobs_prefix("dev-A")
