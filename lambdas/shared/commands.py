@@ -63,6 +63,7 @@ NOT_YET_VALID = "not-yet-valid"
 EXPIRED = "expired"
 MISTARGETED = "mistargeted"
 REPLAYED = "replayed"
+BAD_PARAMS = "bad-params"  # from check_params, which the device runs after verify
 
 
 class CommandRefused(ValueError):
@@ -260,3 +261,59 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
     if not isinstance(fields["issuer"], str) or not 0 < len(fields["issuer"]) <= 256:
         raise CommandRefused(MALFORMED, "issuer must be 1-256 characters")
 
+
+
+# --- params per command: the issuer refuses what the device would refuse ---------------------------
+
+MAX_REASON = 256
+MAX_DELAY_SECONDS = 3600
+TUNNEL_SERVICES = ("SSH",)
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_VERSION = re.compile(r"^[A-Za-z0-9._+-]{1,64}$")
+_TUNNEL_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+_INCIDENT = re.compile(r"^[A-Za-z0-9:._-]{1,128}$")
+
+
+def _text(value: Any, limit: int) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= limit and value.isprintable()
+
+
+def _whole(value: Any, low: int, high: int) -> bool:
+    return type(value) is int and low <= value <= high
+
+
+# command -> {param: (required, check)}; any other key is refused.
+PARAMS: dict[str, dict[str, tuple[bool, Callable[[Any], bool]]]] = {
+    "config": {"desired": (True, lambda v: isinstance(v, Mapping) and len(v) > 0)},
+    "reboot": {"delay_seconds": (False, lambda v: _whole(v, 0, MAX_DELAY_SECONDS)),
+               "reason": (False, lambda v: _text(v, MAX_REASON))},
+    "shutdown": {"reason": (False, lambda v: _text(v, MAX_REASON)),
+                 "incident": (False, lambda v: isinstance(v, str) and bool(_INCIDENT.match(v)))},
+    "software-update": {"version": (True, lambda v: isinstance(v, str) and bool(_VERSION.match(v))),
+                        "sha256": (True, lambda v: isinstance(v, str) and bool(_SHA256.match(v))),
+                        "size": (True, lambda v: _whole(v, 1, _MAX_SAFE_INT))},
+    "remote-access": {"tunnel_id": (True, lambda v: isinstance(v, str) and bool(_TUNNEL_ID.match(v))),
+                      "services": (True, lambda v: isinstance(v, list) and len(v) == 1
+                                   and v[0] in TUNNEL_SERVICES),
+                      "expires_at": (True, lambda v: _whole(v, 0, _MAX_SAFE_INT))},
+    "rotate-certificate": {"reason": (False, lambda v: _text(v, MAX_REASON))},
+}
+assert set(PARAMS) == set(COMMANDS)
+
+
+def check_params(command: str, params: Mapping[str, Any]) -> None:
+    """CommandRefused(UNKNOWN_COMMAND | BAD_PARAMS) unless `params` is what `command` takes (table above)."""
+    spec = PARAMS.get(command)
+    if spec is None:
+        raise CommandRefused(UNKNOWN_COMMAND, f"unknown command {command!r}")
+    if not isinstance(params, Mapping):
+        raise CommandRefused(BAD_PARAMS, "params must be an object")
+    unknown = sorted(set(params) - set(spec))
+    if unknown:
+        raise CommandRefused(BAD_PARAMS, f"{command} takes no {', '.join(map(str, unknown))}")
+    for name, (required, check) in spec.items():
+        if name not in params:
+            if required:
+                raise CommandRefused(BAD_PARAMS, f"{command} needs {name}")
+        elif not check(params[name]):
+            raise CommandRefused(BAD_PARAMS, f"{command}: {name} is not valid")

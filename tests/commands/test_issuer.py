@@ -1,0 +1,297 @@
+"""The issuer: each command type becomes the right job with a document the device accepts (verified with
+the exported public key through `cryptography`), and everything else is refused before a job exists."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+
+import pytest
+from botocore.exceptions import ClientError
+
+from shared import command_jobs, commands
+from shared.api import ApiError
+from shared.commands import CommandRefused
+from tests.commands.conftest import ADMIN, ANALYST, ARTIFACTS, GROUP, NOW, OTHER, PRESIGN_ROLE, THING
+from tests.helpers import Calls, scan
+
+
+def send(issuer, claims=ADMIN, **body):
+    return issuer.send(claims, json.dumps(body))
+
+
+def refused(call, *args, **kwargs) -> ApiError:
+    with pytest.raises(ApiError) as error:
+        call(*args, **kwargs)
+    return error.value
+
+
+def job_of(aws, job_id):
+    job = aws.iot.describe_job(jobId=job_id)["job"]
+    document = json.loads(aws.iot.get_job_document(jobId=job_id)["document"])
+    return job, document
+
+
+def device_accepts(document, trusted, thing=THING, groups=(), now=NOW + 60):
+    """What the device agent does with a job document: parse, verify, check params."""
+    signed = commands.parse(json.dumps(document))["command"]
+    fields = commands.verify(signed, trusted_keys=trusted, thing=thing, now=now, groups=groups)
+    commands.check_params(fields["command"], fields["params"])
+    return fields
+
+
+def audit_actions(aws):
+    return sorted((r["action"], r["target"]) for r in scan(aws.audit))
+
+
+# --- each command type ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("command, params", [
+    ("config", {"desired": {"interval": 30, "mode": "eco"}}),
+    ("reboot", {"delay_seconds": 10, "reason": "kernel update"}),
+    ("shutdown", {"reason": "decommission"}),
+    ("rotate-certificate", {}),
+])
+def test_each_command_becomes_a_job_the_device_verifies(aws, issuer, trusted, command, params):
+    answer = send(issuer, command=command, thing=THING, params=params)
+    job, document = job_of(aws, answer["job_id"])
+    assert answer["job_id"].startswith(f"fw-{command}-")
+    assert job["targets"] == [aws.iot.describe_thing(thingName=THING)["thingArn"]]
+    fields = device_accepts(document, trusted)
+    assert (fields["command"], fields["params"], fields["target"], fields["issuer"]) == (
+        command, params, {"thing": THING}, "alice")
+    assert fields["not_after"] == int(NOW) + 24 * 3600
+    assert set(document) == {"command"}  # nothing unsigned except where a command needs it
+    # audited before the job: the record names the job and the nonce the document carries
+    [record] = scan(aws.audit)
+    assert (record["action"], record["actor"], record["target"]) == ("command.send", "alice", f"thing:{THING}")
+    assert record["details"]["job_id"] == answer["job_id"] and record["details"]["nonce"] == fields["nonce"]
+
+
+def test_the_job_carries_timeout_retry_abort_and_an_end_time_at_not_after(issuer, aws):
+    calls = Calls(aws.iot)
+    captured = {}
+    aws.iot.meta.events.register("provide-client-params.iot.CreateJob",
+                                 lambda params, **_: captured.update(params))
+    answer = send(issuer, command="reboot", thing=THING, lifetime_seconds=3 * 3600 + 59)
+    assert calls.calls == ["describe_thing", "create_job"]
+    assert captured["timeoutConfig"] == {"inProgressTimeoutInMinutes": 30}
+    assert captured["jobExecutionsRetryConfig"] == {"criteriaList": [{"failureType": "TIMED_OUT", "numberOfRetries": 2}]}
+    assert captured["abortConfig"]["criteriaList"][0]["action"] == "CANCEL"
+    assert captured["targetSelection"] == "SNAPSHOT"
+    # not_after rounded DOWN to the minute: Jobs stops handing it out no later than the device would refuse it
+    assert captured["schedulingConfig"] == {"endTime": "2026-12-01T03:00", "endBehavior": "CANCEL"}
+    assert answer["not_after"] == int(NOW) + 3 * 3600 + 59
+
+
+def test_a_short_lived_command_has_no_end_time_and_the_device_refuses_it_once_expired(issuer, aws, trusted):
+    captured = {}
+    aws.iot.meta.events.register("provide-client-params.iot.CreateJob", lambda params, **_: captured.update(params))
+    answer = send(issuer, command="reboot", thing=THING, lifetime_seconds=600)
+    assert "schedulingConfig" not in captured  # endTime must be >= 30 minutes ahead (API_SchedulingConfig)
+    _, document = job_of(aws, answer["job_id"])
+    with pytest.raises(CommandRefused) as late:
+        device_accepts(document, trusted, now=NOW + 600)
+    assert late.value.reason == commands.EXPIRED
+
+
+def test_a_group_command_names_the_group_and_only_members_accept_it(issuer, aws, trusted):
+    answer = send(issuer, command="reboot", group=GROUP)
+    job, document = job_of(aws, answer["job_id"])
+    assert job["targets"] == [aws.iot.describe_thing_group(thingGroupName=GROUP)["thingGroupArn"]]
+    assert device_accepts(document, trusted, groups=[GROUP])["target"] == {"group": GROUP}
+    with pytest.raises(CommandRefused) as outsider:
+        device_accepts(document, trusted, thing=OTHER, groups=[])
+    assert outsider.value.reason == commands.MISTARGETED
+
+
+def test_a_document_for_one_thing_is_refused_by_another(issuer, aws, trusted):
+    _, document = job_of(aws, send(issuer, command="shutdown", thing=THING)["job_id"])
+    with pytest.raises(CommandRefused) as other:
+        device_accepts(document, trusted, thing=OTHER)
+    assert other.value.reason == commands.MISTARGETED
+
+
+# --- software update -------------------------------------------------------------------------------
+
+def upload(aws, body: bytes, sha256: str | None = None) -> str:
+    digest = sha256 or hashlib.sha256(body).hexdigest()
+    aws.s3.put_object(Bucket=ARTIFACTS, Key=command_jobs.artifact_key(digest), Body=body,
+                      ChecksumAlgorithm="SHA256")
+    return digest
+
+
+def test_software_update_signs_hash_and_size_and_leaves_the_url_to_jobs(issuer, aws, trusted):
+    firmware = b"\x7fELF firmware 2.0" * 100
+    digest = upload(aws, firmware)
+    captured = {}
+    aws.iot.meta.events.register("provide-client-params.iot.CreateJob", lambda params, **_: captured.update(params))
+    answer = send(issuer, command="software-update", thing=THING,
+                  params={"version": "2.0.0", "sha256": digest, "size": len(firmware)})
+    _, document = job_of(aws, answer["job_id"])
+    fields = device_accepts(document, trusted)
+    assert fields["params"] == {"version": "2.0.0", "sha256": digest, "size": len(firmware)}
+    assert document["artifact_url"] == (
+        f"${{aws:iot:s3-presigned-url:https://s3.eu-west-1.amazonaws.com/{ARTIFACTS}/artifacts/{digest}}}")
+    assert captured["presignedUrlConfig"] == {"roleArn": PRESIGN_ROLE, "expiresInSec": 3600}
+    # the URL is outside the signature: rewriting it (as Jobs does) leaves the document valid
+    document["artifact_url"] = "https://example-bucket.s3.amazonaws.com/artifacts/x?X-Amz-Signature=abc"
+    device_accepts(document, trusted)
+
+
+@pytest.mark.parametrize("case", ["not uploaded", "wrong size", "too large", "bad hash", "other content"])
+def test_software_update_refuses_what_was_not_uploaded_as_signed(issuer, aws, case):
+    firmware = b"firmware"
+    digest = hashlib.sha256(firmware).hexdigest()
+    params = {"version": "2.0.0", "sha256": digest, "size": len(firmware)}
+    if case != "not uploaded":
+        upload(aws, firmware)
+    if case == "wrong size":
+        params["size"] = 9
+    if case == "too large":
+        params["size"] = 2 * 1024 * 1024
+    if case == "bad hash":
+        params["sha256"] = "XYZ"
+    if case == "other content":  # an object stored under a hash that is not its own
+        params = {"version": "2.0.0", "sha256": "ab" * 32, "size": len(firmware)}
+        upload(aws, firmware, sha256="ab" * 32)
+    error = refused(send, issuer, command="software-update", thing=THING, params=params)
+    assert error.status == 400
+    assert aws.iot.list_jobs()["jobs"] == [] and scan(aws.audit) == []
+
+
+def test_upload_url_is_presigned_with_the_checksum_and_audited(issuer, aws):
+    digest = "0f" * 32
+    answer = issuer.upload_url(ADMIN, json.dumps({"sha256": digest, "size": 1000}))
+    assert f"/artifacts/{digest}" in answer["upload_url"]
+    assert "x-amz-checksum-sha256" in answer["upload_url"].lower() or "checksum" in answer["upload_url"].lower()
+    assert answer["headers"] == {"x-amz-checksum-sha256": base64.b64encode(bytes.fromhex(digest)).decode()}
+    assert audit_actions(aws) == [("artifact.upload", f"artifact:{digest}")]
+    assert refused(issuer.upload_url, ADMIN, json.dumps({"sha256": digest, "size": 2 * 1024 * 1024})).status == 400
+
+
+# --- remote access ---------------------------------------------------------------------------------
+
+def open_tunnel_answer(tunnels, thing=THING):
+    tunnels.stub.add_response(
+        "open_tunnel",
+        {"tunnelId": "00000000-0000-4000-8000-000000000001",
+         "tunnelArn": "arn:aws:iot:eu-west-1:123456789012:tunnel/00000000-0000-4000-8000-000000000001",
+         "sourceAccessToken": "SOURCE-SECRET", "destinationAccessToken": "DESTINATION-SECRET"},
+        {"description": "Fleetwarden remote access by alice",
+         "destinationConfig": {"thingName": thing, "services": ["SSH"]},
+         "timeoutConfig": {"maxLifetimeTimeoutMinutes": 30}})
+
+
+def test_remote_access_opens_an_ssh_tunnel_and_hands_the_source_token_to_the_operator_only(
+        issuer, aws, tunnels, trusted, caplog):
+    open_tunnel_answer(tunnels)
+    answer = send(issuer, command="remote-access", thing=THING)
+    tunnels.stub.assert_no_pending_responses()
+    assert answer["source_access_token"] == "SOURCE-SECRET"
+    _, document = job_of(aws, answer["job_id"])
+    fields = device_accepts(document, trusted)
+    assert fields["params"] == {"tunnel_id": "00000000-0000-4000-8000-000000000001", "services": ["SSH"],
+                                "expires_at": int(NOW) + 30 * 60}
+    assert fields["not_after"] == int(NOW) + 30 * 60  # the document lives no longer than the tunnel
+    stored = json.dumps(document) + json.dumps(scan(aws.audit), default=str) + caplog.text
+    assert "SOURCE-SECRET" not in stored and "DESTINATION-SECRET" not in stored
+    assert "DESTINATION-SECRET" not in json.dumps(answer)
+
+
+def test_remote_access_to_a_group_or_with_params_is_refused(issuer, aws):
+    assert refused(send, issuer, command="remote-access", group=GROUP).status == 400
+    assert refused(send, issuer, command="remote-access", thing=THING, params={"tunnel_id": "x"}).status == 400
+
+
+def test_a_tunnel_that_cannot_be_opened_leaves_an_audited_failure_and_no_job(issuer, aws, tunnels):
+    tunnels.stub.add_client_error("open_tunnel", service_error_code="LimitExceededException", http_status_code=400)
+    error = refused(send, issuer, command="remote-access", thing=THING)
+    assert error.status == 502 and "LimitExceededException" in error.message
+    assert aws.iot.list_jobs()["jobs"] == []
+    assert [a for a, _ in audit_actions(aws)] == ["command.send", "command.send-failed"]
+
+
+# --- refusals ----------------------------------------------------------------------------------------
+
+def test_non_admins_are_refused_and_the_refusal_is_audited(issuer, aws):
+    error = refused(send, issuer, claims=ANALYST, command="reboot", thing=THING)
+    assert error.status == 403
+    assert aws.iot.list_jobs()["jobs"] == []
+    [record] = scan(aws.audit)
+    assert (record["action"], record["actor"], record["target"]) == ("command.send-refused", "mallory", f"thing:{THING}")
+    for call in (lambda: issuer.list(ANALYST, {"thing": THING}), lambda: issuer.public_key(None),
+                 lambda: issuer.upload_url(ANALYST, '{"sha256": "00", "size": 1}')):
+        assert refused(call).status == 403
+
+
+@pytest.mark.parametrize("body, status", [
+    ({"command": "format-disk", "thing": THING}, 400),
+    ({"command": "reboot"}, 400),
+    ({"command": "reboot", "thing": THING, "group": GROUP}, 400),
+    ({"command": "reboot", "thing": "SN 0001"}, 400),
+    ({"command": "reboot", "thing": THING, "params": {"delay_seconds": 99999}}, 400),
+    ({"command": "reboot", "thing": THING, "params": {"delay_seconds": 1.5}}, 400),
+    ({"command": "reboot", "thing": THING, "params": {"force": True}}, 400),
+    ({"command": "config", "thing": THING, "params": {}}, 400),
+    ({"command": "config", "thing": THING, "params": {"desired": {"blob": "x" * 5000}}}, 400),
+    ({"command": "reboot", "thing": THING, "lifetime_seconds": 10}, 400),
+    ({"command": "reboot", "thing": THING, "lifetime_seconds": 31 * 24 * 3600}, 400),
+    ({"command": "reboot", "thing": THING, "extra": 1}, 400),
+    ({"command": "reboot", "thing": "SN-9999"}, 404),
+    ({"command": "reboot", "group": "no-such-group"}, 404),
+])
+def test_malformed_requests_and_unknown_targets_are_refused_before_anything_is_written(issuer, aws, body, status):
+    assert refused(send, issuer, **body).status == status
+    assert aws.iot.list_jobs()["jobs"] == [] and scan(aws.audit) == []
+
+
+@pytest.mark.parametrize("body", [None, "", "[]", "{", '{"command": "reboot", "command": "shutdown", "thing": "SN-0001"}',
+                                  "x" * 10000])
+def test_bodies_that_are_not_one_json_object_are_refused(issuer, aws, body):
+    assert refused(issuer.send, ADMIN, body).status == 400
+
+
+def test_if_the_audit_cannot_be_written_no_job_is_created(issuer, aws):
+    aws.audit.delete()
+    with pytest.raises(ClientError):
+        send(issuer, command="reboot", thing=THING)
+    assert aws.iot.list_jobs()["jobs"] == []
+
+
+def test_a_failed_create_job_is_audited_and_can_be_repeated(issuer, aws):
+    error = ClientError({"Error": {"Code": "ThrottlingException", "Message": "slow down"}}, "CreateJob")
+    Calls(aws.iot, fail={"create_job": [error]})
+    assert refused(send, issuer, command="reboot", thing=THING).status == 502
+    assert [a for a, _ in audit_actions(aws)] == ["command.send", "command.send-failed"]
+    answer = send(issuer, command="reboot", thing=THING)  # the operator repeats it
+    assert [j["jobId"] for j in aws.iot.list_jobs()["jobs"]] == [answer["job_id"]]
+
+
+def test_a_kms_failure_writes_nothing(issuer, aws):
+    error = ClientError({"Error": {"Code": "KMSInvalidStateException", "Message": "disabled"}}, "Sign")
+    Calls(issuer.signer.kms, fail={"sign": [error]})
+    with pytest.raises(ClientError):
+        send(issuer, command="reboot", thing=THING)
+    assert aws.iot.list_jobs()["jobs"] == [] and scan(aws.audit) == []
+
+
+# --- list, status, cancel, public key ---------------------------------------------------------------
+
+def test_list_status_and_cancel(issuer, aws):
+    job_id = send(issuer, command="reboot", thing=THING)["job_id"]
+    assert issuer.list(ADMIN, {"thing": THING}) == {"commands": [{"job_id": job_id, "status": "QUEUED"}]}
+    assert [c["job_id"] for c in issuer.list(ADMIN, None)["commands"]] == [job_id]
+    status = issuer.status(ADMIN, job_id, {"thing": THING})
+    assert status["execution"]["status"] == "QUEUED"
+    assert issuer.cancel(ADMIN, job_id, '{"reason": "wrong unit"}') == {"job_id": job_id, "status": "CANCELED"}
+    assert aws.iot.describe_job(jobId=job_id)["job"]["status"] == "CANCELED"
+    assert ("command.cancel", job_id) in audit_actions(aws)
+    assert refused(issuer.status, ADMIN, "fw-reboot-" + "0" * 32, None).status == 404
+    assert refused(issuer.cancel, ADMIN, "someone-elses-job", None).status == 400
+
+
+def test_public_key_is_the_pem_whose_hash_is_the_key_id(issuer, aws):
+    answer = issuer.public_key(ADMIN)
+    assert list(commands.load_public_keys([answer["pem"]])) == [answer["key_id"]]
