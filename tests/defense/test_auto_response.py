@@ -23,7 +23,7 @@ from typing import Any
 import boto3
 import pytest
 from defense.auto_response import handler as ar_handler
-from defense.auto_response.commands import QUEUED, queue_shutdown_command
+from defense.auto_response.commands import QUEUED
 from defense.auto_response.respond import (
     MAX_RAW_BYTES,
     ConfigurationError,
@@ -54,6 +54,7 @@ ACCOUNT = "123456789012"
 VIOLATION_TOPIC = f"arn:aws:sns:{REGION}:{ACCOUNT}:fleetwarden-test-violations"
 # DescribeEndpoint's answer format: "identifier.iot.region.amazonaws.com" (-ats for iot:Data-ATS).
 DATA_ENDPOINT = f"a1b2c3d4e5f6g7-ats.iot.{REGION}.amazonaws.com"
+THING_ARN_PREFIX = f"arn:aws:iot:{REGION}:{ACCOUNT}:thing/"
 
 
 @dataclass
@@ -178,6 +179,10 @@ def violation(**changes: Any) -> str:
 
 
 def set_env(monkeypatch, **overrides: str | None) -> None:
+    """The function's environment, inside mock_aws: with a fresh ECC_NIST_P256 signing key unless given."""
+    if "SIGNING_KEY_ARN" not in overrides:
+        kms = boto3.client("kms", region_name=REGION)
+        overrides["SIGNING_KEY_ARN"] = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
     values = {
         "INCIDENTS_TABLE": INCIDENTS_TABLE,
         "QUARANTINE_GROUP": QUARANTINE_GROUP,
@@ -185,6 +190,7 @@ def set_env(monkeypatch, **overrides: str | None) -> None:
         "EXEMPT_GROUP": EXEMPT_GROUP,
         "DRY_RUN": "false",
         "IOT_DATA_ENDPOINT": DATA_ENDPOINT,
+        "THING_ARN_PREFIX": THING_ARN_PREFIX,
         "POWERTOOLS_SERVICE_NAME": "auto-response",
         "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
         **overrides,
@@ -232,6 +238,7 @@ def counted(env, iot_fail: dict[str, list[ClientError]] | None = None,
         lambda params, **_: requests.append({"url": params["url"], "method": params["method"]}),
         unique_id="tests-requests")
     return SimpleNamespace(iot=Calls(responder.iot, iot_fail), sns=Calls(responder.sns, sns_fail),
+                           kms=Calls(responder.queue_shutdown.signer.kms),
                            data=Calls(responder.iot_data, data_fail), requests=requests, responder=responder)
 
 
@@ -315,7 +322,7 @@ def test_sample_violation_contains_the_device(env, mode, expected_status, capsys
     assert item["received_at"].endswith("Z") and len(item["received_at"]) == 24
     assert "lease_until" not in item and "error" not in item
     cert_result = "skipped:quarantine-only" if mode == "quarantine-only" else "done"
-    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "done",
                              f"certificate:{cert}": cert_result, "disconnect": "done", "notify": "done"}
     assert item["certificates"] == [cert]
 
@@ -329,12 +336,15 @@ def test_sample_violation_contains_the_device(env, mode, expected_status, capsys
     assert details["steps"]["quarantine"] == "done"
     assert details["steps"][f"certificate:{cert}"] == cert_result
 
-    # The call budget: 6 IoT+SNS calls for one certificate (<= 6), DeleteConnection included,
-    # in this order: the session is ended after the certificate can no longer reconnect.
-    expected_iot = ["list_thing_principals", "list_thing_groups_for_thing", "add_thing_to_thing_group"]
+    # The call budget: 6 IoT+SNS calls for one certificate, DeleteConnection included, plus the signed
+    # shutdown job (KMS Sign + CreateJob; GetPublicKey once per container), in this order: the job is
+    # queued after the quarantine and before the certificate, the session is ended last.
+    expected_iot = ["list_thing_principals", "list_thing_groups_for_thing", "add_thing_to_thing_group",
+                    "create_job"]
     if mode != "quarantine-only":
         expected_iot.append("update_certificate")
     assert calls.iot.calls == expected_iot
+    assert calls.kms.calls == ["get_public_key", "sign"]
     assert calls.data.calls == ["delete_connection"]
     assert calls.sns.calls == ["publish"]
     assert "its live session was ended" in message["text"]
@@ -347,7 +357,7 @@ def test_without_exempt_group_the_group_lookup_still_tells_a_repeat(env):
     calls = counted(env)
     invoke(sns_event(SAMPLE))
     assert calls.iot.calls == ["list_thing_principals", "list_thing_groups_for_thing",
-                               "add_thing_to_thing_group", "update_certificate"]
+                               "add_thing_to_thing_group", "create_job", "update_certificate"]
     assert incident(env)["status"] == "contained"
 
 
@@ -497,7 +507,7 @@ def test_thing_without_certificates_is_contained_by_the_group_alone(env):
     assert in_group(env)
     item = incident(env)
     assert item["status"] == "contained" and item["certificates"] == []
-    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "done",
                              "disconnect": "done", "notify": "done"}
     assert ops_messages(env)[0]["details"]["certificates"] == []
 
@@ -601,7 +611,7 @@ def test_failed_certificate_update_raises_then_the_retry_finishes_the_rest(env, 
     assert in_group(env) and cert_status(env, cert) == "ACTIVE"  # cut off already, certificate not yet
     item = incident(env)
     assert item["status"] == "in-progress"
-    assert item["steps"] == {"quarantine": "done", "shutdown_command": "skipped:not-available",
+    assert item["steps"] == {"quarantine": "done", "shutdown_command": "done",
                              f"certificate:{cert}": "failed:ThrottlingException"}
     assert item["plan"][-1] == "notify" and item["lease_until"] == 0
     assert item["error"] == f"certificate:{cert}:ThrottlingException"
@@ -619,7 +629,7 @@ def test_failed_certificate_update_raises_then_the_retry_finishes_the_rest(env, 
     assert cert_status(env, cert) == "INACTIVE"
     item = incident(env)
     assert item["status"] == "contained" and item["attempts"] == 2
-    assert set(item["steps"].values()) <= {"done", "skipped:not-available"} and item["steps"]["disconnect"] == "done"
+    assert set(item["steps"].values()) <= {"done"} and item["steps"]["disconnect"] == "done"
     assert "lease_until" not in item and "error" not in item
     assert len(ops_messages(env)) == 1
     assert "ContainmentsResumed" in metric_names(capsys.readouterr().out)
@@ -716,26 +726,57 @@ def test_an_expired_lease_is_taken_over(env):
     })
     calls = counted(env)
     invoke(sns_event(SAMPLE))
-    assert calls.iot.calls == ["update_certificate"]
+    assert calls.iot.calls == ["create_job", "update_certificate"]  # resumed at the shutdown step
     assert incident(env)["status"] == "contained" and cert_status(env, cert) == "INACTIVE"
 
 
-def test_replaced_shutdown_seam_is_recorded_as_done(env):
+def test_the_contained_device_has_a_signed_shutdown_job_it_verifies(env):
+    """After containment the thing's jobs queue holds one shutdown job whose document verifies with the
+    exported public key (cryptography), names this thing and the incident, and expires."""
+    from shared import commands
+    from shared.command_jobs import KmsSigner
+
     make_thing(env.iot)
-    seen = []
-
-    def queue(thing, iot, *, incident_id=None):
-        seen.append((thing, incident_id))
-        return QUEUED
-
-    counted(env).responder.queue_shutdown = queue
+    responder = counted(env).responder
     invoke(sns_event(SAMPLE))
-    assert seen == [(THING, VIOLATION_ID)]
-    assert incident(env)["steps"]["shutdown_command"] == "done"
+    [execution] = env.iot.list_job_executions_for_thing(thingName=THING)["executionSummaries"]
+    job_id = execution["jobId"]
+    assert job_id.startswith("fw-shutdown-") and execution["jobExecutionSummary"]["status"] == "QUEUED"
+    assert env.iot.describe_job(jobId=job_id)["job"]["targets"] == [f"{THING_ARN_PREFIX}{THING}"]
+    document = commands.parse(env.iot.get_job_document(jobId=job_id)["document"])["command"]
+    pem = KmsSigner(boto3.client("kms"), responder.settings.signing_key_arn).public_pem()
+    signed_at = document["issued_at"]
+    fields = commands.verify(document, trusted_keys=commands.load_public_keys([pem]), thing=THING, now=signed_at)
+    assert fields["command"] == "shutdown" and fields["issuer"] == "auto-response"
+    assert fields["params"] == {"reason": "containment", "incident": VIOLATION_ID}
+    assert fields["not_after"] - fields["issued_at"] == 7 * 24 * 3600
+    with pytest.raises(commands.CommandRefused):  # another device never acts on it
+        commands.verify(document, trusted_keys=commands.load_public_keys([pem]), thing="dev-other", now=signed_at)
 
 
-def test_the_shutdown_seam_today_is_not_available():
-    assert queue_shutdown_command("dev-1", object()) == "not-available"
+def test_a_retried_shutdown_step_finds_its_job_instead_of_making_a_second(env):
+    (cert,) = make_thing(env.iot)
+    counted(env, iot_fail={"update_certificate": [client_error("ThrottlingException")]})
+    with pytest.raises(ContainmentError):
+        invoke(sns_event(SAMPLE))
+    # The step's result was lost (e.g. a timeout after CreateJob): the retry runs it again.
+    env.table.update_item(Key={"violation_id": VIOLATION_ID}, UpdateExpression="REMOVE #s.#c",
+                          ExpressionAttributeNames={"#s": "steps", "#c": "shutdown_command"})
+    invoke(sns_event(SAMPLE))
+    assert len(env.iot.list_job_executions_for_thing(thingName=THING)["executionSummaries"]) == 1
+    assert incident(env)["steps"]["shutdown_command"] == "done" and cert_status(env, cert) == "INACTIVE"
+
+
+def test_a_kms_failure_fails_the_shutdown_step_before_any_certificate_is_touched(env):
+    (cert,) = make_thing(env.iot)
+    calls = counted(env)
+    Calls(calls.responder.queue_shutdown.signer.kms,
+          fail={"sign": [client_error("KMSInvalidStateException", "Sign")]})
+    with pytest.raises(ContainmentError) as raised:
+        invoke(sns_event(SAMPLE))
+    assert raised.value.step == "shutdown_command"
+    assert in_group(env) and cert_status(env, cert) == "ACTIVE"
+    assert incident(env)["steps"]["shutdown_command"] == "failed:KMSInvalidStateException"
 
 
 def test_update_expression_uses_placeholders_for_every_name_and_value():
@@ -752,7 +793,8 @@ def test_update_expression_uses_placeholders_for_every_name_and_value():
 
 
 BASE_ENV = {"INCIDENTS_TABLE": "t", "QUARANTINE_GROUP": "q", "OPS_TOPIC_ARN": "arn:aws:sns:eu-west-1:1:ops",
-            "IOT_DATA_ENDPOINT": DATA_ENDPOINT}
+            "IOT_DATA_ENDPOINT": DATA_ENDPOINT, "THING_ARN_PREFIX": THING_ARN_PREFIX,
+            "SIGNING_KEY_ARN": "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"}
 
 
 def test_settings_defaults():
@@ -766,6 +808,10 @@ def test_settings_defaults():
     {"QUARANTINE_GROUP": ""},
     {"OPS_TOPIC_ARN": ""},
     {"IOT_DATA_ENDPOINT": ""},
+    {"SIGNING_KEY_ARN": ""},
+    {"THING_ARN_PREFIX": ""},
+    {"JOB_TIMEOUT_MINUTES": "0"},
+    {"SHUTDOWN_LIFETIME_SECONDS": "ten"},
 ])
 def test_bad_configuration_is_loud(changes):
     with pytest.raises(ConfigurationError):

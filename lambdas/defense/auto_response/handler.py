@@ -35,9 +35,15 @@ logger, metrics, count = runtime.logger, runtime.metrics, runtime.count
 def _dependencies() -> Responder:
     """Built on first use, once per container (and after the env is set, in tests).
     A configuration error raises here: every invocation fails and is retried, loudly."""
+    from defense.auto_response.commands import ShutdownQueue
     from defense.auto_response.respond import Responder, Settings
+    from shared.command_jobs import JobSettings, KmsSigner
 
     settings = Settings.from_env(os.environ)
+    shutdown = ShutdownQueue(KmsSigner(client("kms"), settings.signing_key_arn),
+                             thing_arn_prefix=settings.thing_arn_prefix,
+                             jobs=JobSettings(timeout_minutes=settings.job_timeout_minutes, retry_attempts=0),
+                             lifetime_seconds=settings.shutdown_lifetime_seconds)
     return Responder(
         iot=client("iot"),
         sns=client("sns"),
@@ -49,6 +55,7 @@ def _dependencies() -> Responder:
         settings=settings,
         count=count,
         logger=logger,
+        queue_shutdown=shutdown,
     )
 
 

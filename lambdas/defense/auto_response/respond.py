@@ -32,7 +32,8 @@ Lambda's async retries are safe:
 Lookups cost at most two IoT calls: ListThingPrincipals answers both "does the thing exist"
 (ResourceNotFoundException) and "which certificates", and ListThingGroupsForThing runs only when
 an exempt group is configured. A contained device with one certificate costs 5 IoT+SNS calls
-(4 without an exempt group) and 4 DynamoDB writes.
+(4 without an exempt group), 2 for the signed shutdown job (KMS Sign, CreateJob; plus GetPublicKey once
+per container) and 4 DynamoDB writes.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
 from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
-from defense.auto_response.commands import QUEUED, queue_shutdown_command
+from defense.auto_response.commands import QUEUED
 from defense.auto_response.outcomes import (
     CONTAINED,
     DRY_RUN,
@@ -135,10 +136,17 @@ class Settings:
     dry_run: bool = False
     # Policies whose certificates are shared by the fleet (the claim policy): never deactivated.
     protected_policies: frozenset[str] = frozenset()
+    # The signed shutdown command (commands.ShutdownQueue): the stage's signing key, the thing ARN prefix
+    # (arn:<partition>:iot:<region>:<account>:thing/) and the job settings the issuer uses too.
+    signing_key_arn: str = ""
+    thing_arn_prefix: str = ""
+    job_timeout_minutes: int = 60
+    shutdown_lifetime_seconds: int = 7 * 24 * 3600
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        required = ("INCIDENTS_TABLE", "QUARANTINE_GROUP", "OPS_TOPIC_ARN", "IOT_DATA_ENDPOINT")
+        required = ("INCIDENTS_TABLE", "QUARANTINE_GROUP", "OPS_TOPIC_ARN", "IOT_DATA_ENDPOINT",
+                    "SIGNING_KEY_ARN", "THING_ARN_PREFIX")
         missing = [k for k in required if not env.get(k)]
         if missing:
             raise ConfigurationError(f"missing environment: {', '.join(missing)}")
@@ -158,7 +166,18 @@ class Settings:
             dry_run=dry_run in TRUE,
             protected_policies=frozenset(p.strip() for p in (env.get("PROTECTED_POLICIES") or "").split(",")
                                          if p.strip()),
+            signing_key_arn=env["SIGNING_KEY_ARN"].strip(),
+            thing_arn_prefix=env["THING_ARN_PREFIX"].strip(),
+            job_timeout_minutes=_whole(env, "JOB_TIMEOUT_MINUTES", 60, 1, 10080),
+            shutdown_lifetime_seconds=_whole(env, "SHUTDOWN_LIFETIME_SECONDS", 7 * 24 * 3600, 60, 30 * 24 * 3600),
         )
+
+
+def _whole(env: Mapping[str, str], key: str, default: int, low: int, high: int) -> int:
+    text = (env.get(key) or str(default)).strip()
+    if not text.isdigit() or not low <= int(text) <= high:
+        raise ConfigurationError(f"{key} must be a whole number from {low} to {high}, not {text!r}")
+    return int(text)
 
 
 @dataclass
@@ -300,7 +319,7 @@ class Responder:
         count: Callable[..., None],
         now: Callable[[], float] = time.time,
         logger: Logger | None = None,
-        queue_shutdown: Callable[..., str] = queue_shutdown_command,
+        queue_shutdown: Callable[..., str],
     ):
         self.iot, self.sns, self.table, self.settings = iot, sns, table, settings
         self.iot_data = iot_data  # the data-plane client (DeleteConnection), on the account's endpoint
