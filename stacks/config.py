@@ -97,6 +97,12 @@ class StageConfig:
     exempt_group: str | None
     detection_window_seconds: int
     limits: "DetectionLimits"
+    command_lifetime_hours: int = 168
+    command_timeout_minutes: int = 60
+    command_retry_attempts: int = 2
+    tunnel_lifetime_minutes: int = 60
+    max_artifact_mb: int = 512
+    artifact_url_seconds: int = 3600
 
     @property
     def prefix(self) -> str:
@@ -401,6 +407,18 @@ SETTINGS: dict[str, Setting] = {
     "max_connection_attempts_per_window": Setting(10, _up_to_a_million, limit="connection_attempts"),
     "max_disconnects_per_window": Setting(10, _up_to_a_million, limit="disconnects"),
     "max_established_tcp_connections": Setting(10, whole(0, 10**5), limit="established_tcp_connections"),
+    # Commands (CommandStack). How long a signed command waits for an offline device (not_after, and the
+    # job's end time); at most 30 days, the verifier's MAX_LIFETIME_SECONDS.
+    "command_lifetime_hours": Setting(168, whole(1, 720)),
+    # A started job execution not finished in time becomes TIMED_OUT (timeoutConfig: 1 to 10080 minutes).
+    "command_timeout_minutes": Setting(60, whole(1, 10080)),
+    # Retries of a TIMED_OUT execution (jobExecutionsRetryConfig: 0 to 10).
+    "command_retry_attempts": Setting(2, whole(0, 10)),
+    # Secure tunnel lifetime (OpenTunnel timeoutConfig.maxLifetimeTimeoutMinutes: 1 to 720).
+    "tunnel_lifetime_minutes": Setting(60, whole(1, 720)),
+    "max_artifact_mb": Setting(512, whole(1, 5000)),
+    # How long the presigned artifact URL in a job document is valid (presignedUrlConfig: 60 to 3600 s).
+    "artifact_url_seconds": Setting(3600, whole(60, 3600)),
 }
 
 

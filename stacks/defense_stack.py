@@ -8,6 +8,7 @@ from constructs import Construct
 
 from lambdas.shared import topics
 from stacks.audit_stack import AuditStack
+from stacks.commands_stack import CommandStack
 from stacks.config import StageConfig
 from stacks.defense.auto_response import AutoResponse
 from stacks.defense.builtin_detector import BuiltinDetector
@@ -32,10 +33,11 @@ DEFENDER_ALONE_WARNING = (
 class DefenseStack(Stack):
     def __init__(
         self, scope: Construct, construct_id: str, *, stage: StageConfig, audit: AuditStack,
-        identity: IdentityStack, ingest: IngestStack, **kwargs,
+        identity: IdentityStack, ingest: IngestStack, commands: CommandStack, **kwargs,
     ) -> None:
         super().__init__(scope, construct_id, **kwargs)
         self.add_stack_dependency(ingest)
+        self.add_stack_dependency(commands)
 
         self.key = customer_key(
             self, "DefenseKey",
@@ -94,6 +96,9 @@ class DefenseStack(Stack):
             audit_table=identity.audit_table, audit_key=identity.data_key,
             key=self.key, defaults=audit.defaults, dead_letters=self.dead_letters,
             protected_policies=(identity.claim_policy_name,) if stage.protect_claim_certificate else (),
+            signing_key_arn=commands.signing_key.key_arn, role_name=commands.auto_response_role_name,
+            job_timeout_minutes=stage.command_timeout_minutes,
+            shutdown_lifetime_seconds=stage.command_lifetime_hours * 3600,
         )
         self.mitigations = MitigationActions(
             self, "Mitigations",
@@ -110,7 +115,7 @@ class DefenseStack(Stack):
         self.dashboard = FleetDashboard(
             self, "Dashboard",
             prefix=stage.prefix,
-            functions=[*self.response.functions, *ingest.functions, *identity.functions,
+            functions=[*self.response.functions, *ingest.functions, *identity.functions, *commands.functions,
                        *(self.detector.functions if self.detector else [])],
             response=self.response.function,
             violation_topic=self.violation_topic,

@@ -8,6 +8,7 @@ import aws_cdk as cdk
 from cdk_nag import AwsSolutionsChecks, HIPAASecurityChecks, NIST80053R5Checks
 
 from stacks.audit_stack import AuditStack
+from stacks.commands_stack import CommandStack
 from stacks.config import FleetConfig
 from stacks.defense_stack import DefenseStack
 from stacks.devices_stack import DevicesStack
@@ -21,10 +22,11 @@ class FleetStacks:
     identity: IdentityStack
     ingest: IngestStack
     defense: DefenseStack
+    commands: CommandStack
     devices: DevicesStack | None = None
 
     def all(self) -> list[cdk.Stack]:
-        return [s for s in (self.audit, self.identity, self.ingest, self.defense, self.devices)
+        return [s for s in (self.audit, self.identity, self.ingest, self.commands, self.defense, self.devices)
                 if s is not None]
 
 
@@ -48,8 +50,11 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
 
     ingest = IngestStack(app, f"{stage.stack_prefix}-Ingest", stage=stage, audit=audit, identity=identity,
                          description=f"Fleetwarden {stage.name}: telemetry and alert pipelines", **common)
+    commands = CommandStack(app, f"{stage.stack_prefix}-Commands", stage=stage, audit=audit, identity=identity,
+                            description=f"Fleetwarden {stage.name}: signed commands, certificate rotation",
+                            **common)
     defense = DefenseStack(app, f"{stage.stack_prefix}-Defense", stage=stage, audit=audit,
-                           identity=identity, ingest=ingest,
+                           identity=identity, ingest=ingest, commands=commands,
                            description=f"Fleetwarden {stage.name}: detection, containment, audits",
                            **common)
     devices = DevicesStack(app, f"{stage.stack_prefix}-Devices", devices=stage.declared_devices, identity=identity,
@@ -60,4 +65,5 @@ def build_fleet(app: cdk.App, config: FleetConfig) -> FleetStacks:
     cdk.Tags.of(app).add("project", config.project)
     cdk.Tags.of(app).add("stage", stage.name)
     add_security_checks(app)
-    return FleetStacks(audit=audit, identity=identity, ingest=ingest, defense=defense, devices=devices)
+    return FleetStacks(audit=audit, identity=identity, ingest=ingest, defense=defense, commands=commands,
+                       devices=devices)

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Mapping
 
-from shared import commands
+from . import commands  # relative: the stacks import this module as lambdas.shared.command_jobs
 
 MAX_SIGNED_BYTES = 4096  # KMS Sign with MessageType RAW
 END_TIME_MIN_SECONDS = 31 * 60  # endTime must be >= 30 min ahead; one minute of margin for the rounding

@@ -47,10 +47,16 @@ class AutoResponse(Construct):
         defaults: PlatformDefaults,
         dead_letters: sqs.IQueue,
         protected_policies: tuple[str, ...] = (),
+        signing_key_arn: str,
+        role_name: str,
+        job_timeout_minutes: int,
+        shutdown_lifetime_seconds: int,
     ) -> None:
         """`revocation`, `exempt_group`, `dry_run`: how far containment goes (see config).
         `protected_policies`: certificates holding one of these IoT policies (the claim policy: one
-        certificate on every field device) are reported, never deactivated."""
+        certificate on every field device) are reported, never deactivated.
+        `signing_key_arn`, `role_name`: the Command stack's signing key, whose key policy lets only the
+        role of this name sign (the signed shutdown job)."""
         super().__init__(scope, construct_id)
         arn = iot_arn_prefix()
         things, certs, clients = f"{arn}:thing/*", f"{arn}:cert/*", f"{arn}:client/*"
@@ -108,10 +114,15 @@ class AutoResponse(Construct):
                 "OPS_TOPIC_ARN": ops_topic.topic_arn,
                 "IOT_DATA_ENDPOINT": endpoint.get_response_field("endpointAddress"),
                 "PROTECTED_POLICIES": ",".join(protected_policies),
+                "SIGNING_KEY_ARN": signing_key_arn,
+                "THING_ARN_PREFIX": f"{arn}:thing/",
+                "JOB_TIMEOUT_MINUTES": str(job_timeout_minutes),
+                "SHUTDOWN_LIFETIME_SECONDS": str(shutdown_lifetime_seconds),
             },
             reserved_concurrency=10,
             timeout=Duration.seconds(30),
             defaults=defaults,
+            role_name=role_name,
         ).function
         # SNS invokes asynchronously: two retries resume the incident's unfinished steps, then
         # the event is kept in the dead-letter queue.
@@ -148,6 +159,11 @@ class AutoResponse(Construct):
             sid="Quarantine", actions=["iot:AddThingToThingGroup"], resources=[things, quarantine_group_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="RevokeCertificates", actions=["iot:UpdateCertificate"], resources=[certs]))
+        # The signed shutdown command: a job on the contained thing.
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="SignShutdown", actions=["kms:Sign", "kms:GetPublicKey"], resources=[signing_key_arn]))
+        fn.add_to_role_policy(iam.PolicyStatement(
+            sid="QueueShutdown", actions=["iot:CreateJob"], resources=[f"{arn}:job/*", things]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="RecordIncidents", actions=["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem"],
             resources=[self.incidents.table_arn]))
@@ -201,7 +217,7 @@ class AutoResponse(Construct):
         Validations.of(role).acknowledge(
             *[Acknowledgment(
                 id=f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:{kind}/*]",
-                reason=THING_WILDCARD_REASON) for kind in ("thing", "cert", "client")],
+                reason=THING_WILDCARD_REASON) for kind in ("thing", "cert", "client", "job")],
             *[Acknowledgment(id=f"AwsSolutions-IAM5[Resource::<{incidents}.Arn>/index/{index}]",
                              reason=f"One named index ({index}) of the incident table; the rule reads the path as a wildcard.")
               for index in ("by_thing", "by_certificate")],

@@ -49,7 +49,10 @@ class PythonFunction(Construct):
         timeout: Duration = Duration.seconds(10),
         memory_size: int = 256,
         synchronous_reason: str | None = None,
+        role_name: str | None = None,
     ) -> None:
+        """`role_name`: a fixed name, only for a role another stack must name before it exists (a key
+        policy condition); otherwise CloudFormation names it."""
         super().__init__(scope, construct_id)
         self.log_group = defaults.log_group(self, "Logs")
         # Our own role instead of CDK's default: the AWS-managed basic execution policy would
@@ -58,6 +61,7 @@ class PythonFunction(Construct):
             self, "Role",
             assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
             description=f"Fleetwarden {service} function",
+            role_name=role_name,
         )
         self.log_group.grant_write(self.role)
         self.function = lambda_.Function(

@@ -1,0 +1,94 @@
+"""CommandStack: the command-signing key, the issuer API, the artifacts bucket, job templates and the
+certificate-rotation workflow. Deployed after Identity and Ingest and before Defense, whose
+auto-response signs its shutdown command with this stack's key."""
+
+from __future__ import annotations
+
+import json
+
+from aws_cdk import CfnOutput, Stack
+from aws_cdk import aws_iot as iot
+from constructs import Construct
+
+from lambdas.shared.command_jobs import ABORT_FAILED_PERCENT, ABORT_MIN_EXECUTED
+from stacks.audit_stack import AuditStack
+from stacks.commands.issuer_api import CommandIssuerApi, presign_role
+from stacks.commands.signing_key import CommandSigningKey, named_role_arn
+from stacks.config import StageConfig
+from stacks.identity_stack import IdentityStack
+from stacks.platform.bucket import SecureBucket
+from stacks.platform.key import customer_key
+
+# The commands an operator sends as they are (remote access and software updates need the issuer).
+TEMPLATE_COMMANDS = ("config", "reboot", "shutdown", "rotate-certificate")
+
+
+def auto_response_role_name(prefix: str) -> str:
+    """The auto-response function's role name, fixed so this stack's key policy can name it before the
+    Defense stack creates it."""
+    return f"{prefix}-auto-response"
+
+
+class CommandStack(Stack):
+    def __init__(self, scope: Construct, construct_id: str, *, stage: StageConfig, audit: AuditStack,
+                 identity: IdentityStack, **kwargs) -> None:
+        super().__init__(scope, construct_id, **kwargs)
+        self.add_stack_dependency(identity)
+        defaults = audit.defaults
+
+        self.data_key = customer_key(self, "CommandDataKey", alias=f"alias/{stage.prefix}-commands-data",
+                                     description=f"Fleetwarden {stage.name}: software-update artifacts, rotations")
+        self.artifacts = SecureBucket(
+            self, "Artifacts", encryption_key=self.data_key, access_log_bucket=audit.access_log_bucket,
+            access_log_prefix="command-artifacts/", expire_after_days=365,
+        ).bucket
+        self.presign_role = presign_role(self, self.artifacts, self.data_key)
+
+        job_environment = {
+            "JOB_TIMEOUT_MINUTES": str(stage.command_timeout_minutes),
+            "JOB_RETRY_ATTEMPTS": str(stage.command_retry_attempts),
+            "PRESIGN_SECONDS": str(stage.artifact_url_seconds),
+            "DEFAULT_LIFETIME_SECONDS": str(stage.command_lifetime_hours * 3600),
+        }
+        self.job_environment = job_environment
+        self.signing = CommandSigningKey(
+            self, "Signing", alias=f"alias/{stage.prefix}-commands",
+            description=f"Fleetwarden {stage.name}: signs cloud-to-device commands (ECDSA P-256)")
+        self.signing_key = self.signing.key
+        self.issuer = CommandIssuerApi(
+            self, "Issuer", prefix=stage.prefix, user_pool=identity.user_pool,
+            signing_key=self.signing_key, artifacts=self.artifacts, artifacts_key=self.data_key,
+            presign=self.presign_role, audit_table=identity.audit_table, audit_key=identity.data_key,
+            defaults=defaults, environment={
+                **job_environment,
+                "MAX_ARTIFACT_BYTES": str(stage.max_artifact_mb * 1024 * 1024),
+                "TUNNEL_LIFETIME_MINUTES": str(stage.tunnel_lifetime_minutes),
+            })
+
+        self.auto_response_role_name = auto_response_role_name(stage.prefix)
+        self.signing.allow_signers([self.issuer.role.role_arn, named_role_arn(self.auto_response_role_name)])
+
+        for command in TEMPLATE_COMMANDS:
+            iot.CfnJobTemplate(
+                self, f"Template{command.title().replace('-', '')}",
+                job_template_id=f"{stage.prefix}-{command}",
+                description=f"Fleetwarden {command}: send with fleetctl command send (signed by the issuer)",
+                # A job made from the template alone carries no signature: every device refuses it
+                # (`unsigned`). The template pins the execution settings the issuer uses.
+                document=json.dumps({"command": {"command": command, "note": "unsigned: use fleetctl command send"}}),
+                # CDK types these two as plain JSON (no property classes): CloudFormation's own names.
+                timeout_config={"InProgressTimeoutInMinutes": stage.command_timeout_minutes},
+                job_executions_retry_config=iot.CfnJobTemplate.JobExecutionsRetryConfigProperty(
+                    retry_criteria_list=[iot.CfnJobTemplate.RetryCriteriaProperty(
+                        failure_type="TIMED_OUT", number_of_retries=stage.command_retry_attempts)]
+                ) if stage.command_retry_attempts else None,
+                abort_config={"CriteriaList": [{
+                    "Action": "CANCEL", "FailureType": "FAILED", "MinNumberOfExecutedThings": ABORT_MIN_EXECUTED,
+                    "ThresholdPercentage": ABORT_FAILED_PERCENT}]},
+            )
+
+        self.functions = [self.issuer.function.function]
+        CfnOutput(self, "CommandSigningKeyArn", value=self.signing_key.key_arn,
+                  description="fleetctl command public-key, or aws kms get-public-key --key-id <this>")
+        CfnOutput(self, "ArtifactsBucketName", value=self.artifacts.bucket_name)
+
