@@ -18,7 +18,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help synth test lint deploy diff diagram bench clean
+.PHONY: help synth test lint deploy diff diagram bench clean layers
 
 help:
 	@echo "make synth   synthesise every stack of STAGE=$(STAGE) into cdk.out with the security checks"
@@ -45,6 +45,11 @@ node_modules/.installed: package.json package-lock.json
 	@command -v npm >/dev/null || { echo "npm is required (install Node.js 20+)"; exit 1; }
 	npm ci --no-audit --no-fund --loglevel=error
 	@touch $@
+
+# Lambda layers built from manylinux wheels with pip, no Docker (stacks/platform/layers.py); synthesis
+# builds them on first use too, then stays offline.
+layers: $(VENV)/.synth-deps
+	$(PY) -m stacks.platform.layers
 
 synth: $(VENV)/.synth-deps node_modules/.installed
 	$(CDK) synth --quiet -c stage=$(STAGE)

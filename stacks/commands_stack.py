@@ -13,11 +13,13 @@ from constructs import Construct
 from lambdas.shared.command_jobs import ABORT_FAILED_PERCENT, ABORT_MIN_EXECUTED
 from stacks.audit_stack import AuditStack
 from stacks.commands.issuer_api import CommandIssuerApi, presign_role
+from stacks.commands.rotation import CertificateRotation
 from stacks.commands.signing_key import CommandSigningKey, named_role_arn
 from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
 from stacks.platform.key import customer_key
+from stacks.platform.messaging import dead_letter_queue
 
 # The commands an operator sends as they are (remote access and software updates need the issuer).
 TEMPLATE_COMMANDS = ("config", "reboot", "shutdown", "rotate-certificate")
@@ -87,7 +89,16 @@ class CommandStack(Stack):
                     "ThresholdPercentage": ABORT_FAILED_PERCENT}]},
             )
 
-        self.functions = [self.issuer.function.function]
+        self.dead_letters = dead_letter_queue(
+            self, "DeadLetters", queue_name=f"{stage.prefix}-commands-dlq", key=self.data_key,
+            reason="This queue is itself the dead-letter destination of the rotation function.")
+        self.rotation = CertificateRotation(
+            self, "Rotation", prefix=stage.prefix, stage_name=stage.name,
+            device_policy_name=identity.device_policy_name, audit_table=identity.audit_table,
+            audit_key=identity.data_key, key=self.data_key, error_bucket=self.artifacts,
+            dead_letters=self.dead_letters, deletion_protection=stage.termination_protection, defaults=defaults)
+
+        self.functions = [self.issuer.function.function, self.rotation.function.function]
         CfnOutput(self, "CommandSigningKeyArn", value=self.signing_key.key_arn,
                   description="fleetctl command public-key, or aws kms get-public-key --key-id <this>")
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts.bucket_name)

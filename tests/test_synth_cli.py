@@ -22,7 +22,7 @@ def test_pinned_cli_synthesises_every_stack_offline(tmp_path):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     templates = sorted(p.name for p in (tmp_path / "out").glob("*.template.json"))
-    assert templates == [f"Fleetwarden-prod-{part}.template.json" for part in ("Audit", "Defense", "Identity", "Ingest")]
+    assert templates == [f"Fleetwarden-prod-{part}.template.json" for part in ("Audit", "Commands", "Defense", "Identity", "Ingest")]
 
 
 def test_app_fails_with_a_readable_message_on_a_finding(tmp_path):

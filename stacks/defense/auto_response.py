@@ -11,14 +11,13 @@ from aws_cdk import aws_lambda_destinations as destinations
 from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sns_subscriptions as subscriptions
 from aws_cdk import aws_sqs as sqs
-from aws_cdk import custom_resources as cr
 from constructs import Construct
 
 from stacks.identity.device_registry import iot_arn_prefix
 from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction, allow_key_use, allow_publish
 from stacks.platform.nag import acknowledge_dead_letter_grant, logical_id
-from stacks.platform.sdk_call import sdk_call
+from stacks.platform.sdk_call import iot_data_endpoint
 from stacks.platform.table import secure_table
 
 THING_WILDCARD_REASON = ("Contained and reinstated devices are named by the violation or the "
@@ -81,24 +80,8 @@ class AutoResponse(Construct):
             partition_key=dynamodb.Attribute(name="certificate_id", type=dynamodb.AttributeType.STRING),
             sort_key=dynamodb.Attribute(name="received_at", type=dynamodb.AttributeType.STRING),
         )
-        # The account's data endpoint, for DeleteConnection: DescribeEndpoint(iot:Data-ATS) at deploy
-        # time, so the function makes no lookup call at run time. The SDK's regional default data
-        # endpoint is "intended for testing purposes only" (AWS CLI iot-data help;
-        # https://docs.aws.amazon.com/general/latest/gr/iot-core.html#iot-core-data-plane-endpoints).
-        endpoint = sdk_call(
-            self, "DataEndpoint",
-            on_update=cr.AwsSdkCall(
-                service="Iot", action="describeEndpoint", parameters={"endpointType": "iot:Data-ATS"},
-                physical_resource_id=cr.PhysicalResourceId.of(f"{prefix}-iot-data-ats-endpoint")),
-            on_delete=None,
-            # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" only.
-            statements=[iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])],
-            defaults=defaults,
-        )
-        Validations.of(endpoint).acknowledge(Acknowledgment(
-            id="AwsSolutions-IAM5[Resource::*]",
-            reason="iot:DescribeEndpoint supports no resource-level permission (Service Authorization "
-                   "Reference, AWS IoT): it reads the account's endpoint address, nothing else."))
+        # The account's data endpoint, for DeleteConnection (read at deploy time).
+        endpoint = iot_data_endpoint(self, "DataEndpoint", prefix=prefix, defaults=defaults)
 
         self.function = PythonFunction(
             self, "Respond",
@@ -112,7 +95,7 @@ class AutoResponse(Construct):
                 "EXEMPT_GROUP": exempt_group or "",
                 "DRY_RUN": "true" if dry_run else "false",
                 "OPS_TOPIC_ARN": ops_topic.topic_arn,
-                "IOT_DATA_ENDPOINT": endpoint.get_response_field("endpointAddress"),
+                "IOT_DATA_ENDPOINT": endpoint,
                 "PROTECTED_POLICIES": ",".join(protected_policies),
                 "SIGNING_KEY_ARN": signing_key_arn,
                 "THING_ARN_PREFIX": f"{arn}:thing/",

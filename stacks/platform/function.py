@@ -50,6 +50,7 @@ class PythonFunction(Construct):
         memory_size: int = 256,
         synchronous_reason: str | None = None,
         role_name: str | None = None,
+        layers: list[lambda_.ILayerVersion] | None = None,
     ) -> None:
         """`role_name`: a fixed name, only for a role another stack must name before it exists (a key
         policy condition); otherwise CloudFormation names it."""
@@ -76,7 +77,7 @@ class PythonFunction(Construct):
             ),
             layers=[lambda_.LayerVersion.from_layer_version_arn(
                 self, "Powertools", powertools_layer_arn(defaults.powertools_layer_version)
-            )],
+            ), *(layers or [])],
             description=description,
             timeout=timeout,
             memory_size=memory_size,

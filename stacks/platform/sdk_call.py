@@ -41,6 +41,28 @@ def sdk_call(
     return call
 
 
+def iot_data_endpoint(scope: Construct, construct_id: str, *, prefix: str, defaults: PlatformDefaults) -> str:
+    """The account's iot:Data-ATS endpoint host name, read with DescribeEndpoint at deploy time, so a
+    function publishing or ending sessions makes no lookup call at run time. The SDK's regional default
+    data endpoint is "intended for testing purposes only" (AWS CLI iot-data help;
+    https://docs.aws.amazon.com/general/latest/gr/iot-core.html#iot-core-data-plane-endpoints)."""
+    endpoint = sdk_call(
+        scope, construct_id,
+        on_update=cr.AwsSdkCall(
+            service="Iot", action="describeEndpoint", parameters={"endpointType": "iot:Data-ATS"},
+            physical_resource_id=cr.PhysicalResourceId.of(f"{prefix}-iot-data-ats-endpoint")),
+        on_delete=None,
+        # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" only.
+        statements=[iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])],
+        defaults=defaults,
+    )
+    Validations.of(endpoint).acknowledge(Acknowledgment(
+        id="AwsSolutions-IAM5[Resource::*]",
+        reason="iot:DescribeEndpoint supports no resource-level permission (Service Authorization "
+               "Reference, AWS IoT): it reads the account's endpoint address, nothing else."))
+    return endpoint.get_response_field("endpointAddress")
+
+
 def _acknowledge_singleton(stack: Stack) -> None:
     function = stack.node.try_find_child(_SINGLETON_ID)
     if function is None or getattr(stack, "_sdk_singleton_acknowledged", False):
