@@ -295,3 +295,57 @@ def test_list_status_and_cancel(issuer, aws):
 def test_public_key_is_the_pem_whose_hash_is_the_key_id(issuer, aws):
     answer = issuer.public_key(ADMIN)
     assert list(commands.load_public_keys([answer["pem"]])) == [answer["key_id"]]
+
+
+# --- through the Lambda handler, as API Gateway calls it --------------------------------------------
+
+def api_event(method, resource, body=None, claims=ADMIN, path=None, query=None):
+    """An API Gateway REST proxy event behind the Cognito user-pool authoriser."""
+    return {"resource": resource, "path": resource, "httpMethod": method,
+            "headers": {"Content-Type": "application/json", "Authorization": "eyJraWQiOi..."},
+            "multiValueHeaders": {}, "queryStringParameters": query, "multiValueQueryStringParameters": None,
+            "pathParameters": path, "stageVariables": None,
+            "requestContext": {"resourcePath": resource, "httpMethod": method, "stage": "v1",
+                               "requestId": "c6af9ac6-7b61-11e6-9a41-93e8deadbeef",
+                               "identity": {"sourceIp": "203.0.113.7"}, "authorizer": {"claims": claims}},
+            "body": None if body is None else json.dumps(body), "isBase64Encoded": False}
+
+
+@pytest.fixture
+def handler(aws, monkeypatch):
+    from commands.issuer import handler as issuer_handler
+
+    for key, value in {"SIGNING_KEY_ARN": aws.key_arn, "AUDIT_TABLE": "fleetwarden-test-audit",
+                       "ARTIFACTS_BUCKET": ARTIFACTS, "PRESIGN_ROLE_ARN": PRESIGN_ROLE, "JOB_TIMEOUT_MINUTES": "60",
+                       "JOB_RETRY_ATTEMPTS": "2", "PRESIGN_SECONDS": "3600", "DEFAULT_LIFETIME_SECONDS": "86400",
+                       "MAX_ARTIFACT_BYTES": "1048576", "TUNNEL_LIFETIME_MINUTES": "60", "ADMIN_GROUP": "admins",
+                       "AWS_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(key, value)
+    issuer_handler._issuer.cache_clear()
+    yield issuer_handler
+    issuer_handler._issuer.cache_clear()
+
+
+def call(handler, event):
+    from tests.helpers import LambdaContext
+
+    response = handler.lambda_handler(event, LambdaContext())
+    return response["statusCode"], json.loads(response["body"]), response["multiValueHeaders"]
+
+
+def test_the_handler_routes_every_verb(handler, aws, trusted):
+    status, body, headers = call(handler, api_event("POST", "/commands", {"command": "reboot", "thing": THING}))
+    assert status == 201 and headers["Cache-Control"] == ["no-store"]
+    job_id = body["job_id"]
+    _, document = job_of(aws, job_id)
+    device_accepts(document, trusted)
+    assert call(handler, api_event("GET", "/commands", query={"thing": THING}))[1]["commands"][0]["job_id"] == job_id
+    status, body, _ = call(handler, api_event("GET", "/commands/{job_id}", path={"job_id": job_id}, query={"thing": THING}))
+    assert status == 200 and body["execution"]["status"] == "QUEUED"
+    status, body, _ = call(handler, api_event("POST", "/commands/{job_id}/cancel", {"reason": "test"}, path={"job_id": job_id}))
+    assert (status, body["status"]) == (200, "CANCELED")
+    status, body, _ = call(handler, api_event("GET", "/public-key"))
+    assert status == 200 and list(commands.load_public_keys([body["pem"]])) == [body["key_id"]]
+    assert call(handler, api_event("POST", "/commands", {"command": "reboot", "thing": THING}, claims=ANALYST))[0] == 403
+    assert call(handler, api_event("DELETE", "/commands"))[0] == 405
+    assert call(handler, api_event("GET", "/nowhere"))[0] == 404
