@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import defense, files, pki, tokens
+from . import commands, defense, files, pki, tokens
 from .errors import InputError, RemoteError
 from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
 
@@ -95,6 +95,64 @@ def _device_admin(args) -> int:
     reply = defense.device_action(args.device_command, args.thing, function=args.function,
                                   reason=args.reason, region=args.region)
     print(defense.format_device_reply(args.device_command, args.thing, reply))
+    return 0
+
+
+def _id_token(args) -> str | None:
+    return args.id_token or os.environ.get(tokens.ID_TOKEN_ENV)
+
+
+def _lifetime(args) -> int | None:
+    return None if args.lifetime_hours is None else args.lifetime_hours * 3600
+
+
+def _command_send(args) -> int:
+    reply = commands.send(args.api_url, _id_token(args), command=args.type,
+                          target_=commands.target(args.thing, args.group),
+                          params=commands.parse_params(args.param, args.desired_file), lifetime_seconds=_lifetime(args))
+    # A remote-access reply carries the tunnel's source token: shown once, to this operator only.
+    print(json.dumps({k: v for k, v in reply.items() if k != "document"}, indent=2))
+    return 0
+
+
+def _command_software_update(args) -> int:
+    reply = commands.software_update(args.api_url, _id_token(args), file=args.file, version=args.version,
+                                     target_=commands.target(args.thing, args.group), lifetime_seconds=_lifetime(args))
+    print(json.dumps({k: v for k, v in reply.items() if k != "document"}, indent=2))
+    return 0
+
+
+def _command_list(args) -> int:
+    query = {"thing": args.thing, "group": args.group}
+    print(json.dumps(commands.call(args.api_url, _id_token(args), "GET", "/commands", query=query), indent=2))
+    return 0
+
+
+def _command_status(args) -> int:
+    reply = commands.call(args.api_url, _id_token(args), "GET", f"/commands/{args.job_id}", query={"thing": args.thing})
+    print(json.dumps(reply, indent=2))
+    return 0
+
+
+def _command_cancel(args) -> int:
+    reply = commands.call(args.api_url, _id_token(args), "POST", f"/commands/{args.job_id}/cancel",
+                          body={"reason": args.reason})
+    print(json.dumps(reply, indent=2))
+    return 0
+
+
+def _command_public_key(args) -> int:
+    reply = commands.call(args.api_url, _id_token(args), "GET", "/public-key")
+    pem = reply.get("pem")
+    if not isinstance(pem, str) or "BEGIN PUBLIC KEY" not in pem:
+        raise RemoteError("command API returned no public key")
+    if args.out:
+        out = Path(args.out)
+        files.refuse_overwrite([out], args.force)
+        out.write_text(pem)
+        print(f"wrote {out} (key id {reply.get('key_id')})")
+    else:
+        print(pem, end="")
     return 0
 
 
@@ -203,13 +261,69 @@ def _token_parsers(commands) -> None:
     issue.set_defaults(handler=_token_issue)
 
 
+def _command_parsers(commands_parser) -> None:
+    command = commands_parser.add_parser("command", help="signed cloud-to-device commands (admins only)")
+    sub = command.add_subparsers(dest="command_verb", required=True,
+                                 metavar="{send,software-update,list,status,cancel,public-key}")
+
+    def api(parser):
+        parser.add_argument("--api-url", required=True, help="command API base URL (stack output CommandApiUrl)")
+        parser.add_argument("--id-token", help=f"Cognito ID token (prefer env {tokens.ID_TOKEN_ENV})")
+
+    def targets(parser):
+        parser.add_argument("thing", metavar="THING", nargs="?", help="the thing (omit with --group)")
+        parser.add_argument("--group", help="a thing group instead of one thing")
+        parser.add_argument("--lifetime-hours", type=int, help="how long it waits for an offline device")
+
+    send = sub.add_parser("send", help="sign and queue a command for a thing or a group")
+    targets(send)
+    send.add_argument("type", metavar="TYPE", choices=commands.COMMAND_TYPES,
+                      help=", ".join(commands.COMMAND_TYPES))
+    send.add_argument("--param", action="append", metavar="KEY=VALUE", help="a command parameter (repeatable)")
+    send.add_argument("--desired-file", help="config: the desired state (a JSON object)")
+    api(send)
+    send.set_defaults(handler=_command_send)
+
+    update = sub.add_parser("software-update", help="upload an artifact and send the signed update")
+    targets(update)
+    update.add_argument("--file", required=True, help="the artifact (its SHA-256 and size are signed)")
+    update.add_argument("--version", required=True, help="the version the device reports")
+    api(update)
+    update.set_defaults(handler=_command_software_update)
+
+    listing = sub.add_parser("list", help="commands of a thing or a group (or the newest)")
+    listing.add_argument("--thing")
+    listing.add_argument("--group")
+    api(listing)
+    listing.set_defaults(handler=_command_list)
+
+    status = sub.add_parser("status", help="a command's job status (and a thing's execution)")
+    status.add_argument("job_id", metavar="JOB_ID")
+    status.add_argument("--thing")
+    api(status)
+    status.set_defaults(handler=_command_status)
+
+    cancel = sub.add_parser("cancel", help="cancel a queued command")
+    cancel.add_argument("job_id", metavar="JOB_ID")
+    cancel.add_argument("--reason", default="", help="why, for the audit record")
+    api(cancel)
+    cancel.set_defaults(handler=_command_cancel)
+
+    public_key = sub.add_parser("public-key", help="the PEM devices verify commands with")
+    public_key.add_argument("--out", help="write the PEM here instead of printing it")
+    _add_force(public_key)
+    api(public_key)
+    public_key.set_defaults(handler=_command_public_key)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Fleetwarden operator CLI: device PKI and provisioning tokens.")
-    commands = parser.add_subparsers(dest="command", metavar="{ca,device,token,incidents}", required=True)
-    _ca_parsers(commands)
-    _device_parsers(commands)
-    _token_parsers(commands)
-    _incidents_parsers(commands)
+    subcommands = parser.add_subparsers(dest="command", metavar="{ca,device,token,incidents,command}", required=True)
+    _ca_parsers(subcommands)
+    _device_parsers(subcommands)
+    _token_parsers(subcommands)
+    _incidents_parsers(subcommands)
+    _command_parsers(subcommands)
     return parser
 
 
