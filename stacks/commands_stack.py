@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnOutput, Stack
+from aws_cdk import CfnCustomResource, CfnOutput, Stack
+from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from constructs import Construct
 
@@ -18,6 +19,7 @@ from stacks.commands.signing_key import CommandSigningKey, named_role_arn
 from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
+from stacks.platform.function import PythonFunction
 from stacks.platform.key import customer_key
 from stacks.platform.messaging import dead_letter_queue
 
@@ -98,8 +100,24 @@ class CommandStack(Stack):
             audit_key=identity.data_key, key=self.data_key, error_bucket=self.artifacts,
             dead_letters=self.dead_letters, deletion_protection=stage.termination_protection, defaults=defaults)
 
+        # The public key as PEM for the device team: a custom resource reads it at deploy time
+        # (AwsCustomResource decodes binary answers as UTF-8 text, which would garble the DER key).
+        reader = PythonFunction(
+            self, "PublicKeyReader", handler="commands.public_key.handler.lambda_handler",
+            description="Deploy time: the command-signing public key as PEM (stack output)",
+            service="command-public-key", environment={}, defaults=defaults, reserved_concurrency=1,
+            synchronous_reason="CloudFormation invokes it while deploying and waits for its answer; a failure "
+                               "is answered FAILED and rolls the deployment back.")
+        reader.function.add_to_role_policy(iam.PolicyStatement(actions=["kms:GetPublicKey"],
+                                                               resources=[self.signing_key.key_arn]))
+        public_key = CfnCustomResource(self, "PublicKey", service_token=reader.function.function_arn)
+        public_key.add_property_override("KeyArn", self.signing_key.key_arn)
+
         self.functions = [self.issuer.function.function, self.rotation.function.function]
-        CfnOutput(self, "CommandSigningKeyArn", value=self.signing_key.key_arn,
-                  description="fleetctl command public-key, or aws kms get-public-key --key-id <this>")
+        CfnOutput(self, "CommandSigningPublicKeyPem", value=public_key.get_att("Pem").to_string(),
+                  description="Devices trust this key (fleetctl command public-key prints it too)")
+        CfnOutput(self, "CommandSigningKeyId", value=public_key.get_att("KeyId").to_string(),
+                  description="SHA-256 of the key's DER SubjectPublicKeyInfo: the key_id documents carry")
+        CfnOutput(self, "CommandSigningKeyArn", value=self.signing_key.key_arn)
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts.bucket_name)
 

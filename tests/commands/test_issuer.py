@@ -349,3 +349,24 @@ def test_the_handler_routes_every_verb(handler, aws, trusted):
     assert call(handler, api_event("POST", "/commands", {"command": "reboot", "thing": THING}, claims=ANALYST))[0] == 403
     assert call(handler, api_event("DELETE", "/commands"))[0] == 405
     assert call(handler, api_event("GET", "/nowhere"))[0] == 404
+
+
+# --- the public key custom resource ---------------------------------------------------------------
+
+def cfn_event(request_type, key_arn):
+    """CloudFormation's custom resource request (crpg-ref-requests.html)."""
+    return {"RequestType": request_type, "ResponseURL": "https://cloudformation-custom-resource-response.example/x",
+            "StackId": "arn:aws:cloudformation:eu-west-1:123456789012:stack/Fleetwarden-dev-Commands/guid",
+            "RequestId": "unique-id", "ResourceType": "Custom::CommandPublicKey", "LogicalResourceId": "PublicKey",
+            "ResourceProperties": {"ServiceToken": "arn:aws:lambda:...", "KeyArn": key_arn}}
+
+
+def test_the_public_key_resource_answers_the_pem_and_key_id(aws, trusted):
+    from commands.public_key.handler import respond
+
+    reply = respond(cfn_event("Create", aws.key_arn), aws.kms)
+    assert reply["Status"] == "SUCCESS" and reply["RequestId"] == "unique-id"
+    assert list(commands.load_public_keys([reply["Data"]["Pem"]])) == [reply["Data"]["KeyId"]] == list(trusted)
+    assert respond(cfn_event("Delete", aws.key_arn), aws.kms)["Status"] == "SUCCESS"
+    failed = respond(cfn_event("Update", aws.key_arn.replace(aws.key_arn[-4:], "0000")), aws.kms)
+    assert failed["Status"] == "FAILED" and failed["Data"] == {}
