@@ -113,10 +113,13 @@ class CommandStack(Stack):
         public_key = CfnCustomResource(self, "PublicKey", service_token=reader.function.function_arn)
         public_key.add_property_override("KeyArn", self.signing_key.key_arn)
 
+        self.signing_key_id = public_key.get_att("KeyId").to_string()
+        self.issuer.function.function.add_environment("SIGNING_KEY_ID", self.signing_key_id)
+
         self.functions = [self.issuer.function.function, self.rotation.function.function]
         CfnOutput(self, "CommandSigningPublicKeyPem", value=public_key.get_att("Pem").to_string(),
                   description="Devices trust this key (fleetctl command public-key prints it too)")
-        CfnOutput(self, "CommandSigningKeyId", value=public_key.get_att("KeyId").to_string(),
+        CfnOutput(self, "CommandSigningKeyId", value=self.signing_key_id,
                   description="SHA-256 of the key's DER SubjectPublicKeyInfo: the key_id documents carry")
         CfnOutput(self, "CommandSigningKeyArn", value=self.signing_key.key_arn)
         CfnOutput(self, "ArtifactsBucketName", value=self.artifacts.bucket_name)

@@ -96,7 +96,8 @@ class DefenseStack(Stack):
             audit_table=identity.audit_table, audit_key=identity.data_key,
             key=self.key, defaults=audit.defaults, dead_letters=self.dead_letters,
             protected_policies=(identity.claim_policy_name,) if stage.protect_claim_certificate else (),
-            signing_key_arn=commands.signing_key.key_arn, role_name=commands.auto_response_role_name,
+            signing_key_arn=commands.signing_key.key_arn, signing_key_id=commands.signing_key_id,
+            role_name=commands.auto_response_role_name,
             job_timeout_minutes=stage.command_timeout_minutes,
             shutdown_lifetime_seconds=stage.command_lifetime_hours * 3600,
         )

@@ -6,8 +6,9 @@ and expiry settings.
   be 0-4096 bytes. To sign a larger message, provide a message digest" (Sign, Request Parameters,
   https://docs.aws.amazon.com/kms/latest/APIReference/API_Sign.html): a signed document is at most
   4096 canonical bytes (MAX_SIGNED_BYTES), which the issuer checks before signing.
-* The key id documents carry is computed once per container from GetPublicKey's DER
-  SubjectPublicKeyInfo (API_GetPublicKey.html): one extra KMS call on a cold start.
+* The key id documents carry is the SHA-256 of GetPublicKey's DER SubjectPublicKeyInfo
+  (API_GetPublicKey.html). The stack reads it at deploy time and passes it in (SIGNING_KEY_ID), so
+  signing costs one KMS call; without it, it is computed once per container (one more call).
 * Expiry: `schedulingConfig.endTime` with `endBehavior: CANCEL` ("Specifies the end behavior for all
   job executions after a job reaches the selected endTime"; endTime at least thirty minutes from now,
   YYYY-MM-DD and HH:MM, https://docs.aws.amazon.com/iot/latest/apireference/API_SchedulingConfig.html)
@@ -49,8 +50,8 @@ ABORT_FAILED_PERCENT = 50
 class KmsSigner:
     """`signer(canonical bytes) -> DER signature` for `commands.sign`, and the key's id and PEM."""
 
-    def __init__(self, kms: Any, key_arn: str):
-        self.kms, self.key_arn = kms, key_arn
+    def __init__(self, kms: Any, key_arn: str, key_id: str | None = None):
+        self.kms, self.key_arn, self._key_id = kms, key_arn, key_id or None
         self._public_der: bytes | None = None
 
     @property
@@ -61,7 +62,9 @@ class KmsSigner:
 
     @property
     def key_id(self) -> str:
-        return commands.key_id(self.public_der)
+        if self._key_id is None:
+            self._key_id = commands.key_id(self.public_der)
+        return self._key_id
 
     def public_pem(self) -> str:
         from base64 import encodebytes

@@ -181,8 +181,13 @@ def violation(**changes: Any) -> str:
 def set_env(monkeypatch, **overrides: str | None) -> None:
     """The function's environment, inside mock_aws: with a fresh ECC_NIST_P256 signing key unless given."""
     if "SIGNING_KEY_ARN" not in overrides:
+        from shared import commands
+
         kms = boto3.client("kms", region_name=REGION)
         overrides["SIGNING_KEY_ARN"] = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+        # The stack passes the key id it read at deploy time (GetPublicKey's SPKI, hashed).
+        overrides.setdefault("SIGNING_KEY_ID", commands.key_id(
+            kms.get_public_key(KeyId=overrides["SIGNING_KEY_ARN"])["PublicKey"]))
     values = {
         "INCIDENTS_TABLE": INCIDENTS_TABLE,
         "QUARANTINE_GROUP": QUARANTINE_GROUP,
@@ -344,7 +349,7 @@ def test_sample_violation_contains_the_device(env, mode, expected_status, capsys
     if mode != "quarantine-only":
         expected_iot.append("update_certificate")
     assert calls.iot.calls == expected_iot
-    assert calls.kms.calls == ["get_public_key", "sign"]
+    assert calls.kms.calls == ["sign"]  # the key id comes from the stack: no GetPublicKey
     assert calls.data.calls == ["delete_connection"]
     assert calls.sns.calls == ["publish"]
     assert "its live session was ended" in message["text"]

@@ -46,7 +46,7 @@ def _issuer() -> Issuer:
                               max_artifact_bytes=int(env["MAX_ARTIFACT_BYTES"]),
                               tunnel_lifetime_minutes=int(env["TUNNEL_LIFETIME_MINUTES"]), jobs=jobs)
     return Issuer(iot=client("iot", synchronous=True),
-                  signer=KmsSigner(client("kms", synchronous=True), env["SIGNING_KEY_ARN"]),
+                  signer=KmsSigner(client("kms", synchronous=True), env["SIGNING_KEY_ARN"], env.get("SIGNING_KEY_ID")),
                   audit_table=resource("dynamodb", synchronous=True).Table(env["AUDIT_TABLE"]),
                   s3=client("s3", region_name=region or None, config=s3_config),
                   tunnels=client("iotsecuretunneling", synchronous=True),

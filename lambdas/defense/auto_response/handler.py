@@ -40,7 +40,7 @@ def _dependencies() -> Responder:
     from shared.command_jobs import JobSettings, KmsSigner
 
     settings = Settings.from_env(os.environ)
-    shutdown = ShutdownQueue(KmsSigner(client("kms"), settings.signing_key_arn),
+    shutdown = ShutdownQueue(KmsSigner(client("kms"), settings.signing_key_arn, settings.signing_key_id),
                              thing_arn_prefix=settings.thing_arn_prefix,
                              jobs=JobSettings(timeout_minutes=settings.job_timeout_minutes, retry_attempts=0),
                              lifetime_seconds=settings.shutdown_lifetime_seconds)

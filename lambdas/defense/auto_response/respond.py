@@ -139,6 +139,7 @@ class Settings:
     # The signed shutdown command (commands.ShutdownQueue): the stage's signing key, the thing ARN prefix
     # (arn:<partition>:iot:<region>:<account>:thing/) and the job settings the issuer uses too.
     signing_key_arn: str = ""
+    signing_key_id: str = ""  # SHA-256 of the key's DER SPKI, read at deploy time (spares GetPublicKey)
     thing_arn_prefix: str = ""
     job_timeout_minutes: int = 60
     shutdown_lifetime_seconds: int = 7 * 24 * 3600
@@ -167,6 +168,7 @@ class Settings:
             protected_policies=frozenset(p.strip() for p in (env.get("PROTECTED_POLICIES") or "").split(",")
                                          if p.strip()),
             signing_key_arn=env["SIGNING_KEY_ARN"].strip(),
+            signing_key_id=(env.get("SIGNING_KEY_ID") or "").strip(),
             thing_arn_prefix=env["THING_ARN_PREFIX"].strip(),
             job_timeout_minutes=_whole(env, "JOB_TIMEOUT_MINUTES", 60, 1, 10080),
             shutdown_lifetime_seconds=_whole(env, "SHUTDOWN_LIFETIME_SECONDS", 7 * 24 * 3600, 60, 30 * 24 * 3600),
