@@ -146,7 +146,7 @@ class AutoResponse(Construct):
             sid="RevokeCertificates", actions=["iot:UpdateCertificate"], resources=[certs]))
         # The signed shutdown command: a job on the contained thing.
         fn.add_to_role_policy(iam.PolicyStatement(
-            sid="SignShutdown", actions=["kms:Sign", "kms:GetPublicKey"], resources=[signing_key_arn]))
+            sid="SignShutdown", actions=["kms:Sign"], resources=[signing_key_arn]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="QueueShutdown", actions=["iot:CreateJob"], resources=[f"{arn}:job/*", things]))
         fn.add_to_role_policy(iam.PolicyStatement(

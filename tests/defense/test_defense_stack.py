@@ -236,6 +236,7 @@ def test_auto_response_role_is_exactly_containment(dev):
         "iot:DescribeCertificate",  # a certificate violation: is it ours, and is it active?
         "iot:ListAttachedPolicies",  # ... and is it the claim certificate (never deactivated)?
         "iot:DeleteConnection",  # ends the live session once the certificate is inactive
+        "kms:Sign", "iot:CreateJob",  # the signed shutdown command (key id from the stack: no GetPublicKey)
         "dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "sns:Publish",
         "dynamodb:Query",  # the open incident of a thing or certificate (repeat violations)
         "kms:Decrypt", "kms:Encrypt", "kms:GenerateDataKey", "kms:DescribeKey",
