@@ -15,6 +15,7 @@ from lambdas.shared.command_jobs import ABORT_FAILED_PERCENT, ABORT_MIN_EXECUTED
 from stacks.audit_stack import AuditStack
 from stacks.commands.issuer_api import CommandIssuerApi, presign_role
 from stacks.commands.rotation import CertificateRotation
+from stacks.commands.rotation_starter import RotationStarter
 from stacks.commands.signing_key import CommandSigningKey, named_role_arn
 from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
@@ -70,7 +71,6 @@ class CommandStack(Stack):
             })
 
         self.auto_response_role_name = auto_response_role_name(stage.prefix)
-        self.signing.allow_signers([self.issuer.role.role_arn, named_role_arn(self.auto_response_role_name)])
 
         for command in TEMPLATE_COMMANDS:
             iot.CfnJobTemplate(
@@ -116,7 +116,17 @@ class CommandStack(Stack):
         self.signing_key_id = public_key.get_att("KeyId").to_string()
         self.issuer.function.function.add_environment("SIGNING_KEY_ID", self.signing_key_id)
 
-        self.functions = [self.issuer.function.function, self.rotation.function.function]
+        self.starter = RotationStarter(
+            self, "RotationStarter", device_policy_name=identity.device_policy_name, signing_key=self.signing_key,
+            signing_key_id=self.signing_key_id, audit_table=identity.audit_table, audit_key=identity.data_key,
+            dead_letters=self.dead_letters, job_timeout_minutes=stage.command_timeout_minutes,
+            lifetime_seconds=stage.command_lifetime_hours * 3600, defaults=defaults)
+        # Only these sign: the issuer, the rotation starter and (in the Defense stack) the auto-response.
+        self.signing.allow_signers([self.issuer.role.role_arn, self.starter.role.role_arn,
+                                    named_role_arn(self.auto_response_role_name)])
+
+        self.functions = [self.issuer.function.function, self.rotation.function.function,
+                          self.starter.function.function]
         CfnOutput(self, "CommandSigningPublicKeyPem", value=public_key.get_att("Pem").to_string(),
                   description="Devices trust this key (fleetctl command public-key prints it too)")
         CfnOutput(self, "CommandSigningKeyId", value=self.signing_key_id,

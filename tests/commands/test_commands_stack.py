@@ -24,7 +24,8 @@ def test_the_signing_key_is_p256_and_only_the_command_roles_may_sign(dev):
     sign = statements["OnlyCommandFunctionsSign"]
     assert sign["Action"] == "kms:Sign"
     signers = json.dumps(sign["Condition"]["ArnEquals"]["aws:PrincipalArn"])
-    assert "IssuerHandlerRole" in signers and ":role/fleetwarden-dev-auto-response" in signers
+    assert "IssuerHandlerRole" in signers and "RotationStarterStartRole" in signers
+    assert ":role/fleetwarden-dev-auto-response" in signers and signers.count("Arn") + signers.count(":role/") == 3
 
 
 def test_the_auto_response_role_has_the_name_the_key_policy_names_and_may_queue_the_shutdown(dev):
@@ -85,3 +86,13 @@ def test_the_issuer_api_is_cognito_only(dev):
                if m["Properties"]["HttpMethod"] != "OPTIONS"]
     assert len(methods) == 6
     assert all(m["AuthorizationType"] == "COGNITO_USER_POOLS" for m in methods)
+
+
+def test_the_rotation_starter_runs_daily_and_signs_only_rotation_jobs(dev):
+    template = commands(dev)
+    [rule] = [r["Properties"] for r in resources(template, "AWS::Events::Rule").values()]
+    assert rule["ScheduleExpression"] == "cron(30 6 * * ? *)"
+    assert role_actions(template, "RotationStarterStartRole") >= {
+        "iot:ListAuditFindings", "iot:DescribeCertificate", "iot:ListAttachedPolicies", "iot:ListPrincipalThings",
+        "iot:CreateJob", "kms:Sign", "dynamodb:PutItem"}
+    assert "iot:UpdateCertificate" not in role_actions(template, "RotationStarterStartRole")

@@ -767,7 +767,11 @@ def test_a_retried_shutdown_step_finds_its_job_instead_of_making_a_second(env):
     # The step's result was lost (e.g. a timeout after CreateJob): the retry runs it again.
     env.table.update_item(Key={"violation_id": VIOLATION_ID}, UpdateExpression="REMOVE #s.#c",
                           ExpressionAttributeNames={"#s": "steps", "#c": "shutdown_command"})
+    # CreateJob on an existing job id answers ResourceAlreadyExistsException (API_CreateJob.html, Errors;
+    # moto would overwrite the job instead): the step reads it as queued.
+    retry = counted(env, iot_fail={"create_job": [client_error("ResourceAlreadyExistsException", "CreateJob")]})
     invoke(sns_event(SAMPLE))
+    assert retry.iot.calls.count("create_job") == 1
     assert len(env.iot.list_job_executions_for_thing(thingName=THING)["executionSummaries"]) == 1
     assert incident(env)["steps"]["shutdown_command"] == "done" and cert_status(env, cert) == "INACTIVE"
 
