@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import CfnCustomResource, CfnOutput, Stack
+from aws_cdk import Acknowledgment, CfnCustomResource, CfnOutput, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot as iot
 from constructs import Construct
@@ -18,9 +18,10 @@ from stacks.commands.rotation import CertificateRotation
 from stacks.commands.rotation_starter import RotationStarter
 from stacks.commands.signing_key import CommandSigningKey, named_role_arn
 from stacks.config import StageConfig
+from stacks.identity.device_registry import iot_arn_prefix
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
-from stacks.platform.function import PythonFunction
+from stacks.platform.function import PythonFunction, allow_key_use
 from stacks.platform.key import customer_key
 from stacks.platform.messaging import dead_letter_queue
 
@@ -116,6 +117,20 @@ class CommandStack(Stack):
         self.signing_key_id = public_key.get_att("KeyId").to_string()
         self.issuer.function.function.add_environment("SIGNING_KEY_ID", self.signing_key_id)
 
+        # Operators retire a rotated thing's old certificate through the issuer (grace period / revoke).
+        issuer_fn = self.issuer.function.function
+        issuer_fn.add_environment("ROTATIONS_TABLE", self.rotation.table.table_name)
+        issuer_fn.add_environment("ROTATION_GRACE_SECONDS", str(stage.rotation_grace_hours * 3600))
+        issuer_fn.add_to_role_policy(iam.PolicyStatement(
+            sid="RetireOldCertificates", actions=["dynamodb:GetItem", "dynamodb:UpdateItem"],
+            resources=[self.rotation.table.table_arn]))
+        issuer_fn.add_to_role_policy(iam.PolicyStatement(
+            sid="RetireOldCertificate", actions=["iot:UpdateCertificate"],
+            resources=[f"{iot_arn_prefix()}:cert/*"]))
+        allow_key_use(issuer_fn, self.data_key)
+        Validations.of(self.issuer.role).acknowledge(Acknowledgment(
+            id="AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:iot:<AWS::Region>:<AWS::AccountId>:cert/*]",
+            reason="The old certificate is the one the rotation table records for the thing, named at run time."))
         self.starter = RotationStarter(
             self, "RotationStarter", device_policy_name=identity.device_policy_name, signing_key=self.signing_key,
             signing_key_id=self.signing_key_id, audit_table=identity.audit_table, audit_key=identity.data_key,

@@ -103,6 +103,7 @@ class StageConfig:
     tunnel_lifetime_minutes: int = 60
     max_artifact_mb: int = 512
     artifact_url_seconds: int = 3600
+    rotation_grace_hours: int = 72
 
     @property
     def prefix(self) -> str:
@@ -419,6 +420,8 @@ SETTINGS: dict[str, Setting] = {
     "max_artifact_mb": Setting(512, whole(1, 5000)),
     # How long the presigned artifact URL in a job document is valid (presignedUrlConfig: 60 to 3600 s).
     "artifact_url_seconds": Setting(3600, whole(60, 3600)),
+    # After this long without the device's confirmation an operator may retire the old certificate.
+    "rotation_grace_hours": Setting(72, whole(1, 720)),
 }
 
 

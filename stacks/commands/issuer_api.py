@@ -129,6 +129,8 @@ class CommandIssuerApi(Construct):
         self.rest.add_method(api.root.add_resource("artifacts"), "POST", fn, request_models={
             "application/json": _object_model(api, "ArtifactRequest", ["sha256", "size"])})
         self.rest.add_method(api.root.add_resource("public-key"), "GET", fn)
+        retire = api.root.add_resource("rotations").add_resource("{thing}").add_resource("retire")
+        self.rest.add_method(retire, "POST", fn, request_parameters={"method.request.path.thing": True})
         self.url = api.url
         CfnOutput(self, "CommandApiUrl", value=api.url, description="fleetctl command ... --api-url <this>")
 

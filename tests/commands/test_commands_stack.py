@@ -84,7 +84,7 @@ def test_the_rotation_rule_feeds_the_function_with_the_authenticated_principal(d
 def test_the_issuer_api_is_cognito_only(dev):
     methods = [m["Properties"] for m in resources(commands(dev), "AWS::ApiGateway::Method").values()
                if m["Properties"]["HttpMethod"] != "OPTIONS"]
-    assert len(methods) == 6
+    assert len(methods) == 7
     assert all(m["AuthorizationType"] == "COGNITO_USER_POOLS" for m in methods)
 
 

@@ -319,6 +319,7 @@ def handler(aws, monkeypatch):
                        "ARTIFACTS_BUCKET": ARTIFACTS, "PRESIGN_ROLE_ARN": PRESIGN_ROLE, "JOB_TIMEOUT_MINUTES": "60",
                        "JOB_RETRY_ATTEMPTS": "2", "PRESIGN_SECONDS": "3600", "DEFAULT_LIFETIME_SECONDS": "86400",
                        "MAX_ARTIFACT_BYTES": "1048576", "TUNNEL_LIFETIME_MINUTES": "60", "ADMIN_GROUP": "admins",
+                       "ROTATIONS_TABLE": "fleetwarden-test-rotations", "ROTATION_GRACE_SECONDS": "259200",
                        "AWS_REGION": "eu-west-1"}.items():
         monkeypatch.setenv(key, value)
     issuer_handler._issuer.cache_clear()
@@ -370,3 +371,59 @@ def test_the_public_key_resource_answers_the_pem_and_key_id(aws, trusted):
     assert respond(cfn_event("Delete", aws.key_arn), aws.kms)["Status"] == "SUCCESS"
     failed = respond(cfn_event("Update", aws.key_arn.replace(aws.key_arn[-4:], "0000")), aws.kms)
     assert failed["Status"] == "FAILED" and failed["Data"] == {}
+
+
+# --- retiring a rotated thing's old certificate -------------------------------------------------------
+
+@pytest.fixture
+def rotations(aws):
+    import boto3
+
+    return boto3.resource("dynamodb", region_name="eu-west-1").create_table(
+        TableName="fleetwarden-test-rotations", KeySchema=[{"AttributeName": "thing", "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": "thing", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
+
+
+def rotated(aws, rotations, status="issued", issued_at="2026-11-30T00:00:00.000Z", attached=True):
+    from tests.commands.test_rotation import self_signed
+
+    ids = [aws.iot.register_certificate_without_ca(certificatePem=self_signed(THING), status="ACTIVE")["certificateId"]
+           for _ in range(2)]
+    rotations.put_item(Item={"thing": THING, "old_certificate_id": ids[0], "new_certificate_id": ids[1],
+                             "status": status, "issued_at": issued_at, "attached": attached})
+    return ids
+
+
+def cert_status(aws, certificate_id):
+    return aws.iot.describe_certificate(certificateId=certificate_id)["certificateDescription"]["status"]
+
+
+def test_an_operator_retires_the_old_certificate_only_after_the_grace_period(aws, issuer, rotations, clock):
+    issuer.rotations = rotations
+    old, new = rotated(aws, rotations, issued_at="2026-11-30T20:00:00.000Z")  # NOW is 2026-12-01T00:00Z: 4 h
+    error = refused(issuer.retire, ADMIN, THING, None)
+    assert error.status == 409 and "grace period" in error.message
+    assert cert_status(aws, old) == "ACTIVE"
+    clock.t = NOW + 72 * 3600
+    assert issuer.retire(ADMIN, THING, None) == {"thing": THING, "certificate_id": old, "status": "INACTIVE",
+                                                 "kept": new}
+    assert cert_status(aws, old) == "INACTIVE" and cert_status(aws, new) == "ACTIVE"
+    assert ("certificate.retire", f"thing:{THING}") in audit_actions(aws)
+
+
+def test_a_confirmed_rotation_old_certificate_can_be_revoked_on_request(aws, issuer, rotations):
+    issuer.rotations = rotations
+    old, new = rotated(aws, rotations, status="confirmed")
+    assert issuer.retire(ADMIN, THING, '{"status": "REVOKED"}')["status"] == "REVOKED"
+    assert cert_status(aws, old) == "REVOKED" and cert_status(aws, new) == "ACTIVE"
+
+
+@pytest.mark.parametrize("body, status", [('{"status": "DELETED"}', 400), ('{"status": "INACTIVE", "x": 1}', 400)])
+def test_retire_refuses_bad_requests_unknown_rotations_and_non_admins(aws, issuer, rotations, body, status):
+    issuer.rotations = rotations
+    assert refused(issuer.retire, ADMIN, THING, None).status == 404  # no rotation recorded
+    old, _ = rotated(aws, rotations, status="confirmed")
+    assert refused(issuer.retire, ADMIN, THING, body).status == status
+    assert refused(issuer.retire, ANALYST, THING, None).status == 403
+    assert refused(issuer.retire, ADMIN, "bad thing", None).status == 400
+    assert cert_status(aws, old) == "ACTIVE"

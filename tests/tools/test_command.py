@@ -160,3 +160,12 @@ def test_list_status_cancel_and_public_key(run, api, tmp_path):
     result = run("command", "public-key", "--out", out, "--api-url", api.url)
     assert result.code == 0 and out.read_text() == PEM
     run("command", "public-key", "--out", out, "--api-url", api.url).assert_one_error_line(2)
+
+
+def test_retire_certificate(run, api):
+    api.answers[("POST", "/v1/rotations/SN-0001/retire")] = (409, {"message": "the device has not confirmed yet"})
+    run("command", "retire-certificate", "SN-0001", "--api-url", api.url).assert_one_error_line(1, "not confirmed")
+    assert body(api.requests[-1]) == {"status": "INACTIVE"}
+    api.answers[("POST", "/v1/rotations/SN-0001/retire")] = (200, {"status": "REVOKED"})
+    assert run("command", "retire-certificate", "SN-0001", "--revoke", "--api-url", api.url).code == 0
+    assert body(api.requests[-1]) == {"status": "REVOKED"}

@@ -141,6 +141,13 @@ def _command_cancel(args) -> int:
     return 0
 
 
+def _command_retire(args) -> int:
+    reply = commands.call(args.api_url, _id_token(args), "POST", f"/rotations/{args.thing}/retire",
+                          body={"status": "REVOKED" if args.revoke else "INACTIVE"})
+    print(json.dumps(reply, indent=2))
+    return 0
+
+
 def _command_public_key(args) -> int:
     reply = commands.call(args.api_url, _id_token(args), "GET", "/public-key")
     pem = reply.get("pem")
@@ -264,7 +271,7 @@ def _token_parsers(commands) -> None:
 def _command_parsers(commands_parser) -> None:
     command = commands_parser.add_parser("command", help="signed cloud-to-device commands (admins only)")
     sub = command.add_subparsers(dest="command_verb", required=True,
-                                 metavar="{send,software-update,list,status,cancel,public-key}")
+                                 metavar="{send,software-update,list,status,cancel,retire-certificate,public-key}")
 
     def api(parser):
         parser.add_argument("--api-url", required=True, help="command API base URL (stack output CommandApiUrl)")
@@ -308,6 +315,13 @@ def _command_parsers(commands_parser) -> None:
     cancel.add_argument("--reason", default="", help="why, for the audit record")
     api(cancel)
     cancel.set_defaults(handler=_command_cancel)
+
+    retire = sub.add_parser("retire-certificate",
+                            help="retire a rotated thing's old certificate (after the grace period, or --revoke)")
+    retire.add_argument("thing", metavar="THING")
+    retire.add_argument("--revoke", action="store_true", help="REVOKED instead of INACTIVE")
+    api(retire)
+    retire.set_defaults(handler=_command_retire)
 
     public_key = sub.add_parser("public-key", help="the PEM devices verify commands with")
     public_key.add_argument("--out", help="write the PEM here instead of printing it")

@@ -6,6 +6,7 @@ user-pool authoriser, routes:
     GET  /commands/{job_id}             ?thing=T adds that thing's execution
     POST /commands/{job_id}/cancel      cancel a queued command
     POST /artifacts                     an upload URL for a software-update artifact
+    POST /rotations/{thing}/retire      retire a rotated thing's old certificate (grace period / revoke)
     GET  /public-key                    the signing key's PEM and key id
 
 shared.api answers everything else (404, 405, the generic 500). Neither events nor answers are logged:
@@ -44,10 +45,12 @@ def _issuer() -> Issuer:
     settings = IssuerSettings(admin_group=env.get("ADMIN_GROUP") or "admins",
                               default_lifetime_seconds=int(env["DEFAULT_LIFETIME_SECONDS"]),
                               max_artifact_bytes=int(env["MAX_ARTIFACT_BYTES"]),
-                              tunnel_lifetime_minutes=int(env["TUNNEL_LIFETIME_MINUTES"]), jobs=jobs)
+                              tunnel_lifetime_minutes=int(env["TUNNEL_LIFETIME_MINUTES"]),
+                              rotation_grace_seconds=int(env["ROTATION_GRACE_SECONDS"]), jobs=jobs)
+    dynamodb = resource("dynamodb", synchronous=True)
     return Issuer(iot=client("iot", synchronous=True),
                   signer=KmsSigner(client("kms", synchronous=True), env["SIGNING_KEY_ARN"], env.get("SIGNING_KEY_ID")),
-                  audit_table=resource("dynamodb", synchronous=True).Table(env["AUDIT_TABLE"]),
+                  audit_table=dynamodb.Table(env["AUDIT_TABLE"]), rotations_table=dynamodb.Table(env["ROTATIONS_TABLE"]),
                   s3=client("s3", region_name=region or None, config=s3_config),
                   tunnels=client("iotsecuretunneling", synchronous=True),
                   settings=settings, now=time.time, logger=logger)
@@ -80,6 +83,13 @@ def cancel_command() -> Response:
 @api.post("/artifacts")
 def post_artifact() -> Response:
     return api.answer(201, _issuer().upload_url(api.claims, api.current_event.decoded_body), "ArtifactUploadUrls")
+
+
+@api.post("/rotations/{thing}/retire")
+def retire_certificate() -> Response:
+    event = api.current_event
+    body = _issuer().retire(api.claims, (event.path_parameters or {}).get("thing"), event.decoded_body)
+    return api.answer(200, body, "CertificatesRetired")
 
 
 @api.get("/public-key")

@@ -53,14 +53,16 @@ class IssuerSettings:
     max_artifact_bytes: int = 512 * 1024 * 1024
     upload_url_seconds: int = 900
     tunnel_lifetime_minutes: int = 60
+    rotation_grace_seconds: int = 72 * 3600
     jobs: command_jobs.JobSettings = command_jobs.JobSettings()
 
 
 class Issuer:
     def __init__(self, *, iot: Any, signer: command_jobs.KmsSigner, audit_table: Any, settings: IssuerSettings,
-                 s3: Any = None, tunnels: Any = None, now: Callable[[], float], logger: Any = _quiet):
+                 s3: Any = None, tunnels: Any = None, rotations_table: Any = None, now: Callable[[], float],
+                 logger: Any = _quiet):
         self.iot, self.signer, self.audit_table, self.settings = iot, signer, audit_table, settings
-        self.s3, self.tunnels, self.now, self.log = s3, tunnels, now, logger
+        self.s3, self.tunnels, self.rotations, self.now, self.log = s3, tunnels, rotations_table, now, logger
 
     # ---- authorisation and audit ----------------------------------------------------------------
 
@@ -248,6 +250,45 @@ class Issuer:
             raise ApiError(404, f"no such command {job_id}", INVALID) from None
         return {"job_id": job_id, "status": "CANCELED"}
 
+    # ---- POST /rotations/{thing}/retire -----------------------------------------------------------
+
+    def retire(self, claims: Any, thing: Any, body: str | None) -> dict[str, Any]:
+        """An operator retires a rotated thing's OLD certificate: INACTIVE once the grace period has passed
+        without the device's confirmation (it may have lost the answer, or be stuck), or REVOKED on request
+        (also after a confirmation). The new certificate is never touched, so the device keeps the identity
+        it was issued. Audited before UpdateCertificate."""
+        target = f"thing:{thing}" if isinstance(thing, str) and _NAME.match(thing) else "rotations"
+        username = self.authorise(claims, "certificate.retire", target)
+        _name(thing, "thing")
+        request = _json_object(body) if body else {}
+        status = request.get("status", "INACTIVE")
+        if status not in ("INACTIVE", "REVOKED") or set(request) - {"status"}:
+            raise BadRequest('body is {"status": "INACTIVE" | "REVOKED"}')
+        row = self.rotations.get_item(Key={"thing": thing}, ConsistentRead=True).get("Item")
+        if not row or row.get("status") not in ("issued", "confirmed", "retired"):
+            raise ApiError(404, f"no rotation of {thing} is recorded", INVALID)
+        if row["status"] == "issued":
+            if not row.get("attached"):
+                raise ApiError(409, "the new certificate is not attached yet; the rotation is still in progress",
+                               INVALID)
+            waited = self.now() - _epoch(row["issued_at"])
+            if waited < self.settings.rotation_grace_seconds:
+                hours = self.settings.rotation_grace_seconds // 3600
+                raise ApiError(409, f"the device has not confirmed yet; retire the old certificate after the "
+                                    f"{hours} h grace period ({int(waited // 3600)} h so far)", INVALID)
+        old = row["old_certificate_id"]
+        self._audit("certificate.retire", username, f"thing:{thing}",
+                    {"certificate_id": old, "status": status, "rotation": row["status"]})
+        try:
+            self.iot.update_certificate(certificateId=old, newStatus=status)
+        except self.iot.exceptions.CertificateStateException:
+            pass  # already REVOKED (or being transferred): nothing connects with it
+        self.rotations.update_item(Key={"thing": thing}, UpdateExpression="SET #s = :r, retired_by = :u",
+                                   ExpressionAttributeNames={"#s": "status"},
+                                   ExpressionAttributeValues={":r": "retired", ":u": username})
+        return {"thing": thing, "certificate_id": old, "status": status,
+                "kept": row["new_certificate_id"]}
+
     def public_key(self, claims: Any) -> dict[str, Any]:
         self.authorise(claims, "command.public-key", "public-key")
         return {"key_id": self.signer.key_id, "pem": self.signer.public_pem()}
@@ -289,6 +330,12 @@ def _job_id(job_id: Any) -> str:
     if not isinstance(job_id, str) or not _JOB_ID.match(job_id):
         raise BadRequest("not a Fleetwarden command id")
     return job_id
+
+
+def _epoch(iso: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _b64_sha256(hex_digest: str) -> str:
