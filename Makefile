@@ -18,7 +18,7 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help synth test lint deploy diff diagram bench clean layers
+.PHONY: help synth test lint deploy diff diagram bench clean layers mosquitto
 
 help:
 	@echo "make synth   synthesise every stack of STAGE=$(STAGE) into cdk.out with the security checks"
@@ -36,7 +36,7 @@ $(VENV)/.synth-deps: requirements.txt | $(PY)
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
-$(VENV)/.dev-deps: requirements.txt requirements-dev.txt | $(PY)
+$(VENV)/.dev-deps: requirements.txt requirements-dev.txt pyproject.toml | $(PY)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	$(PY) -m pip install -q --no-deps -e .
 	@touch $@ $(VENV)/.synth-deps
@@ -58,7 +58,18 @@ synth: $(VENV)/.synth-deps node_modules/.installed
 lint: synth $(VENV)/.dev-deps
 	$(VENV)/bin/cfn-lint
 
-test: $(VENV)/.dev-deps node_modules/.installed
+# The device tests run the agent against a real mosquitto (Debian's package). Installed here when missing and
+# we are root on Debian (CI); its system service is stopped and disabled: each test starts its own broker on a
+# loopback port. Otherwise one line says how, and those tests skip saying the same.
+mosquitto:
+	@if command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "Installing mosquitto (apt) for the device tests and the demo"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
+		(systemctl disable --now mosquitto || service mosquitto stop) >/dev/null 2>&1 || true; \
+	else echo "mosquitto is missing: sudo apt-get install -y mosquitto (device tests skip without it)"; fi
+
+test: $(VENV)/.dev-deps node_modules/.installed mosquitto
 	$(PY) -m pytest
 
 deploy: $(VENV)/.synth-deps node_modules/.installed

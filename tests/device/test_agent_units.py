@@ -1,0 +1,135 @@
+"""The agent's parts without a broker: config, key file, nonce store, backoff, status details, metric report,
+the ACL generator."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+
+import pytest
+from defense.detector import reports
+
+from device.local import acl
+from fleetwarden_contracts import topics
+from fleetwarden_device import identity, metrics
+from fleetwarden_device.agent import backoff_delay
+from fleetwarden_device.config import ConfigError, from_dict, load
+from fleetwarden_device.jobs import status_details
+from fleetwarden_device.nonces import NonceStore
+
+BASE = {"thing": "SN-0001", "endpoint": "x.iot.eu-west-1.amazonaws.com", "stage": "prod", "ca_file": "ca.pem",
+        "cert_file": "c.pem", "key_file": "k.pem"}
+
+
+def test_config_paths_are_relative_to_the_file(tmp_path):
+    (tmp_path / "device.json").write_text(json.dumps({**BASE, "command_keys": ["keys/a.pem"]}))
+    config = load(tmp_path / "device.json")
+    assert config.ca_file == tmp_path / "ca.pem" and config.command_keys == (tmp_path / "keys/a.pem",)
+    assert (config.port, config.tls_min_version, config.artifact_schemes) == (8883, "1.2", ("https",))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"thing": "SN/0001"}, "not a thing name"),
+    ({"thing": "+"}, "not a thing name"),
+    ({"tls_min_version": "1.1"}, "tls_min_version"),
+    ({"port": 0}, "port"),
+    ({"groups": "fleet"}, "groups"),
+    ({"artifact_schemes": ["ftp"]}, "artifact_schemes"),
+    ({"colour": "red"}, "unknown ['colour']"),
+    ({"endpoint": None}, "endpoint"),
+])
+def test_a_bad_config_is_one_clear_error(tmp_path, change, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        from_dict({**BASE, **change}, tmp_path)
+
+
+def test_config_file_that_is_not_json(tmp_path):
+    (tmp_path / "device.json").write_text("{thing:")
+    with pytest.raises(ConfigError, match="not JSON"):
+        load(tmp_path / "device.json")
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.json")
+
+
+def test_the_device_key_is_0600_and_never_overwritten(tmp_path):
+    path = tmp_path / "keys" / "device.key.pem"
+    key = identity.new_key(path)
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with pytest.raises(FileExistsError):
+        identity.new_key(path)
+    from cryptography import x509
+
+    csr = x509.load_pem_x509_csr(identity.csr_pem(key, "SN-0001"))
+    assert csr.is_signature_valid and csr.subject.rfc4514_string() == "CN=SN-0001"
+    assert identity.load_key(path).private_numbers() == key.private_numbers()
+
+
+def test_nonce_store_refuses_a_replay_across_restarts_and_forgets_expired(tmp_path):
+    now = [1_000]
+    store = NonceStore(tmp_path / "nonces.json", clock=lambda: now[0])
+    assert store.check_and_add("a" * 22, 2_000)
+    assert not NonceStore(tmp_path / "nonces.json", clock=lambda: now[0]).check_and_add("a" * 22, 2_000)
+    now[0] = 2_001
+    assert store.check_and_add("b" * 22, 3_000)
+    assert json.loads((tmp_path / "nonces.json").read_text()) == {"b" * 22: 3_000}
+
+
+def test_a_corrupt_nonce_store_is_an_error_not_an_empty_set(tmp_path):
+    (tmp_path / "nonces.json").write_text('["a"]')
+    with pytest.raises(ValueError, match="corrupt"):
+        NonceStore(tmp_path / "nonces.json").check_and_add("a" * 22, 10**10)
+
+
+def test_backoff_is_exponential_with_full_jitter_and_capped():
+    assert backoff_delay(0, 1.0, 120, rng=lambda: 0.999) < 1.0
+    assert backoff_delay(3, 1.0, 120, rng=lambda: 0.5) == 4.0
+    assert backoff_delay(50, 1.0, 120, rng=lambda: 0.999) < 120
+    assert backoff_delay(5, 1.0, 120, rng=lambda: 0.0) == 0.0
+
+
+def test_status_details_fit_update_job_execution():
+    details = status_details({"reason": "bad-signature", "detail": "x\n" * 600, "bad key!": "v", "empty": " "})
+    assert details["reason"] == "bad-signature"
+    assert len(details["detail"]) <= 1024 and "\n" not in details["detail"]
+    assert "bad key!" not in details and "empty" not in details
+
+
+def test_the_metric_report_shows_a_real_listening_port_and_the_detector_accepts_it():
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        report = metrics.report(report_id=7)
+        assert {"interface": "127.0.0.1", "port": port} in report["metrics"]["listening_tcp_ports"]["ports"]
+        counts = reports.parse_report(json.loads(json.dumps(report)))
+        assert counts.listening_tcp_ports >= 1
+        assert metrics.own_listening_sockets(os.getpid()) == [("127.0.0.1", port)]
+
+
+def test_the_acl_is_the_device_policy():
+    text = acl.device_acl(topics.rule_name("prod", "telemetry"))
+    rules = {line for line in text.splitlines() if line.startswith("pattern ")}
+    assert f"pattern write {topics.telemetry_topic('fleetwarden_prod_telemetry', '%u')}" in rules
+    assert f"pattern write {topics.metrics_report_topic('fleetwarden_prod_device_metrics', '%u')}" in rules
+    assert f"pattern write {topics.alerts_topic('%u')}" in rules
+    assert f"pattern read {topics.jobs_prefix('%u')}/#" in rules
+    assert not any("dt/+/" in line or " # " in line for line in rules)
+    assert text.split(f"user {acl.BACKEND_USER}")[1].split() == ["topic", "readwrite", "#", "topic", "readwrite",
+                                                                   "$aws/#"]
+
+
+def test_the_acl_generator_refuses_what_it_cannot_translate(monkeypatch):
+    from stacks.identity import iot_policies
+
+    real = iot_policies.device_policy_document
+
+    def widened(arn_prefix, rule):
+        document = real(arn_prefix, rule)
+        document["Statement"][1]["Resource"].append(f"{arn_prefix}:topic/dt/*/alerts")
+        return document
+
+    monkeypatch.setattr(acl, "device_policy_document", widened)
+    with pytest.raises(ValueError, match="no faithful mosquitto translation"):
+        acl.device_acl("fleetwarden_prod_telemetry")
