@@ -18,9 +18,10 @@ export CDK_DISABLE_CLI_TELEMETRY := true
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 
-.PHONY: help synth test lint deploy diff diagram bench clean layers mosquitto
+.PHONY: help synth test lint deploy diff diagram bench clean layers mosquitto demo
 
 help:
+	@echo "make demo    one device's whole life on this machine: moto server + mosquitto + the real agent (no AWS account)"
 	@echo "make synth   synthesise every stack of STAGE=$(STAGE) into cdk.out with the security checks"
 	@echo "make test    run the whole test suite (what CI runs)"
 	@echo "make deploy  cdk deploy --all to the account in your AWS credentials (cdk bootstrap first)"
@@ -68,6 +69,10 @@ mosquitto:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; \
 		(systemctl disable --now mosquitto || service mosquitto stop) >/dev/null 2>&1 || true; \
 	else echo "mosquitto is missing: sudo apt-get install -y mosquitto (device tests skip without it)"; fi
+
+# Synthesises every stack with the security checks first (as make synth), then runs the lifecycle (tests/demo).
+demo: $(VENV)/.dev-deps node_modules/.installed mosquitto synth
+	$(PY) -m tests.demo
 
 test: $(VENV)/.dev-deps node_modules/.installed mosquitto
 	$(PY) -m pytest

@@ -69,7 +69,8 @@ class Agent:
         self._client: mqtt.Client | None = None
         self._pending: dict[Path, mqtt.MQTTMessageInfo] = {}
         self._seq = 0
-        self._next_telemetry = self._next_metrics = 0.0
+        self._next_telemetry = 0.0
+        self._next_metrics = time.monotonic() + config.metrics_interval  # the first report after one interval
         pems = [path.read_bytes() for path in config.command_keys]
         context = Context(thing=config.thing, state_dir=config.state_dir, artifact_schemes=config.artifact_schemes,
                           publish=self.publish, actions=self.actions)

@@ -35,14 +35,29 @@ def backend_client(host: str, port: int, ca_file: Path, cert_file: Path, key_fil
     context.load_cert_chain(str(cert_file), str(key_file))
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311)
     client.tls_set_context(context)
+    client.reconnect_delay_set(0.05, 0.5)
+    client.user_data_set([])  # the topic filters subscribed so far: renewed on every (re)connection
     connected = threading.Event()
-    client.on_connect = lambda c, u, f, rc, p: connected.set() if not rc.is_failure else None
+
+    def on_connect(c, filters, flags, reason_code, properties):
+        if not reason_code.is_failure:
+            for topic in filters:
+                c.subscribe(topic, qos=1)
+            connected.set()
+
+    client.on_connect = on_connect
     client.connect(host, port, keepalive=60)
     client.loop_start()
     if not connected.wait(10):
         client.loop_stop()
         raise RuntimeError("the backend stand-in could not connect to the local broker")
     return client
+
+
+def subscribe(client: mqtt.Client, topic: str) -> None:
+    """Subscribe now and again after every reconnection (the demo restarts the broker, sessions and all)."""
+    client.user_data_get().append(topic)
+    client.subscribe(topic, qos=1)
 
 
 class JobsService:
@@ -53,7 +68,7 @@ class JobsService:
         self.updates: list[tuple[str, str, dict]] = []  # (thing, jobId, update request) as the device sent them
         self.changed = threading.Condition(self.lock)
         client.message_callback_add("$aws/things/+/jobs/#", self._on_message)
-        client.subscribe("$aws/things/+/jobs/#", qos=1)
+        subscribe(client, "$aws/things/+/jobs/#")
 
     def queue(self, thing: str, job_id: str, document: dict) -> None:
         now = int(time.time())

@@ -62,6 +62,7 @@ class Inbox:
         self.arrived = threading.Condition()
         subscribed = threading.Event()
         client.message_callback_add(topic, self._add)
+        client.user_data_get().append(topic)
         _, mid = client.subscribe(topic, qos=1)
         previous = client.on_subscribe
 

@@ -1,0 +1,5 @@
+import sys
+
+from tests.demo.run import main
+
+sys.exit(main())
