@@ -20,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any
 from pathlib import Path
@@ -122,25 +123,33 @@ class Demo:
                 pass
 
     # -- the lifecycle ---------------------------------------------------------------------------------------
-    def run(self) -> None:
-        if not self.step("AWS APIs on moto server: data bucket, tables, secrets, topics, KMS signing key",
-                         self.aws):
-            return
-        if not self.step("mosquitto over mutual TLS, ACL generated from the device policy", self.mqtt):
-            return
-        if not self.step("factory: the device makes its key and CSR, the factory CA signs it (JITP registers it)",
-                         self.factory):
-            return
-        self.step("the agent connects over mutual TLS as its thing name", self.connect)
-        self.step("telemetry (Basic Ingest) -> transform -> S3", self.telemetry)
-        self.step("alert -> S3 -> processor -> vendor (HTTPS) gets only the header and an opaque reference",
-                  self.alert)
-        self.step(f"a flood of {FLOOD} messages -> built-in detector -> violation", self.flood)
-        self.step("containment: quarantine group, certificate INACTIVE, session ended, reconnect refused",
-                  self.containment)
-        self.step("reinstatement (audited operator action) -> the device reconnects", self.reinstate)
-        self.step("a KMS-signed command (IoT Jobs) -> verified on the device, run, SUCCEEDED", self.command)
-        self.step("a tampered command -> REJECTED bad-signature, nothing run", self.tampered)
+    def plan(self) -> list[tuple[str, Callable[[], str], bool]]:
+        """(name, action, the rest needs it)."""
+        return [
+            ("AWS APIs on moto server: data bucket, tables, secrets, topics, KMS signing key", self.aws, True),
+            ("mosquitto over mutual TLS, ACL generated from the device policy", self.mqtt, True),
+            ("factory: the device makes its key and CSR, the factory CA signs it (JITP registers it)",
+             self.factory, True),
+            ("the agent connects over mutual TLS as its thing name", self.connect, True),
+            ("field device: one-time token (admin), pre-provisioning hook allows it once", self.field, False),
+            ("telemetry (Basic Ingest) -> transform -> S3", self.telemetry, False),
+            ("alert -> S3 -> processor -> vendor (HTTPS) gets only the header and an opaque reference",
+             self.alert, False),
+            (f"a flood of {FLOOD} messages -> built-in detector -> violation", self.flood, False),
+            ("containment: quarantine group, certificate INACTIVE, session ended, reconnect refused",
+             self.containment, False),
+            ("reinstatement (audited operator action) -> the device reconnects", self.reinstate, False),
+            ("a KMS-signed command (IoT Jobs) -> verified on the device, run, SUCCEEDED", self.command, False),
+            ("a tampered command -> REJECTED bad-signature, nothing run", self.tampered, False),
+        ]
+
+    def run(self) -> int:
+        """Every step (stopping early only when a step the rest needs failed); the number of steps planned."""
+        planned = self.plan()
+        for name, action, needed in planned:
+            if not self.step(name, action) and needed:
+                break
+        return len(planned)
 
     def aws(self) -> str:
         import boto3
@@ -281,6 +290,65 @@ class Demo:
         check(listening == [], f"the agent listens on {listening}")
         return f"pid {self.agent.pid} connected as {THING}, listening sockets: none"
 
+    def field(self) -> str:
+        """Fleet provisioning's decision is the real hook's: the token from the real token API, used once. (The
+        claim-certificate MQTT exchange itself is the bridge's: the agent does not implement fleet provisioning.)"""
+        from cryptography.hazmat.primitives import serialization
+        from identity.provisioning_hook import handler as hook
+        from identity.token_api import handler as token_api
+
+        from tests.alerts.test_processor import LambdaContext
+        from tests.identity.test_token_api import ADMIN, api_event
+
+        os.environ.update({"TOKENS_TABLE": "fleetwarden-test-provisioning-tokens", "TOKEN_TTL_SECONDS": "900",
+                           "ADMIN_GROUP": "admins"})
+        serial = "SN-FIELD-0001"
+        answer = token_api.lambda_handler(api_event(json.dumps({"serial": serial}), ADMIN), LambdaContext())
+        check(answer["statusCode"] == 201, f"token API answered {answer['statusCode']}: {answer['body']}")
+        token = json.loads(answer["body"])["token"]
+        device_dir = self.workdir / "field"
+        device_dir.mkdir()
+        config = json.loads(self.config_file.read_text())
+        (device_dir / "ca.pem").write_bytes(self.pki.ca_file.read_bytes())
+        (device_dir / "command-signing.pem").write_bytes((self.config_file.parent / "command-signing.pem").read_bytes())
+        field_config = device_dir / "device.json"
+        field_config.write_text(json.dumps({**config, "thing": serial, "telemetry_interval": 5}))
+        keygen = subprocess.run([sys.executable, "-m", "fleetwarden_device", "keygen", "--config", str(field_config)],
+                                capture_output=True, text=True, timeout=30)
+        check(keygen.returncode == 0, f"keygen failed: {keygen.stderr.strip()}")
+        # CreateCertificateFromCsr (the claim certificate's MQTT API), then the template's pre-provisioning hook.
+        certificate = self.pki.sign_csr((device_dir / "device.csr.pem").read_bytes(), days=7)
+        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+        registered = self.iot.register_certificate(certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(),
+                                                   status="ACTIVE")
+
+        def provision(certificate_id: str, pem: str) -> bool:
+            event = {"claimCertificateId": "c1a1" * 16, "certificateId": certificate_id, "certificatePem": pem, "clientId": f"claim-{serial}",
+                     "templateArn": f"arn:aws:iot:{REGION}:123456789012:provisioningtemplate/fleetwarden-{STAGE}",
+                     "parameters": {"SerialNumber": serial, "ProvisioningToken": token}}
+            return hook.lambda_handler(event, LambdaContext())["allowProvisioning"]
+
+        check(provision(registered["certificateId"], pem) is True, "the hook refused a fresh token")
+        self.iot.create_thing(thingName=serial)  # RegisterThing, once the hook allowed it
+        self.iot.attach_thing_principal(thingName=serial, principal=registered["certificateArn"])
+        (device_dir / "device.cert.pem").write_text(pem)
+        self.bridge.know(registered["certificateId"], certificate)
+        # The token leaked: another key (another device, the same claim certificate) tries it. (The same
+        # certificate retrying is allowed and audited as a retry: its CreateCertificateFromCsr answer was lost.)
+        stolen = self.pki.device(serial, self.workdir / "thief")
+        stolen_pem = stolen.certificate.public_bytes(serialization.Encoding.PEM).decode()
+        stolen_id = self.iot.register_certificate(certificatePem=stolen_pem,
+                                                  caCertificatePem=self.pki.ca_file.read_text())["certificateId"]
+        check(provision(stolen_id, stolen_pem) is False, "the hook allowed the token for a second certificate")
+        log = open(self.workdir / "field-agent.log", "w")
+        field_agent = subprocess.Popen([sys.executable, "-m", "fleetwarden_device", "run", "--config",
+                                        str(field_config)], stdout=log, stderr=subprocess.STDOUT)
+        self.closers.append(lambda: (field_agent.terminate(), field_agent.wait(10)))
+        self.wait(lambda: " connected " in (self.workdir / "field-agent.log").read_text(), 20,
+                  "the field device's CONNACK")
+        return (f"token for {serial} issued to alice (audited); the hook allowed it, then refused it to another "
+                "certificate; connected")
+
     def telemetry(self) -> str:
         def landed():
             listing = self.bridge.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"telemetry/thing={THING}/")
@@ -385,13 +453,13 @@ class Demo:
         self.wait(lambda: self.jobs.status(THING, job_id)[0] in TERMINAL, 20, f"job {job_id}")
         return self.jobs.status(THING, job_id)
 
-    def summary(self) -> str:
+    def summary(self, planned: int) -> str:
         width = max(len(name) for name, *_ in self.steps)
         lines = ["", f"{'step':<{width}}  result  seconds", f"{'-' * width}  ------  -------"]
         for name, ok, _, seconds in self.steps:
             lines.append(f"{name:<{width}}  {'ok' if ok else 'FAIL':<6}  {seconds:7.2f}")
         passed = sum(ok for _, ok, *_ in self.steps)
-        lines.append(f"\n{passed}/{len(self.steps)} steps held; logs in {self.workdir}")
+        lines.append(f"\n{passed}/{planned} steps held; logs in {self.workdir}")
         return "\n".join(lines) + "\n"
 
 
@@ -409,13 +477,15 @@ def main(argv: list[str] | None = None) -> int:
     demo = Demo(workdir, out)
     started = time.monotonic()
     try:
-        demo.run()
+        planned = demo.run()
+    except BaseException:
+        out.write(traceback.format_exc())
+        raise
     finally:
         demo.close()
-    out.write(demo.summary())
+    out.write(demo.summary(planned))
     out.write(f"total {time.monotonic() - started:.1f} s\n")
-    expected = 11
-    return 0 if len(demo.steps) == expected and all(ok for _, ok, *_ in demo.steps) else 1
+    return 0 if len(demo.steps) == planned and all(ok for _, ok, *_ in demo.steps) else 1
 
 
 if __name__ == "__main__":

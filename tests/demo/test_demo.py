@@ -14,5 +14,5 @@ def test_the_demo_runs_every_step_and_exits_zero():
     result = subprocess.run([sys.executable, "-m", "tests.demo"], cwd=ROOT, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    assert "11/11 steps held" in result.stdout
+    assert "12/12 steps held" in result.stdout
     assert "FAIL" not in result.stdout
