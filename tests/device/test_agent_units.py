@@ -133,3 +133,71 @@ def test_the_acl_generator_refuses_what_it_cannot_translate(monkeypatch):
     monkeypatch.setattr(acl, "device_policy_document", widened)
     with pytest.raises(ValueError, match="no faithful mosquitto translation"):
         acl.device_acl("fleetwarden_prod_telemetry")
+
+
+def _config_file(tmp_path):
+    path = tmp_path / "device.json"
+    path.write_text(json.dumps({**BASE, "firmware_version": "1.4.2"}))
+    return path
+
+
+def test_keygen_cli_makes_key_and_csr_once(tmp_path, capsys):
+    from fleetwarden_device.cli import main
+
+    path = _config_file(tmp_path)
+    assert main(["keygen", "--config", str(path)]) == 0
+    assert stat.S_IMODE(os.stat(tmp_path / "k.pem").st_mode) == 0o600
+    assert (tmp_path / "device.csr.pem").read_bytes().startswith(b"-----BEGIN CERTIFICATE REQUEST-----")
+    key = (tmp_path / "k.pem").read_bytes()
+    assert main(["keygen", "--config", str(path)]) == 2
+    assert "exists" in capsys.readouterr().err and (tmp_path / "k.pem").read_bytes() == key
+
+
+def test_alert_cli_queues_the_alert_format_the_backend_accepts(tmp_path, capsys):
+    from alerts.schema import Alert
+
+    from fleetwarden_device.cli import main
+
+    path = _config_file(tmp_path)
+    (tmp_path / "trace.bin").write_bytes(b"\x00core")
+    assert main(["alert", "--config", str(path), "--code", "1042", "--field", "3=17.5", "--field", "4=2",
+                 "--trace-file", str(tmp_path / "trace.bin")]) == 0
+    [queued] = (tmp_path / "state" / "outbox").glob("*.json")
+    entry = json.loads(queued.read_text())
+    assert entry["kind"] == "alert"
+    alert = Alert.model_validate(entry["body"])
+    assert (alert.header.fw, alert.header.code, alert.header.fields) == ("1.4.2", 1042, {"3": 17.5, "4": 2})
+    assert main(["alert", "--config", str(path), "--code", "1", "--field", "3=hot"]) == 2
+    assert "ID=NUMBER" in capsys.readouterr().err
+
+
+def test_a_job_interrupted_by_a_restart_is_reported_failed_not_run_again(tmp_path):
+    from fleetwarden_device.handlers import Context
+    from fleetwarden_device.jobs import JobRunner
+
+    sent, ran = [], []
+    runner = JobRunner(thing="SN-0001", groups=(), trusted_keys={}, nonces=None,
+                       handlers={"reboot": lambda *a: ran.append(a)}, clock=lambda: 0,
+                       context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
+                       publish=lambda topic, body: sent.append((topic, body)), journal=tmp_path / "jobs")
+    (tmp_path / "jobs").mkdir()
+    (tmp_path / "jobs" / "fw-1.started").write_text("nonce")
+    runner.on_message(f"{topics.jobs_prefix('SN-0001')}/notify-next",
+                      json.dumps({"execution": {"jobId": "fw-1", "status": "IN_PROGRESS", "jobDocument": {}}}).encode())
+    update = sent[0]
+    assert update[0] == f"{topics.jobs_prefix('SN-0001')}/fw-1/update"
+    assert (update[1]["status"], update[1]["statusDetails"]["reason"]) == ("FAILED", "interrupted")
+    assert ran == []
+
+
+def test_jobs_messages_for_another_thing_are_ignored(tmp_path):
+    from fleetwarden_device.handlers import Context
+    from fleetwarden_device.jobs import JobRunner
+
+    sent = []
+    runner = JobRunner(thing="SN-0001", groups=(), trusted_keys={}, nonces=None, handlers={}, clock=lambda: 0,
+                       context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
+                       publish=lambda topic, body: sent.append((topic, body)), journal=tmp_path / "jobs")
+    runner.on_message(f"{topics.jobs_prefix('SN-0002')}/notify-next",
+                      json.dumps({"execution": {"jobId": "fw-1", "status": "QUEUED", "jobDocument": {}}}).encode())
+    assert sent == []
