@@ -44,6 +44,7 @@ from .config import Config
 from .handlers import Context, defaults
 from .jobs import JobRunner
 from .nonces import NonceStore
+from .rotation import Rotation
 
 log = logging.getLogger("fleetwarden_device")
 QOS = 1
@@ -74,10 +75,14 @@ class Agent:
         pems = [path.read_bytes() for path in config.command_keys]
         context = Context(thing=config.thing, state_dir=config.state_dir, artifact_schemes=config.artifact_schemes,
                           publish=self.publish, actions=self.actions)
+        self.rotation = Rotation(thing=config.thing, key_file=config.key_file, cert_file=config.cert_file,
+                                 state_dir=config.state_dir, publish=self.publish)
+        self.rotation.resume()
         self.jobs = JobRunner(thing=config.thing, groups=config.groups, trusted_keys=commands.load_public_keys(pems),
                               nonces=NonceStore(config.state_dir / "nonces.json", clock),
-                              handlers={**defaults(), **(handlers or {})}, context=context, publish=self.publish,
-                              clock=clock, journal=config.state_dir / "jobs")
+                              handlers={**defaults(), "rotate-certificate": self._rotate, **(handlers or {})},
+                              context=context, publish=self.publish, clock=clock,
+                              journal=config.state_dir / "jobs")
 
     # -- the connection ------------------------------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
@@ -105,6 +110,8 @@ class Agent:
                 accepted = self._serve(client)
             except OSError as error:  # ssl.SSLError, refused, unreachable, reset: all OSErrors
                 self._event("refused", f"{type(error).__name__}: {error}")
+            if not accepted:
+                self.rotation.on_refused()
             attempt = 0 if accepted else attempt + 1
             if not self.stopping.is_set():
                 delay = backoff_delay(attempt, self.config.backoff_base, self.config.backoff_cap)
@@ -124,7 +131,8 @@ class Agent:
             rc = client.loop(timeout=0.05)
             if self.connected.is_set():
                 accepted = True
-                if self.stopping.is_set():
+                if self.stopping.is_set() or self.rotation.reconnect_requested:
+                    self.rotation.reconnect_requested = False  # a new certificate: reconnect with it
                     client.disconnect()
                     client.loop(timeout=0.1)
                     break
@@ -143,10 +151,11 @@ class Agent:
             self._event("refused", f"CONNACK {reason_code}")
             return
         if not flags.session_present:  # no persistent session yet: subscribe (again)
-            client.subscribe([(topic, QOS) for topic in self.jobs.subscriptions()])
+            client.subscribe([(topic, QOS) for topic in self.jobs.subscriptions() + self.rotation.subscriptions()])
         self.connected.set()
         self._event("connected", {"session_present": flags.session_present})
         self.jobs.request_next()  # a job queued while offline is fetched now
+        self.rotation.on_connected()  # with a new certificate: confirm it
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected.is_set():
@@ -154,7 +163,14 @@ class Agent:
         self.connected.clear()
 
     def _on_message(self, client, userdata, message) -> None:
-        self.jobs.on_message(message.topic, message.payload)
+        if message.topic.startswith(topics.cert_rotation_prefix(self.config.thing) + "/"):
+            self.rotation.on_message(message.topic, message.payload)
+        else:
+            self.jobs.on_message(message.topic, message.payload)
+
+    def _rotate(self, fields: dict, document: dict, context: Context) -> dict:
+        """`rotate-certificate`: the job succeeds once the request is sent; the rotation goes on by itself."""
+        return {"request_id": self.rotation.start()}
 
     def publish(self, topic: str, body: Mapping[str, Any]) -> mqtt.MQTTMessageInfo | None:
         client = self._client
