@@ -1,27 +1,29 @@
 """The agent: one MQTT connection over mutual TLS, as the thing, on the thing's own topics; never a listener.
 
-Library: paho-mqtt 2.x. It is pure Python over the standard `ssl` module, so every TLS decision (pinned CA, host
-name check, minimum version, ALPN) is one visible line in tls.py, it connects to any MQTT 3.1.1 broker (the
-tests run it against a real mosquitto), and its loop can be driven by hand: the agent is single-threaded, which a
-firmware team can read and port to its own MQTT stack. (The AWS IoT Device SDK v2 wraps the CRT's own TLS
-stack, where a minimum version and a pinned CA are build-time concerns of the native library.)
+Library: paho-mqtt 2.x. It is pure Python over the standard `ssl` module, so every TLS decision (pinned CA,
+host name check, minimum version, ALPN) is one visible line in tls.py, it connects to any MQTT 3.1.1 broker
+(the tests run it against a real mosquitto), and its loop can be driven by hand: the agent is single-threaded,
+which a firmware team can read and port to its own MQTT stack. (The AWS IoT Device SDK v2 wraps the CRT's own
+TLS stack, where a minimum version and a pinned CA are build-time concerns of the native library.)
 
 Connection, per the AWS IoT message broker's documented behaviour:
-* client id = thing name (the device policy allows Connect only to `client/${iot:Connection.Thing.ThingName}`);
+* client id = thing name (the device policy allows Connect only to
+  `client/${iot:Connection.Thing.ThingName}`);
 * persistent session (cleanSession = 0): subscriptions and QoS 1 messages survive a short outage; AWS keeps
   the session 1 hour by default ("MQTT persistent sessions", https://docs.aws.amazon.com/iot/latest/
   developerguide/mqtt-persistent-sessions.html); the agent subscribes again when `session_present` is 0;
 * reconnect with exponential backoff and full jitter (sleep uniform(0, min(cap, base * 2**attempt))): AWS IoT
   throttles Connect per client id and per account ("AWS IoT Core endpoints and quotas", message broker
-  limits, https://docs.aws.amazon.com/general/latest/gr/iot-core.html#message-broker-limits), and a whole fleet
-  reconnecting at once after an outage must spread out;
+  limits, https://docs.aws.amazon.com/general/latest/gr/iot-core.html#message-broker-limits), and a whole
+  fleet reconnecting at once after an outage must spread out;
 * QoS 1 everywhere (AWS IoT Core has no QoS 2).
 
 What it publishes (every topic from `fleetwarden_contracts.topics`):
 * telemetry `{"ts": <epoch ms>, "seq": n, "metrics": {...}}` on the Basic Ingest topic of the stage's
   telemetry rule, every `telemetry_interval`, plus any the application drops in the outbox;
-* alerts in the alert format `{"header": {"fw", "code", "fields"}, "trace": "<base64>"}` on `dt/<thing>/alerts`,
-  written to the outbox by the application (`fleetwarden-device alert`), deleted once the broker acknowledged;
+* alerts in the alert format `{"header": {"fw", "code", "fields"}, "trace": "<base64>"}` on
+  `dt/<thing>/alerts`, written to the outbox by the application (`fleetwarden-device alert`), deleted once the
+  broker acknowledged;
 * its metric report (metrics.py) on the built-in detector's Basic Ingest topic, every `metrics_interval`.
 """
 
@@ -56,11 +58,18 @@ def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float
 
 
 class Agent:
-    def __init__(self, config: Config, *, handlers: Mapping[str, Callable] | None = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        handlers: Mapping[str, Callable] | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.config = config
         self.clock = clock
-        self.telemetry_topic = topics.telemetry_topic(topics.rule_name(config.stage, "telemetry"), config.thing)
+        self.telemetry_topic = topics.telemetry_topic(
+            topics.rule_name(config.stage, "telemetry"), config.thing
+        )
         self.alerts_topic = topics.alerts_topic(config.thing)
         self.metrics_topic = topics.metrics_report_topic(topics.metrics_rule_name(config.stage), config.thing)
         self.stopping = threading.Event()
@@ -73,25 +82,53 @@ class Agent:
         self._next_telemetry = 0.0
         self._next_metrics = time.monotonic() + config.metrics_interval  # the first report after one interval
         pems = [path.read_bytes() for path in config.command_keys]
-        context = Context(thing=config.thing, state_dir=config.state_dir, artifact_schemes=config.artifact_schemes,
-                          publish=self.publish, actions=self.actions)
-        self.rotation = Rotation(thing=config.thing, key_file=config.key_file, cert_file=config.cert_file,
-                                 state_dir=config.state_dir, publish=self.publish)
+        context = Context(
+            thing=config.thing,
+            state_dir=config.state_dir,
+            artifact_schemes=config.artifact_schemes,
+            publish=self.publish,
+            actions=self.actions,
+        )
+        self.rotation = Rotation(
+            thing=config.thing,
+            key_file=config.key_file,
+            cert_file=config.cert_file,
+            state_dir=config.state_dir,
+            publish=self.publish,
+        )
         self.rotation.resume()
-        self.jobs = JobRunner(thing=config.thing, groups=config.groups, trusted_keys=commands.load_public_keys(pems),
-                              nonces=NonceStore(config.state_dir / "nonces.json", clock),
-                              handlers={**defaults(), "rotate-certificate": self._rotate, **(handlers or {})},
-                              context=context, publish=self.publish, clock=clock,
-                              journal=config.state_dir / "jobs")
+        self.jobs = JobRunner(
+            thing=config.thing,
+            groups=config.groups,
+            trusted_keys=commands.load_public_keys(pems),
+            nonces=NonceStore(config.state_dir / "nonces.json", clock),
+            handlers={**defaults(), "rotate-certificate": self._rotate, **(handlers or {})},
+            context=context,
+            publish=self.publish,
+            clock=clock,
+            journal=config.state_dir / "jobs",
+        )
 
     # -- the connection ------------------------------------------------------------------------------------
     def _new_client(self) -> mqtt.Client:
         """A fresh client (and TLS context) per attempt: a rotated certificate is picked up on reconnect."""
         c = self.config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.thing, clean_session=False,
-                             protocol=mqtt.MQTTv311, reconnect_on_failure=False)
-        client.tls_set_context(tls.client_context(ca_file=c.ca_file, cert_file=c.cert_file, key_file=c.key_file,
-                                                  min_version=c.tls_min_version, port=c.port))
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=c.thing,
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        client.tls_set_context(
+            tls.client_context(
+                ca_file=c.ca_file,
+                cert_file=c.cert_file,
+                key_file=c.key_file,
+                min_version=c.tls_min_version,
+                port=c.port,
+            )
+        )
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
@@ -151,7 +188,9 @@ class Agent:
             self._event("refused", f"CONNACK {reason_code}")
             return
         if not flags.session_present:  # no persistent session yet: subscribe (again)
-            client.subscribe([(topic, QOS) for topic in self.jobs.subscriptions() + self.rotation.subscriptions()])
+            client.subscribe(
+                [(topic, QOS) for topic in self.jobs.subscriptions() + self.rotation.subscriptions()]
+            )
         self.connected.set()
         self._event("connected", {"session_present": flags.session_present})
         self.jobs.request_next()  # a job queued while offline is fetched now
@@ -197,7 +236,9 @@ class Agent:
 
     def publish_telemetry(self, values: Mapping[str, Any]) -> None:
         self._seq += 1
-        self.publish(self.telemetry_topic, {"ts": int(self.clock() * 1000), "seq": self._seq, "metrics": values})
+        self.publish(
+            self.telemetry_topic, {"ts": int(self.clock() * 1000), "seq": self._seq, "metrics": values}
+        )
 
     def _drain_outbox(self) -> None:
         """Application messages: one JSON file each, deleted only once the broker acknowledged it (PUBACK)."""
@@ -214,13 +255,16 @@ class Agent:
                 if kind not in ("alert", "telemetry") or not isinstance(body, dict):
                     raise ValueError(kind)
             except (ValueError, KeyError, TypeError, OSError):
-                log.warning("outbox entry %s is not {kind: alert|telemetry, body: {...}}: moved aside", path.name)
+                log.warning(
+                    "outbox entry %s is not {kind: alert|telemetry, body: {...}}: moved aside", path.name
+                )
                 path.rename(path.with_suffix(".invalid"))
                 continue
             if kind == "telemetry":
                 self._seq += 1
-                info = self.publish(self.telemetry_topic, {"ts": int(self.clock() * 1000), "seq": self._seq,
-                                                           "metrics": body})
+                info = self.publish(
+                    self.telemetry_topic, {"ts": int(self.clock() * 1000), "seq": self._seq, "metrics": body}
+                )
             else:
                 info = self.publish(self.alerts_topic, body)
             if info is not None:
@@ -231,8 +275,12 @@ def sample() -> dict[str, Any]:
     """The agent's own telemetry: what any Linux device can report (a product adds its sensors)."""
     import psutil
 
-    return {"uptime_s": int(time.time() - psutil.boot_time()), "cpu_pct": psutil.cpu_percent(interval=None),
-            "mem_used_pct": psutil.virtual_memory().percent, "load_1m": round(psutil.getloadavg()[0], 3)}
+    return {
+        "uptime_s": int(time.time() - psutil.boot_time()),
+        "cpu_pct": psutil.cpu_percent(interval=None),
+        "mem_used_pct": psutil.virtual_memory().percent,
+        "load_1m": round(psutil.getloadavg()[0], 3),
+    }
 
 
 def write_outbox(config: Config, kind: str, body: Mapping[str, Any]) -> Path:

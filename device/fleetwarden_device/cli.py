@@ -1,8 +1,8 @@
 """`fleetwarden-device`: keygen (key + CSR made on the device), run (the agent), alert (queue an alert).
 
-    fleetwarden-device keygen --config device.json     # writes key_file (0600) and csr_file; never overwrites
-    fleetwarden-device run --config device.json        # connects and serves until SIGTERM / Ctrl-C
-    fleetwarden-device alert --config device.json --code 1042 --field 3=17.5 --trace-file dump.bin
+fleetwarden-device keygen --config device.json     # writes key_file (0600) and csr_file; never overwrites
+fleetwarden-device run --config device.json        # connects and serves until SIGTERM / Ctrl-C
+fleetwarden-device alert --config device.json --code 1042 --field 3=17.5 --trace-file dump.bin
 """
 
 from __future__ import annotations
@@ -29,8 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     alert.add_argument("--field", action="append", default=[], help="ID=NUMBER, repeatable")
     alert.add_argument("--trace-file", type=Path, help="raw trace bytes (sent base64; stays in your account)")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s fleetwarden-device %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s fleetwarden-device %(levelname)s %(message)s",
+    )
     try:
         config = load(args.config)
         if args.action == "keygen":
@@ -45,7 +48,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _keygen(config) -> int:
     if config.key_file.exists():
-        raise ValueError(f"{config.key_file} exists: the device key is made once (rotation makes the next one)")
+        raise ValueError(
+            f"{config.key_file} exists: the device key is made once (rotation makes the next one)"
+        )
     key = identity.new_key(config.key_file)
     identity.write_public(config.csr_file, identity.csr_pem(key, config.thing))
     print(f"key {config.key_file} (0600), CSR {config.csr_file} (CN={config.thing})")
@@ -63,8 +68,10 @@ def _alert(config, args) -> int:
         except ValueError:
             raise ValueError(f"--field {item!r}: expected ID=NUMBER") from None
     trace = args.trace_file.read_bytes() if args.trace_file else b""
-    body = {"header": {"fw": config.firmware_version, "code": args.code, "fields": fields},
-            "trace": base64.b64encode(trace).decode("ascii")}
+    body = {
+        "header": {"fw": config.firmware_version, "code": args.code, "fields": fields},
+        "trace": base64.b64encode(trace).decode("ascii"),
+    }
     print(write_outbox(config, "alert", body))
     return 0
 

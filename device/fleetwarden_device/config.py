@@ -65,9 +65,21 @@ class Config:
 
 
 _REQUIRED = ("thing", "endpoint", "stage", "ca_file", "cert_file", "key_file")
-_KNOWN = set(_REQUIRED) | {"port", "csr_file", "state_dir", "command_keys", "groups", "tls_min_version",
-                           "firmware_version", "telemetry_interval", "metrics_interval", "keepalive",
-                           "backoff_base", "backoff_cap", "artifact_schemes"}
+_KNOWN = set(_REQUIRED) | {
+    "port",
+    "csr_file",
+    "state_dir",
+    "command_keys",
+    "groups",
+    "tls_min_version",
+    "firmware_version",
+    "telemetry_interval",
+    "metrics_interval",
+    "keepalive",
+    "backoff_base",
+    "backoff_cap",
+    "artifact_schemes",
+}
 
 
 def load(path: str | Path) -> Config:
@@ -109,7 +121,9 @@ def from_dict(raw: object, base: Path, source: Path | None = None) -> Config:
     if not THING_NAME.match(thing):
         raise ConfigError(f"config {where}: thing {thing!r} is not a thing name (1-128 of A-Za-z0-9:_-)")
     if raw.get("tls_min_version", "1.2") not in TLS_VERSIONS:
-        raise ConfigError(f"config {where}: tls_min_version must be one of {TLS_VERSIONS} (AWS IoT speaks no older)")
+        raise ConfigError(
+            f"config {where}: tls_min_version must be one of {TLS_VERSIONS} (AWS IoT speaks no older)"
+        )
     groups = raw.get("groups", [])
     keys = raw.get("command_keys", [])
     schemes = raw.get("artifact_schemes", ["https"])
@@ -120,14 +134,26 @@ def from_dict(raw: object, base: Path, source: Path | None = None) -> Config:
         raise ConfigError(f"config {where}: artifact_schemes may only hold https and http")
     backoff_base = number("backoff_base", 1.0, 0.01, 60)
     return Config(
-        thing=thing, endpoint=text("endpoint"), port=int(number("port", 8883, 1, 65535)), stage=text("stage"),
-        ca_file=file("ca_file"), cert_file=file("cert_file"), key_file=file("key_file"),
-        csr_file=file("csr_file", "device.csr.pem"), state_dir=file("state_dir", "state"),
-        command_keys=tuple((base / key).resolve() for key in keys), groups=tuple(groups),
-        tls_min_version=raw.get("tls_min_version", "1.2"), firmware_version=text("firmware_version", "1.0.0"),
+        thing=thing,
+        endpoint=text("endpoint"),
+        port=int(number("port", 8883, 1, 65535)),
+        stage=text("stage"),
+        ca_file=file("ca_file"),
+        cert_file=file("cert_file"),
+        key_file=file("key_file"),
+        csr_file=file("csr_file", "device.csr.pem"),
+        state_dir=file("state_dir", "state"),
+        command_keys=tuple((base / key).resolve() for key in keys),
+        groups=tuple(groups),
+        tls_min_version=raw.get("tls_min_version", "1.2"),
+        firmware_version=text("firmware_version", "1.0.0"),
         telemetry_interval=number("telemetry_interval", 60, 0.05, 86400),
         metrics_interval=number("metrics_interval", 300, 0.05, 86400),
-        keepalive=int(number("keepalive", 60, 5, 1200)),  # AWS IoT clamps keep-alive to its own range (iot-core.html)
-        backoff_base=backoff_base, backoff_cap=number("backoff_cap", 120, backoff_base, 3600),
-        artifact_schemes=tuple(schemes), source=where,
+        keepalive=int(
+            number("keepalive", 60, 5, 1200)
+        ),  # AWS IoT clamps keep-alive to its own range (iot-core.html)
+        backoff_base=backoff_base,
+        backoff_cap=number("backoff_cap", 120, backoff_base, 3600),
+        artifact_schemes=tuple(schemes),
+        source=where,
     )

@@ -1,10 +1,10 @@
 """What the agent does with a verified command: pluggable handlers, one per command name.
 
-A handler is `handler(fields, job_document, context) -> dict of status details`; it raises `HandlerFailed(reason,
-detail)` for a FAILED job. `fields` are the signed fields `commands.verify` returned (trust only these);
-`job_document` also holds the unsigned fields IoT Jobs rewrites (`artifact_url`), trusted only as far as the
-signed params vouch for them (the artifact's SHA-256 and size). The defaults log and report; a product replaces
-`reboot`, `shutdown` and `remote-access` with its own (`Agent(handlers={...})`).
+A handler is `handler(fields, job_document, context) -> dict of status details`; it raises
+`HandlerFailed(reason, detail)` for a FAILED job. `fields` are the signed fields `commands.verify` returned
+(trust only these); `job_document` also holds the unsigned fields IoT Jobs rewrites (`artifact_url`), trusted
+only as far as the signed params vouch for them (the artifact's SHA-256 and size). The defaults log and
+report; a product replaces `reboot`, `shutdown` and `remote-access` with its own (`Agent(handlers={...})`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fleetwarden_contracts import topics
 
@@ -69,12 +68,18 @@ def apply_config(fields: dict, document: dict, context: Context) -> dict:
 
 
 def software_update(fields: dict, document: dict, context: Context) -> dict:
-    """`software-update` {"version", "sha256", "size"}: download `artifact_url`, refuse unless the size and the
-    SHA-256 are exactly the signed ones, then install (here: keep it as firmware/<version>.bin)."""
+    """`software-update` {"version", "sha256", "size"}: download `artifact_url`, refuse unless the size and
+    the SHA-256 are exactly the signed ones, then install (here: keep it as firmware/<version>.bin)."""
     params = fields["params"]
     version, digest, size = params.get("version"), params.get("sha256"), params.get("size")
-    if not (isinstance(version, str) and _VERSION.match(version) and isinstance(digest, str)
-            and _SHA256.match(digest) and type(size) is int and 0 < size <= MAX_ARTIFACT_BYTES):
+    if not (
+        isinstance(version, str)
+        and _VERSION.match(version)
+        and isinstance(digest, str)
+        and _SHA256.match(digest)
+        and type(size) is int
+        and 0 < size <= MAX_ARTIFACT_BYTES
+    ):
         raise HandlerFailed("bad-params", "software-update needs version, sha256 (64 hex) and size")
     url = document.get("artifact_url")
     if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in context.artifact_schemes:
@@ -84,11 +89,16 @@ def software_update(fields: dict, document: dict, context: Context) -> dict:
     partial = downloads / f"{version}.partial"
     hasher, received = hashlib.sha256(), 0
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response, open(partial, "wb") as out:
+        with (
+            urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_SECONDS) as response,
+            open(partial, "wb") as out,
+        ):
             while chunk := response.read(65536):
                 received += len(chunk)
                 if received > size:
-                    raise HandlerFailed("artifact-mismatch", f"artifact is larger than the signed {size} bytes")
+                    raise HandlerFailed(
+                        "artifact-mismatch", f"artifact is larger than the signed {size} bytes"
+                    )
                 hasher.update(chunk)
                 out.write(chunk)
     except OSError as error:  # URLError and HTTPError are OSErrors
@@ -108,5 +118,10 @@ def software_update(fields: dict, document: dict, context: Context) -> dict:
 
 
 def defaults() -> dict[str, Callable]:
-    return {"reboot": log_and_report, "shutdown": log_and_report, "remote-access": log_and_report,
-            "config": apply_config, "software-update": software_update}
+    return {
+        "reboot": log_and_report,
+        "shutdown": log_and_report,
+        "remote-access": log_and_report,
+        "config": apply_config,
+        "software-update": software_update,
+    }

@@ -7,8 +7,8 @@ jobs-workflow-jobs-online.html):
   changes: `{"timestamp", "execution": {"jobId", "status", "jobDocument", "versionNumber", ...}}`, no
   `execution` when the queue is empty) and the replies to what it asks;
 * on every connection publish `$aws/things/<thing>/jobs/$next/get` (DescribeJobExecution of `$next`): the
-  answer on `.../$next/get/accepted` carries the same `execution`, so a job queued while the device was offline
-  is picked up on its next connection;
+  answer on `.../$next/get/accepted` carries the same `execution`, so a job queued while the device was
+  offline is picked up on its next connection;
 * report with `$aws/things/<thing>/jobs/<jobId>/update` `{"status", "statusDetails", "clientToken"}`, status
   IN_PROGRESS, then SUCCEEDED / FAILED, or REJECTED when the document is refused (the JobExecution statuses,
   "Jobs device MQTT and HTTPS API operations and data types", jobs-mqtt-https-api.html).
@@ -16,10 +16,10 @@ jobs-workflow-jobs-online.html):
 name before the client acts on the message" (jobs-mqtt-api.html): only this thing's topics are handled.
 
 Every document goes through `commands.parse` (duplicate keys and floats refused on the whole message) and
-`commands.verify` with the trusted keys, this thing's name and groups, the clock and the on-disk nonce store; a
-refusal is reported REJECTED with `statusDetails.reason` = `CommandRefused.reason`. A job that was started but
-not finished before the agent stopped is reported FAILED `interrupted` (its nonce is spent: running it again
-would look like a replay, and a half-done command is not repeated blindly).
+`commands.verify` with the trusted keys, this thing's name and groups, the clock and the on-disk nonce store;
+a refusal is reported REJECTED with `statusDetails.reason` = `CommandRefused.reason`. A job that was started
+but not finished before the agent stopped is reported FAILED `interrupted` (its nonce is spent: running it
+again would look like a replay, and a half-done command is not repeated blindly).
 """
 
 from __future__ import annotations
@@ -56,9 +56,19 @@ def status_details(values: Mapping[str, Any]) -> dict[str, str]:
 
 
 class JobRunner:
-    def __init__(self, *, thing: str, groups: tuple[str, ...], trusted_keys: Mapping[str, Any], nonces,
-                 handlers: Mapping[str, Callable], context: Context, publish: Callable[[str, dict], None],
-                 clock: Callable[[], float], journal: Path):
+    def __init__(
+        self,
+        *,
+        thing: str,
+        groups: tuple[str, ...],
+        trusted_keys: Mapping[str, Any],
+        nonces,
+        handlers: Mapping[str, Callable],
+        context: Context,
+        publish: Callable[[str, dict], None],
+        clock: Callable[[], float],
+        journal: Path,
+    ):
         self.thing = thing
         self.groups = groups
         self.trusted_keys = trusted_keys
@@ -72,9 +82,13 @@ class JobRunner:
         self.reported: dict[str, str] = {}  # jobId -> last status this agent reported
 
     def subscriptions(self) -> list[str]:
-        return [f"{self.prefix}/notify-next", f"{self.prefix}/$next/get/accepted",
-                f"{self.prefix}/$next/get/rejected", f"{self.prefix}/+/update/accepted",
-                f"{self.prefix}/+/update/rejected"]
+        return [
+            f"{self.prefix}/notify-next",
+            f"{self.prefix}/$next/get/accepted",
+            f"{self.prefix}/$next/get/rejected",
+            f"{self.prefix}/+/update/accepted",
+            f"{self.prefix}/+/update/rejected",
+        ]
 
     def request_next(self) -> None:
         self.publish(f"{self.prefix}/$next/get", {"clientToken": uuid.uuid4().hex})
@@ -82,7 +96,7 @@ class JobRunner:
     def on_message(self, topic: str, payload: bytes) -> None:
         if not topic.startswith(self.prefix + "/"):
             return  # not this thing's: never acted on
-        rest = topic[len(self.prefix) + 1:]
+        rest = topic[len(self.prefix) + 1 :]
         if rest in ("notify-next", "$next/get/accepted"):
             self._execution(payload)
         elif rest.endswith("/rejected"):
@@ -106,18 +120,29 @@ class JobRunner:
             log.warning("jobs message without a valid jobId ignored")
             return
         if execution.get("status") not in (QUEUED, IN_PROGRESS) or self.reported.get(job_id) in (
-                SUCCEEDED, FAILED, REJECTED):
+            SUCCEEDED,
+            FAILED,
+            REJECTED,
+        ):
             return  # already finished here (notify-next and $next/get may both announce one job)
         started = self.journal / f"{job_id}.started"
         if started.exists():
-            self._report(job_id, FAILED, {"reason": "interrupted", "detail": "the agent stopped while running it"})
+            self._report(
+                job_id, FAILED, {"reason": "interrupted", "detail": "the agent stopped while running it"}
+            )
             return
         document = execution.get("jobDocument")
         try:
             if not isinstance(document, dict):
                 raise commands.CommandRefused(commands.MALFORMED, "the job document is not an object")
-            fields = commands.verify(document.get("command"), trusted_keys=self.trusted_keys, thing=self.thing,
-                                     groups=self.groups, now=self.clock(), nonces=self.nonces)
+            fields = commands.verify(
+                document.get("command"),
+                trusted_keys=self.trusted_keys,
+                thing=self.thing,
+                groups=self.groups,
+                now=self.clock(),
+                nonces=self.nonces,
+            )
         except commands.CommandRefused as refused:
             log.warning("job %s refused: %s", job_id, refused)
             self._report(job_id, REJECTED, {"reason": refused.reason, "detail": refused.detail})
@@ -142,8 +167,10 @@ class JobRunner:
 
     def _report(self, job_id: str, status: str, details: Mapping[str, Any]) -> None:
         self.reported[job_id] = status
-        self.publish(f"{self.prefix}/{job_id}/update",
-                     {"status": status, "statusDetails": status_details(details), "clientToken": uuid.uuid4().hex})
+        self.publish(
+            f"{self.prefix}/{job_id}/update",
+            {"status": status, "statusDetails": status_details(details), "clientToken": uuid.uuid4().hex},
+        )
         if status != IN_PROGRESS:
             self.request_next()
 

@@ -16,8 +16,8 @@ from typing import Any
 import psutil
 
 VERSION = "1.0"
-# Defender's limits on listed entries (same page): at most 65535 ports; kept smaller here so a report stays far
-# under the 128 KB MQTT payload limit. `total` always carries the real count.
+# Defender's limits on listed entries (same page): at most 65535 ports; kept smaller here so a report stays
+# far under the 128 KB MQTT payload limit. `total` always carries the real count.
 MAX_LISTED = 256
 
 
@@ -36,23 +36,40 @@ def _listening(kind: str) -> dict[str, Any]:
 
 
 def _established() -> dict[str, Any]:
-    connections = [conn for conn in psutil.net_connections(kind="tcp")
-                   if conn.status == psutil.CONN_ESTABLISHED and conn.raddr]
-    listed = [{"remote_addr": f"{conn.raddr.ip}:{conn.raddr.port}", "local_port": conn.laddr.port,
-               "local_interface": conn.laddr.ip} for conn in connections[:MAX_LISTED]]
+    connections = [
+        conn
+        for conn in psutil.net_connections(kind="tcp")
+        if conn.status == psutil.CONN_ESTABLISHED and conn.raddr
+    ]
+    listed = [
+        {
+            "remote_addr": f"{conn.raddr.ip}:{conn.raddr.port}",
+            "local_port": conn.laddr.port,
+            "local_interface": conn.laddr.ip,
+        }
+        for conn in connections[:MAX_LISTED]
+    ]
     return {"established_connections": {"connections": listed, "total": len(connections)}}
 
 
 def _network_stats() -> dict[str, int]:
     counters = psutil.net_io_counters()
-    return {"bytes_in": counters.bytes_recv, "bytes_out": counters.bytes_sent,
-            "packets_in": counters.packets_recv, "packets_out": counters.packets_sent}
+    return {
+        "bytes_in": counters.bytes_recv,
+        "bytes_out": counters.bytes_sent,
+        "packets_in": counters.packets_recv,
+        "packets_out": counters.packets_sent,
+    }
 
 
 def report(report_id: int | None = None) -> dict[str, Any]:
-    """One report; `report_id` must increase from report to report (Defender): epoch milliseconds by default."""
+    """One report; `report_id` must increase from report to report (Defender): epoch milliseconds by
+    default."""
     return {
-        "header": {"report_id": int(time.time() * 1000) if report_id is None else report_id, "version": VERSION},
+        "header": {
+            "report_id": int(time.time() * 1000) if report_id is None else report_id,
+            "version": VERSION,
+        },
         "metrics": {
             "listening_tcp_ports": _listening("tcp"),
             "listening_udp_ports": _listening("udp"),

@@ -1,10 +1,10 @@
 """The replay guard on disk: every accepted command's nonce, kept until its `not_after`.
 
-`commands.verify` calls `check_and_add` last, once the signature, time and target hold (a refused document never
-burns its nonce). After `not_after` a nonce can be forgotten: `verify` refuses the document as expired anyway.
-The file is rewritten atomically (temporary file, fsync, rename), so a power cut leaves the old or the new set,
-never a torn one; an unreadable file is an error (the agent refuses commands) rather than an empty set, which
-would let every past command be replayed.
+`commands.verify` calls `check_and_add` last, once the signature, time and target hold (a refused document
+never burns its nonce). After `not_after` a nonce can be forgotten: `verify` refuses the document as expired
+anyway. The file is rewritten atomically (temporary file, fsync, rename), so a power cut leaves the old or the
+new set, never a torn one; an unreadable file is an error (the agent refuses commands) rather than an empty
+set, which would let every past command be replayed.
 """
 
 from __future__ import annotations

@@ -2,14 +2,15 @@
 
 The backend's contract (Commands stack; topics from `fleetwarden_contracts.topics`):
 1. new key made on the device (`<key_file>.next`, 0600), CSR with CN = thing, published to
-   `cmd/<thing>/certs/request` as `{"csr": <PEM>, "request_id": <1-64 [A-Za-z0-9_-]>}` over the OLD certificate;
+   `cmd/<thing>/certs/request` as `{"csr": <PEM>, "request_id": <1-64 [A-Za-z0-9_-]>}` over the OLD
+   certificate;
 2. `cmd/<thing>/certs/response/accepted` `{"request_id", "certificate_id", "certificate_pem"}` (or `rejected`
    `{"request_id", "reason", "detail"}`): the certificate is checked here (it must carry the new key and CN =
    thing) before it is used; then the files swap: the old key and certificate become `*.previous`, the new
    ones the current; the agent reconnects with them;
-3. connected with the NEW certificate, the device publishes `{"certificate_id"}` to `cmd/<thing>/certs/confirm`;
-   the backend retires the old certificate only if the confirmation's principal is the new one, and answers on
-   `response/confirmed` `{"certificate_id", "retired"}`;
+3. connected with the NEW certificate, the device publishes `{"certificate_id"}` to
+  `cmd/<thing>/certs/confirm`; the backend retires the old certificate only if the confirmation's principal is
+  the new one, and answers on `response/confirmed` `{"certificate_id", "retired"}`;
 4. only then are `*.previous` deleted. If the new certificate is refused `MAX_REFUSALS` times in a row before
    the confirmation, the files swap back (the old certificate is still ACTIVE: nothing was retired).
 State lives in files (`rotation.json` next to the state), so a restart in the middle resumes where it was.
@@ -28,7 +29,6 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
-
 from fleetwarden_contracts import topics
 
 from . import identity
@@ -39,8 +39,15 @@ _CERTIFICATE_ID = re.compile(r"^[0-9a-f]{64}$")
 
 
 class Rotation:
-    def __init__(self, *, thing: str, key_file: Path, cert_file: Path, state_dir: Path,
-                 publish: Callable[[str, dict], object]):
+    def __init__(
+        self,
+        *,
+        thing: str,
+        key_file: Path,
+        cert_file: Path,
+        state_dir: Path,
+        publish: Callable[[str, dict], object],
+    ):
         self.thing = thing
         self.key_file, self.cert_file = key_file, cert_file
         self.next_key = key_file.with_name(key_file.name + ".next")
@@ -80,8 +87,10 @@ class Rotation:
         key = identity.load_key(self.next_key) if self.next_key.exists() else identity.new_key(self.next_key)
         request_id = uuid.uuid4().hex
         self._save({"phase": "requested", "request_id": request_id})
-        self.publish(topics.cert_rotation_request_topic(self.thing),
-                     {"csr": identity.csr_pem(key, self.thing).decode("ascii"), "request_id": request_id})
+        self.publish(
+            topics.cert_rotation_request_topic(self.thing),
+            {"csr": identity.csr_pem(key, self.thing).decode("ascii"), "request_id": request_id},
+        )
         return request_id
 
     # -- answers ---------------------------------------------------------------------------------------------
@@ -96,16 +105,22 @@ class Rotation:
             return
         if not isinstance(answer, dict):
             return
-        outcome, state = topic[len(prefix):], self.state()
-        if outcome == "accepted" and state.get("phase") == "requested" \
-                and answer.get("request_id") == state["request_id"]:
+        outcome, state = topic[len(prefix) :], self.state()
+        if (
+            outcome == "accepted"
+            and state.get("phase") == "requested"
+            and answer.get("request_id") == state["request_id"]
+        ):
             self._accepted(answer, state)
         elif outcome == "rejected" and answer.get("request_id") == state.get("request_id"):
             log.warning("rotation refused: %s %s", answer.get("reason"), answer.get("detail"))
             self.next_key.unlink(missing_ok=True)
             self._save(None)
-        elif outcome == "confirmed" and state.get("phase") == "switched" \
-                and answer.get("certificate_id") == state["certificate_id"]:
+        elif (
+            outcome == "confirmed"
+            and state.get("phase") == "switched"
+            and answer.get("certificate_id") == state["certificate_id"]
+        ):
             self.previous_key.unlink(missing_ok=True)
             self.previous_cert.unlink(missing_ok=True)
             self._save(None)
@@ -119,7 +134,9 @@ class Rotation:
                 raise ValueError("certificate_id is not 64 hex characters")
             certificate = x509.load_pem_x509_certificate(pem.encode("ascii"))
             spki = serialization.PublicFormat.SubjectPublicKeyInfo
-            mine = identity.load_key(self.next_key).public_key().public_bytes(serialization.Encoding.DER, spki)
+            mine = (
+                identity.load_key(self.next_key).public_key().public_bytes(serialization.Encoding.DER, spki)
+            )
             if certificate.public_key().public_bytes(serialization.Encoding.DER, spki) != mine:
                 raise ValueError("the certificate is not for the new key")
             names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -129,7 +146,9 @@ class Rotation:
             log.warning("rotation answer refused: %s", error)
             return
         identity.write_public(self.next_cert, pem.encode("ascii"))
-        self._save({"phase": "switching", "request_id": state["request_id"], "certificate_id": certificate_id})
+        self._save(
+            {"phase": "switching", "request_id": state["request_id"], "certificate_id": certificate_id}
+        )
         self.resume()
         self.reconnect_requested = True
         log.info("rotation accepted: reconnecting with certificate %s...", certificate_id[:12])
@@ -140,8 +159,10 @@ class Rotation:
         state = self.state()
         if state.get("phase") != "switching":
             return
-        for current, previous, upcoming in ((self.key_file, self.previous_key, self.next_key),
-                                            (self.cert_file, self.previous_cert, self.next_cert)):
+        for current, previous, upcoming in (
+            (self.key_file, self.previous_key, self.next_key),
+            (self.cert_file, self.previous_cert, self.next_cert),
+        ):
             if upcoming.exists():
                 if current.exists() and not previous.exists():
                     os.replace(current, previous)
@@ -155,7 +176,9 @@ class Rotation:
         self.refusals = 0
         state = self.state()
         if state.get("phase") == "switched":
-            self.publish(topics.cert_rotation_confirm_topic(self.thing), {"certificate_id": state["certificate_id"]})
+            self.publish(
+                topics.cert_rotation_confirm_topic(self.thing), {"certificate_id": state["certificate_id"]}
+            )
 
     def on_refused(self) -> None:
         """The new certificate refused MAX_REFUSALS times before its confirmation: back to the old one."""

@@ -1,6 +1,7 @@
 """The TLS client context: mutual TLS to one pinned CA, TLS 1.2 at least and 1.3 preferred.
 
-* Trust: only `ca_file` (no system trust store), so a certificate from any other CA, public or not, is refused.
+* Trust: only `ca_file` (no system trust store), so a certificate from any other CA, public or not, is
+  refused.
 * The server's host name is checked against its certificate (`check_hostname`), and sent as SNI: AWS IoT Core
   refuses connections without SNI and picks the domain configuration by it ("Device communication protocols",
   https://docs.aws.amazon.com/iot/latest/developerguide/protocols.html).
@@ -19,8 +20,9 @@ ALPN_MQTT_ON_443 = "x-amzn-mqtt-ca"
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
-def client_context(*, ca_file: Path, cert_file: Path, key_file: Path, min_version: str = "1.2",
-                   port: int = 8883) -> ssl.SSLContext:
+def client_context(
+    *, ca_file: Path, cert_file: Path, key_file: Path, min_version: str = "1.2", port: int = 8883
+) -> ssl.SSLContext:
     if min_version not in _VERSIONS:
         raise ValueError(f"minimum TLS version must be one of {sorted(_VERSIONS)}")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname by default

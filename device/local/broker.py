@@ -1,9 +1,10 @@
 """A real mosquitto on loopback with mutual TLS: the local stand-in for the AWS IoT Core device endpoint.
 
-`LocalPki` is a test CA (tools/fleetctl/pki.py makes it and signs the device CSRs, exactly as `fleetctl` does for a
-factory) plus the broker's server certificate. `Broker` writes mosquitto.conf with `require_certificate true`,
-`use_identity_as_username true` and the ACL from acl.py, starts mosquitto on a free loopback port, and stops it.
-mosquitto comes from Debian's package (`apt-get install mosquitto`); `mosquitto_path()` says where it is or None.
+`LocalPki` is a test CA (tools/fleetctl/pki.py makes it and signs the device CSRs, exactly as `fleetctl` does
+for a factory) plus the broker's server certificate. `Broker` writes mosquitto.conf with `require_certificate
+true`, `use_identity_as_username true` and the ACL from acl.py, starts mosquitto on a free loopback port, and
+stops it. mosquitto comes from Debian's package (`apt-get install mosquitto`); `mosquitto_path()` says where
+it is or None.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
 from fleetwarden_device import identity
+
 from lambdas.shared import topics
 from tools.fleetctl import pki
 
@@ -34,7 +35,9 @@ HOST = "localhost"  # the name in the server certificate; the agent checks it (a
 
 def mosquitto_path() -> str | None:
     return shutil.which("mosquitto") or next(
-        (path for path in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(path, os.X_OK)), None)
+        (path for path in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(path, os.X_OK)),
+        None,
+    )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -42,8 +45,9 @@ def _pem(cert: x509.Certificate) -> bytes:
 
 
 def _key_pem(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 @dataclass
@@ -66,10 +70,14 @@ class LocalPki:
         self.ca_file.write_bytes(_pem(self.ca_cert))
         server_key = ec.generate_private_key(ec.SECP256R1())
         now = dt.datetime.now(dt.timezone.utc)
-        server = self._builder(HOST, server_key.public_key(), now - dt.timedelta(minutes=1), now + dt.timedelta(days=1))
-        server = (server.add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
-                  .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-                  .sign(self.ca_key, hashes.SHA256()))
+        server = self._builder(
+            HOST, server_key.public_key(), now - dt.timedelta(minutes=1), now + dt.timedelta(days=1)
+        )
+        server = (
+            server.add_extension(x509.SubjectAlternativeName([x509.DNSName(HOST)]), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
         self.server_cert_file = directory / "server.pem"
         self.server_cert_file.write_bytes(_pem(server))
         self.server_key_file = directory / "server.key"
@@ -77,17 +85,23 @@ class LocalPki:
         os.chmod(self.server_key_file, 0o600)
 
     def _builder(self, cn: str, public_key, not_before, not_after) -> x509.CertificateBuilder:
-        return (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
-                .issuer_name(self.ca_cert.subject).public_key(public_key)
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(not_before).not_valid_after(not_after)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True))
+        return (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(not_before)
+            .not_valid_after(not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        )
 
     def sign_csr(self, csr_pem: bytes, days: int = 1) -> x509.Certificate:
         """What the factory (fleetctl) or the rotation function does with a device CSR."""
         csr = x509.load_pem_x509_csr(csr_pem)
-        return pki.sign_device_csr(csr, self.ca_key, self.ca_cert, days, serial_pattern=r"^[A-Za-z0-9:_-]{1,128}$")
+        return pki.sign_device_csr(
+            csr, self.ca_key, self.ca_cert, days, serial_pattern=r"^[A-Za-z0-9:_-]{1,128}$"
+        )
 
     def device(self, thing: str, directory: Path | None = None, *, expired: bool = False) -> DeviceFiles:
         """A device key made the device's way (identity.new_key, 0600) and its certificate from this CA."""
@@ -96,10 +110,13 @@ class LocalPki:
         key = identity.new_key(key_file)
         if expired:
             now = dt.datetime.now(dt.timezone.utc)
-            certificate = (self._builder(thing, key.public_key(), now - dt.timedelta(days=10),
-                                         now - dt.timedelta(days=1))
-                           .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-                           .sign(self.ca_key, hashes.SHA256()))
+            certificate = (
+                self._builder(
+                    thing, key.public_key(), now - dt.timedelta(days=10), now - dt.timedelta(days=1)
+                )
+                .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+                .sign(self.ca_key, hashes.SHA256())
+            )
         else:
             certificate = self.sign_csr(identity.csr_pem(key, thing))
         cert_file = directory / "device.cert.pem"
@@ -108,12 +125,19 @@ class LocalPki:
 
     def crl(self, revoked: list[x509.Certificate]) -> bytes:
         now = dt.datetime.now(dt.timezone.utc)
-        builder = (x509.CertificateRevocationListBuilder().issuer_name(self.ca_cert.subject)
-                   .last_update(now - dt.timedelta(minutes=1)).next_update(now + dt.timedelta(days=1)))
+        builder = (
+            x509.CertificateRevocationListBuilder()
+            .issuer_name(self.ca_cert.subject)
+            .last_update(now - dt.timedelta(minutes=1))
+            .next_update(now + dt.timedelta(days=1))
+        )
         for certificate in revoked:
             builder = builder.add_revoked_certificate(
-                x509.RevokedCertificateBuilder().serial_number(certificate.serial_number)
-                .revocation_date(now - dt.timedelta(minutes=1)).build())
+                x509.RevokedCertificateBuilder()
+                .serial_number(certificate.serial_number)
+                .revocation_date(now - dt.timedelta(minutes=1))
+                .build()
+            )
         return builder.sign(self.ca_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
 
 
@@ -126,8 +150,15 @@ def free_port() -> int:
 class Broker:
     """mosquitto on 127.0.0.1:<port>, TLS only, certificates required, the generated ACL."""
 
-    def __init__(self, directory: Path, local_pki: LocalPki, *, stage: str = "local", tls_version: str | None = None,
-                 openssl_conf: Path | None = None):
+    def __init__(
+        self,
+        directory: Path,
+        local_pki: LocalPki,
+        *,
+        stage: str = "local",
+        tls_version: str | None = None,
+        openssl_conf: Path | None = None,
+    ):
         self.directory = directory
         self.pki = local_pki
         self.stage = stage
@@ -142,13 +173,21 @@ class Broker:
     def _write_config(self) -> Path:
         acl_file = acl.write(self.directory / "acl", self.telemetry_rule)
         lines = [
-            f"user {getpass.getuser()}",  # as root, mosquitto would otherwise switch to `mosquitto` and lose the files
-            "persistence false", f"log_dest file {self.log_file}", "log_type all", "connection_messages true",
-            "per_listener_settings false", "allow_anonymous false", f"acl_file {acl_file}",
+            # as root, mosquitto would otherwise switch to the `mosquitto` user and lose access to the files
+            f"user {getpass.getuser()}",
+            "persistence false",
+            f"log_dest file {self.log_file}",
+            "log_type all",
+            "connection_messages true",
+            "per_listener_settings false",
+            "allow_anonymous false",
+            f"acl_file {acl_file}",
             f"listener {self.port} 127.0.0.1",
-            f"cafile {self.pki.ca_file}", f"certfile {self.pki.server_cert_file}",
+            f"cafile {self.pki.ca_file}",
+            f"certfile {self.pki.server_cert_file}",
             f"keyfile {self.pki.server_key_file}",
-            "require_certificate true", "use_identity_as_username true",
+            "require_certificate true",
+            "use_identity_as_username true",
         ]
         if self.tls_version:
             lines.append(f"tls_version {self.tls_version}")
@@ -168,13 +207,20 @@ class Broker:
         env = dict(os.environ)
         if self.openssl_conf:
             env["OPENSSL_CONF"] = str(self.openssl_conf)
-        self.process = subprocess.Popen([path, "-c", str(config)], stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            [path, "-c", str(config)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"mosquitto exited: {self.process.stderr.read().decode()[-2000:]} "
-                                   f"{self.log_file.read_text()[-2000:] if self.log_file.exists() else ''}")
+                raise RuntimeError(
+                    f"mosquitto exited: {self.process.stderr.read().decode()[-2000:]} "
+                    f"{self.log_file.read_text()[-2000:] if self.log_file.exists() else ''}"
+                )
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
                     return self
@@ -197,7 +243,8 @@ class Broker:
 
     def restart_refusing(self, certificates: list[x509.Certificate]) -> None:
         """End every live session and refuse these certificates from now on (a CRL): what DeleteConnection and
-        a certificate set INACTIVE do at IoT Core. mosquitto reads its CRL only at start, hence the restart."""
+        a certificate set INACTIVE do at IoT Core. mosquitto reads its CRL only at start, hence the
+        restart."""
         self.stop()
         self.revoked = list(certificates)
         self.start()

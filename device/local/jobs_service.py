@@ -3,9 +3,11 @@
 It answers the requests a device publishes and pushes notifications, with the documented topics and payloads
 ("Jobs device MQTT API operations", https://docs.aws.amazon.com/iot/latest/developerguide/jobs-mqtt-api.html;
 "Jobs notifications", jobs-comm-notifications.html):
-* `$aws/things/<thing>/jobs/$next/get` -> `.../$next/get/accepted` `{"clientToken", "timestamp", "execution"?}`;
-* `$aws/things/<thing>/jobs/<jobId>/update` -> `.../<jobId>/update/accepted` (or `/rejected` for an unknown job
-  or a job already in a terminal status), and a new `notify-next` when the first pending execution changed;
+* `$aws/things/<thing>/jobs/$next/get` -> `.../$next/get/accepted` `{"clientToken", "timestamp",
+  "execution"?}`;
+* `$aws/things/<thing>/jobs/<jobId>/update` -> `.../<jobId>/update/accepted` (or `/rejected` for an unknown
+  job or a job already in a terminal status), and a new `notify-next` when the first pending execution
+  changed;
 * `queue()` (what CreateJob does for one thing) -> `notify-next` if it became the first pending execution.
 Executions are kept in queue order; IN_PROGRESS ones come first, as in a ListNotification. One difference from
 AWS is deliberate: replies go through the broker to the device's subscription (AWS delivers them to the
@@ -23,12 +25,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-
 TERMINAL = ("SUCCEEDED", "FAILED", "REJECTED", "CANCELED", "TIMED_OUT", "REMOVED")
 
 
-def backend_client(host: str, port: int, ca_file: Path, cert_file: Path, key_file: Path,
-                   client_id: str) -> mqtt.Client:
+def backend_client(
+    host: str, port: int, ca_file: Path, cert_file: Path, key_file: Path, client_id: str
+) -> mqtt.Client:
     """A connected, looping client with the backend stand-in's certificate (CN fleetwarden-backend)."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.load_verify_locations(cafile=str(ca_file))
@@ -65,7 +67,9 @@ class JobsService:
         self.client = client
         self.lock = threading.Lock()
         self.executions: dict[str, dict[str, dict[str, Any]]] = {}  # thing -> jobId -> execution
-        self.updates: list[tuple[str, str, dict]] = []  # (thing, jobId, update request) as the device sent them
+        self.updates: list[
+            tuple[str, str, dict]
+        ] = []  # (thing, jobId, update request) as the device sent them
         self.changed = threading.Condition(self.lock)
         client.message_callback_add("$aws/things/+/jobs/#", self._on_message)
         subscribe(client, "$aws/things/+/jobs/#")
@@ -75,9 +79,16 @@ class JobsService:
         with self.lock:
             jobs = self.executions.setdefault(thing, {})
             before = self._next(thing)
-            jobs[job_id] = {"jobId": job_id, "thingName": thing, "status": "QUEUED", "queuedAt": now,
-                            "lastUpdatedAt": now, "versionNumber": 1, "executionNumber": 1,
-                            "jobDocument": document}
+            jobs[job_id] = {
+                "jobId": job_id,
+                "thingName": thing,
+                "status": "QUEUED",
+                "queuedAt": now,
+                "lastUpdatedAt": now,
+                "versionNumber": 1,
+                "executionNumber": 1,
+                "jobDocument": document,
+            }
             after = self._next(thing)
         if after is not before:
             self._notify_next(thing)
@@ -141,12 +152,15 @@ class JobsService:
                     self._publish(f"{prefix}/{job_id}/update/rejected", {**token, "code": refusal})
                     return
                 before = self._next(thing)
-                execution.update(status=request.get("status"), statusDetails=request.get("statusDetails", {}),
-                                 lastUpdatedAt=int(time.time()), versionNumber=execution["versionNumber"] + 1)
+                execution.update(
+                    status=request.get("status"),
+                    statusDetails=request.get("statusDetails", {}),
+                    lastUpdatedAt=int(time.time()),
+                    versionNumber=execution["versionNumber"] + 1,
+                )
                 self.updates.append((thing, job_id, request))
                 after = self._next(thing)
                 self.changed.notify_all()
             self._publish(f"{prefix}/{job_id}/update/accepted", {**token, "timestamp": int(time.time())})
             if after is not before:
                 self._notify_next(thing)
-

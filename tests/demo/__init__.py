@@ -1,1 +1,2 @@
-"""`make demo` (run.py) and its bridge to the real Lambda handlers (bridge.py): scaffolding, never deployed."""
+"""`make demo` (run.py) and its bridge to the real Lambda handlers (bridge.py): scaffolding, never
+deployed."""

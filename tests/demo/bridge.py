@@ -5,8 +5,8 @@ Demo and test scaffolding only (never in a stack). It plays the parts of AWS IoT
   transform handler -> the S3 object Firehose would write under the returned partition keys; alerts -> the
   alert rule's S3 object (`alerts/<thing>/yyyy/MM/dd/<ms>-<uuid>.json`) -> the S3 notification on the queue ->
   the real processor (which calls the vendor); every device message and metric report -> the detector's
-  stream record -> the real detector handler (tumbling window, state carried like Lambda does) -> the violation
-  topic -> the real auto-response handler;
+  stream record -> the real detector handler (tumbling window, state carried like Lambda does) -> the
+  violation topic -> the real auto-response handler;
 * the certificate check and DeleteConnection: the broker refuses exactly the certificates that are not ACTIVE
   in the registry (moto), and DeleteConnection ends the session (both by restarting mosquitto with a CRL:
   it reads its CRL only at start).
@@ -22,13 +22,12 @@ import queue
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
 
 import boto3
 from cryptography import x509
+from fleetwarden_contracts import topics
 
 from device.local.jobs_service import subscribe
-from fleetwarden_contracts import topics
 from tests.alerts.test_processor import LambdaContext, s3_notification, s3_record, sqs_event
 from tests.defense.test_auto_response import sns_event
 from tests.defense.test_detector import kinesis_record
@@ -55,8 +54,11 @@ class Bridge:
         self.certificates: dict[str, x509.Certificate] = {}  # certificate id -> certificate (for the CRL)
         self.telemetry_prefix = f"$aws/rules/{topics.rule_name(stage, 'telemetry')}/"
         self.metrics_prefix = f"$aws/rules/{topics.metrics_rule_name(stage)}/"
-        for topic in (topics.telemetry_topic(topics.rule_name(stage, "telemetry"), "+"), topics.alerts_topic("+"),
-                      topics.metrics_report_topic(topics.metrics_rule_name(stage), "+")):
+        for topic in (
+            topics.telemetry_topic(topics.rule_name(stage, "telemetry"), "+"),
+            topics.alerts_topic("+"),
+            topics.metrics_report_topic(topics.metrics_rule_name(stage), "+"),
+        ):
             backend.message_callback_add(topic, lambda c, u, m: self.incoming.put((m.topic, m.payload)))
             subscribe(backend, topic)
 
@@ -66,15 +68,22 @@ class Bridge:
 
     def apply_certificate_statuses(self) -> list[str]:
         """Restart the broker refusing every known certificate that is not ACTIVE; the ids refused."""
-        refused = [cid for cid in self.certificates
-                   if self.iot.describe_certificate(certificateId=cid)["certificateDescription"]["status"] != "ACTIVE"]
+        refused = [
+            cid
+            for cid in self.certificates
+            if self.iot.describe_certificate(certificateId=cid)["certificateDescription"]["status"]
+            != "ACTIVE"
+        ]
         self.broker.restart_refusing([self.certificates[cid] for cid in refused])
         return refused
 
     def principal(self, thing: str) -> str | None:
         for arn in self.iot.list_thing_principals(thingName=thing)["principals"]:
             cid = arn.rsplit("/", 1)[1]
-            if self.iot.describe_certificate(certificateId=cid)["certificateDescription"]["status"] == "ACTIVE":
+            if (
+                self.iot.describe_certificate(certificateId=cid)["certificateDescription"]["status"]
+                == "ACTIVE"
+            ):
                 return cid
         return None
 
@@ -93,8 +102,13 @@ class Bridge:
             thing = topic.split("/")[-2]
             now_ms = int(time.time() * 1000)
             if topic.startswith(self.telemetry_prefix):
-                envelope = {"payload": _b64(payload), "thing": thing, "client_id": thing,
-                            "principal": self.principal(thing), "received_at": now_ms}
+                envelope = {
+                    "payload": _b64(payload),
+                    "thing": thing,
+                    "client_id": thing,
+                    "principal": self.principal(thing),
+                    "received_at": now_ms,
+                }
                 self._telemetry(envelope)
                 stream.append(kinesis_record(envelope, thing))
             elif topic.startswith(self.metrics_prefix):
@@ -102,8 +116,11 @@ class Bridge:
                     report = json.loads(payload)
                 except ValueError:
                     continue  # the rule's SQL cannot parse it either: no record
-                stream.append(kinesis_record({"kind": "metrics", "thing": thing, "client_id": thing,
-                                              "report": report}, thing))
+                stream.append(
+                    kinesis_record(
+                        {"kind": "metrics", "thing": thing, "client_id": thing, "report": report}, thing
+                    )
+                )
             else:
                 self._alert(thing, payload, now_ms)
                 stream.append(kinesis_record({"kind": "message", "client_id": thing}, thing))
@@ -111,9 +128,13 @@ class Bridge:
             return
         start = int(time.time()) // 300 * 300
         window = {"start": _iso(start), "end": _iso(start + 300)}
-        result = detector.lambda_handler(tumbling_event(stream, self.detector_state, window=window), LambdaContext())
+        result = detector.lambda_handler(
+            tumbling_event(stream, self.detector_state, window=window), LambdaContext()
+        )
         self.detector_state = result["state"]
-        for message in self.sqs.receive_message(QueueUrl=self.inbox, MaxNumberOfMessages=10).get("Messages", []):
+        for message in self.sqs.receive_message(QueueUrl=self.inbox, MaxNumberOfMessages=10).get(
+            "Messages", []
+        ):
             self.sqs.delete_message(QueueUrl=self.inbox, ReceiptHandle=message["ReceiptHandle"])
             self.delivered["violations"] += 1
             auto_response.lambda_handler(sns_event(json.loads(message["Body"])["Message"]), LambdaContext())
@@ -123,12 +144,16 @@ class Bridge:
         from telemetry.layout import s3_prefix
         from telemetry.transform import handler as transform
 
-        answer = transform.lambda_handler(firehose_event([record(envelope, record_id=uuid.uuid4().hex)]),
-                                          LambdaContext())
+        answer = transform.lambda_handler(
+            firehose_event([record(envelope, record_id=uuid.uuid4().hex)]), LambdaContext()
+        )
         for output in answer["records"]:
             prefix = s3_prefix(output["metadata"]["partitionKeys"])
-            self.s3.put_object(Bucket=self.bucket, Key=f"{prefix}demo-{uuid.uuid4().hex}.json",
-                               Body=base64.b64decode(output["data"]))
+            self.s3.put_object(
+                Bucket=self.bucket,
+                Key=f"{prefix}demo-{uuid.uuid4().hex}.json",
+                Body=base64.b64decode(output["data"]),
+            )
             self.delivered["telemetry"] += 1
 
     def _alert(self, thing: str, payload: bytes, now_ms: int) -> None:

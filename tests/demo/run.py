@@ -1,9 +1,9 @@
 """`make demo`: one device lives through its whole life, on this machine, with no AWS account.
 
-moto server (ThreadedMotoServer) answers the AWS APIs, a real mosquitto speaks MQTT over mutual TLS with the ACL
-written from the device policy, the real agent runs in its own process (`fleetwarden-device`), and the bridge
-(bridge.py) hands what it publishes to the project's real Lambda handlers. Each step prints a line with its
-outcome and time; a summary table ends the run; the exit status is non-zero if any step did not hold.
+moto server (ThreadedMotoServer) answers the AWS APIs, a real mosquitto speaks MQTT over mutual TLS with the
+ACL written from the device policy, the real agent runs in its own process (`fleetwarden-device`), and the
+bridge (bridge.py) hands what it publishes to the project's real Lambda handlers. Each step prints a line with
+its outcome and time; a summary table ends the run; the exit status is non-zero if any step did not hold.
 Handler logs and metrics go to <workdir>/demo.log, the agent's to <workdir>/agent.log.
 """
 
@@ -22,8 +22,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 STAGE = "demo"
 REGION = "eu-west-1"
@@ -135,23 +135,43 @@ class Demo:
     def plan(self) -> list[tuple[str, Callable[[], str], bool]]:
         """(name, action, the rest needs it)."""
         return [
-            ("AWS APIs on moto server: data bucket, tables, secrets, topics, KMS signing key", self.aws, True),
+            (
+                "AWS APIs on moto server: data bucket, tables, secrets, topics, KMS signing key",
+                self.aws,
+                True,
+            ),
             ("mosquitto over mutual TLS, ACL generated from the device policy", self.mqtt, True),
-            ("factory: the device makes its key and CSR, the factory CA signs it (JITP registers it)",
-             self.factory, True),
+            (
+                "factory: the device makes its key and CSR, the factory CA signs it (JITP registers it)",
+                self.factory,
+                True,
+            ),
             ("the agent connects over mutual TLS as its thing name", self.connect, True),
             ("field device: one-time token (admin), pre-provisioning hook allows it once", self.field, False),
             ("telemetry (Basic Ingest) -> transform -> S3", self.telemetry, False),
-            ("alert -> S3 -> processor -> vendor (HTTPS) gets only the header and an opaque reference",
-             self.alert, False),
+            (
+                "alert -> S3 -> processor -> vendor (HTTPS) gets only the header and an opaque reference",
+                self.alert,
+                False,
+            ),
             (f"a flood of {FLOOD} messages -> built-in detector -> violation", self.flood, False),
-            ("containment: quarantine group, certificate INACTIVE, session ended, reconnect refused",
-             self.containment, False),
+            (
+                "containment: quarantine group, certificate INACTIVE, session ended, reconnect refused",
+                self.containment,
+                False,
+            ),
             ("reinstatement (audited operator action) -> the device reconnects", self.reinstate, False),
-            ("a KMS-signed command (IoT Jobs) -> verified on the device, run, SUCCEEDED", self.command, False),
+            (
+                "a KMS-signed command (IoT Jobs) -> verified on the device, run, SUCCEEDED",
+                self.command,
+                False,
+            ),
             ("a tampered command -> REJECTED bad-signature, nothing run", self.tampered, False),
-            ("certificate rotation: new key on the device, CSR, new certificate, reconnect with it, confirm",
-             self.rotate, False),
+            (
+                "certificate rotation: new key on the device, CSR, new certificate, reconnect, confirm",
+                self.rotate,
+                False,
+            ),
         ]
 
     def run(self) -> int:
@@ -167,8 +187,14 @@ class Demo:
         from moto.server import ThreadedMotoServer
 
         from device.local.broker import free_port
-        from tests.alerts.test_processor import API_KEY, API_KEY_SECRET, DEVICE_REF_KEY, DEVICE_REF_SECRET, \
-            IDEMPOTENCY_TABLE, create_alert_tables
+        from tests.alerts.test_processor import (
+            API_KEY,
+            API_KEY_SECRET,
+            DEVICE_REF_KEY,
+            DEVICE_REF_SECRET,
+            IDEMPOTENCY_TABLE,
+            create_alert_tables,
+        )
         from tests.defense.test_auto_response import INCIDENTS_TABLE, QUARANTINE_GROUP, create_incidents_table
         from tests.helpers import ALERTS_TABLE, AUDIT_TABLE, create_tables, topic_with_inbox
 
@@ -176,9 +202,15 @@ class Demo:
         server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
         server.start()
         self.closers.append(server.stop)
-        os.environ.update({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_DEFAULT_REGION": REGION,
-                           "AWS_ACCESS_KEY_ID": "demo", "AWS_SECRET_ACCESS_KEY": "demo",
-                           "AWS_SESSION_TOKEN": "demo"})
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+                "AWS_DEFAULT_REGION": REGION,
+                "AWS_ACCESS_KEY_ID": "demo",
+                "AWS_SECRET_ACCESS_KEY": "demo",
+                "AWS_SESSION_TOKEN": "demo",
+            }
+        )
         boto3.setup_default_session(region_name=REGION)
         s3 = boto3.client("s3")
         s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
@@ -196,20 +228,40 @@ class Demo:
         self.iot = boto3.client("iot")
         self.iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
         self.kms = boto3.client("kms")
-        self.signing_key = self.kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["KeyId"]
-        os.environ.update({
-            # the handlers' environments, as the stacks set them
-            "ALERTS_TABLE": ALERTS_TABLE, "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE, "ALERTS_BUCKET": BUCKET,
-            "CLASSIFIER_API_KEY_SECRET": API_KEY_SECRET, "DEVICE_REF_KEY_SECRET": DEVICE_REF_SECRET,
-            "VIOLATION_TOPIC_ARN": violations, "PROFILE_NAME": f"fleetwarden-{STAGE}-builtin",
-            "WINDOW_SECONDS": "300", "MAX_MESSAGES": str(MAX_MESSAGES), "MAX_BYTES": "10000000",
-            "MAX_CONNECTS": "50", "MAX_DISCONNECTS": "50", "MAX_ESTABLISHED_TCP": "1000",
-            "INCIDENTS_TABLE": INCIDENTS_TABLE, "QUARANTINE_GROUP": QUARANTINE_GROUP, "REVOCATION": "deactivate",
-            "DRY_RUN": "false", "IOT_DATA_ENDPOINT": f"demo-ats.iot.{REGION}.amazonaws.com", "OPS_TOPIC_ARN": ops,
-            "AUDIT_TABLE": AUDIT_TABLE, "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
-        })
+        self.signing_key = self.kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")[
+            "KeyMetadata"
+        ]["KeyId"]
+        os.environ.update(
+            {
+                # the handlers' environments, as the stacks set them
+                "ALERTS_TABLE": ALERTS_TABLE,
+                "IDEMPOTENCY_TABLE": IDEMPOTENCY_TABLE,
+                "ALERTS_BUCKET": BUCKET,
+                "CLASSIFIER_API_KEY_SECRET": API_KEY_SECRET,
+                "DEVICE_REF_KEY_SECRET": DEVICE_REF_SECRET,
+                "VIOLATION_TOPIC_ARN": violations,
+                "PROFILE_NAME": f"fleetwarden-{STAGE}-builtin",
+                "WINDOW_SECONDS": "300",
+                "MAX_MESSAGES": str(MAX_MESSAGES),
+                "MAX_BYTES": "10000000",
+                "MAX_CONNECTS": "50",
+                "MAX_DISCONNECTS": "50",
+                "MAX_ESTABLISHED_TCP": "1000",
+                "INCIDENTS_TABLE": INCIDENTS_TABLE,
+                "QUARANTINE_GROUP": QUARANTINE_GROUP,
+                "REVOCATION": "deactivate",
+                "DRY_RUN": "false",
+                "IOT_DATA_ENDPOINT": f"demo-ats.iot.{REGION}.amazonaws.com",
+                "OPS_TOPIC_ARN": ops,
+                "AUDIT_TABLE": AUDIT_TABLE,
+                "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
+            }
+        )
         os.environ.pop("EXEMPT_GROUP", None)
-        return f"moto server on 127.0.0.1:{port}; bucket {BUCKET}; KMS key {self.signing_key[:8]}... (ECC_NIST_P256)"
+        return (
+            f"moto server on 127.0.0.1:{port}; bucket {BUCKET}; "
+            f"KMS key {self.signing_key[:8]}... (ECC_NIST_P256)"
+        )
 
     def mqtt(self) -> str:
         import boto3
@@ -226,51 +278,91 @@ class Demo:
         self.broker.start()
         self.closers.append(self.broker.stop)
         files = self.pki.device(acl.BACKEND_USER, self.workdir / "backend")
-        self.backend = backend_client(HOST, self.broker.port, self.pki.ca_file, files.cert_file, files.key_file,
-                                      "fleetwarden-demo-backend")
+        self.backend = backend_client(
+            HOST,
+            self.broker.port,
+            self.pki.ca_file,
+            files.cert_file,
+            files.key_file,
+            "fleetwarden-demo-backend",
+        )
         self.closers.append(self.backend.loop_stop)
         self.jobs = JobsService(self.backend)
-        self.bridge = Bridge(backend=self.backend, broker=self.broker, stage=STAGE, bucket=BUCKET, region=REGION,
-                             violations_inbox=self.violations_inbox)
+        self.bridge = Bridge(
+            backend=self.backend,
+            broker=self.broker,
+            stage=STAGE,
+            bucket=BUCKET,
+            region=REGION,
+            violations_inbox=self.violations_inbox,
+        )
         self.vendor = VendorStub(self.pki)
         self.closers.append(self.vendor.close)
         os.environ["CLASSIFIER_URL"] = self.vendor.url
-        os.environ["SSL_CERT_FILE"] = str(self.pki.ca_file)  # the processor trusts the stub's demo certificate
+        os.environ["SSL_CERT_FILE"] = str(
+            self.pki.ca_file
+        )  # the processor trusts the stub's demo certificate
 
         def delete_connection(model, **_):
-            """IoT Core's DeleteConnection: end the session; the broker now refuses non-ACTIVE certificates."""
+            """IoT Core's DeleteConnection: end the session; the broker now refuses non-ACTIVE
+            certificates."""
             if model.service_model.service_name != "iot-data" or model.name != "DeleteConnection":
                 return None
             self.bridge.apply_certificate_statuses()
             return AWSResponse(url="", status_code=200, headers={}, raw=None), {}
 
-        boto3.DEFAULT_SESSION.events.register_last("before-call", delete_connection, unique_id="demo-delete-conn")
-        rules = sum(1 for line in acl.device_acl(self.broker.telemetry_rule).splitlines()
-                    if line.startswith("pattern"))
+        boto3.DEFAULT_SESSION.events.register_last(
+            "before-call", delete_connection, unique_id="demo-delete-conn"
+        )
+        rules = sum(
+            1
+            for line in acl.device_acl(self.broker.telemetry_rule).splitlines()
+            if line.startswith("pattern")
+        )
         return f"mosquitto {HOST}:{self.broker.port}, TLS >= 1.2, certificates required, {rules} ACL patterns"
 
     def factory(self) -> str:
         from cryptography.hazmat.primitives import serialization
-
         from fleetwarden_contracts import commands
 
         device_dir = self.workdir / "device"
         device_dir.mkdir()
         public = self.kms.get_public_key(KeyId=self.signing_key)["PublicKey"]
         pem = serialization.load_der_public_key(public).public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
         (device_dir / "command-signing.pem").write_bytes(pem)
         self.key_id = commands.key_id(public)
         (device_dir / "ca.pem").write_bytes(self.pki.ca_file.read_bytes())
         self.config_file = device_dir / "device.json"
-        self.config_file.write_text(json.dumps({
-            "thing": THING, "endpoint": "localhost", "port": self.broker.port, "stage": STAGE,
-            "ca_file": "ca.pem", "cert_file": "device.cert.pem", "key_file": "device.key.pem",
-            "csr_file": "device.csr.pem", "command_keys": ["command-signing.pem"], "state_dir": "state",
-            "firmware_version": "1.4.2", "telemetry_interval": 2, "metrics_interval": 3600,
-            "backoff_base": 0.2, "backoff_cap": 1.0}, indent=2))
-        keygen = subprocess.run([sys.executable, "-m", "fleetwarden_device", "keygen", "--config",
-                                 str(self.config_file)], capture_output=True, text=True, timeout=30)
+        self.config_file.write_text(
+            json.dumps(
+                {
+                    "thing": THING,
+                    "endpoint": "localhost",
+                    "port": self.broker.port,
+                    "stage": STAGE,
+                    "ca_file": "ca.pem",
+                    "cert_file": "device.cert.pem",
+                    "key_file": "device.key.pem",
+                    "csr_file": "device.csr.pem",
+                    "command_keys": ["command-signing.pem"],
+                    "state_dir": "state",
+                    "firmware_version": "1.4.2",
+                    "telemetry_interval": 2,
+                    "metrics_interval": 3600,
+                    "backoff_base": 0.2,
+                    "backoff_cap": 1.0,
+                },
+                indent=2,
+            )
+        )
+        keygen = subprocess.run(
+            [sys.executable, "-m", "fleetwarden_device", "keygen", "--config", str(self.config_file)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         check(keygen.returncode == 0, f"keygen failed: {keygen.stderr.strip()}")
         mode = (device_dir / "device.key.pem").stat().st_mode & 0o777
         check(mode == 0o600, f"device key mode {oct(mode)}")
@@ -278,22 +370,32 @@ class Demo:
         cert_pem = certificate.public_bytes(serialization.Encoding.PEM)
         (device_dir / "device.cert.pem").write_bytes(cert_pem)
         # What JITP does on the first connection: the thing, the certificate ACTIVE, attached.
-        ca = self.iot.register_ca_certificate(caCertificate=self.pki.ca_file.read_text(),
-                                              verificationCertificate=self.pki.ca_file.read_text(),
-                                              setAsActive=True, allowAutoRegistration=True)
-        registered = self.iot.register_certificate(certificatePem=cert_pem.decode(),
-                                                   caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE")
+        ca = self.iot.register_ca_certificate(
+            caCertificate=self.pki.ca_file.read_text(),
+            verificationCertificate=self.pki.ca_file.read_text(),
+            setAsActive=True,
+            allowAutoRegistration=True,
+        )
+        registered = self.iot.register_certificate(
+            certificatePem=cert_pem.decode(), caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE"
+        )
         self.iot.create_thing(thingName=THING)
         self.iot.attach_thing_principal(thingName=THING, principal=registered["certificateArn"])
         self.certificate_id = registered["certificateId"]
         self.bridge.know(self.certificate_id, certificate)
-        return (f"{THING}: key 0600 made on the device, CSR CN={THING}, certificate {self.certificate_id[:12]}... "
-                f"ACTIVE under CA {ca['certificateId'][:12]}...")
+        return (
+            f"{THING}: key 0600 made on the device, CSR CN={THING}, "
+            f"certificate {self.certificate_id[:12]}... "
+            f"ACTIVE under CA {ca['certificateId'][:12]}..."
+        )
 
     def connect(self) -> str:
         log = open(self.workdir / "agent.log", "w")
-        self.agent = subprocess.Popen([sys.executable, "-m", "fleetwarden_device", "run", "--config",
-                                       str(self.config_file)], stdout=log, stderr=subprocess.STDOUT)
+        self.agent = subprocess.Popen(
+            [sys.executable, "-m", "fleetwarden_device", "run", "--config", str(self.config_file)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.wait(lambda: " connected " in self.agent_log(), 20, "the agent's CONNACK")
         from fleetwarden_device.metrics import own_listening_sockets
 
@@ -302,8 +404,9 @@ class Demo:
         return f"pid {self.agent.pid} connected as {THING}, listening sockets: none"
 
     def field(self) -> str:
-        """Fleet provisioning's decision is the real hook's: the token from the real token API, used once. (The
-        claim-certificate MQTT exchange itself is the bridge's: the agent does not implement fleet provisioning.)"""
+        """Fleet provisioning's decision is the real hook's: the token from the real token API, used once.
+        (The claim-certificate MQTT exchange itself is the bridge's: the agent does not implement fleet
+        provisioning.)"""
         from cryptography.hazmat.primitives import serialization
         from identity.provisioning_hook import handler as hook
         from identity.token_api import handler as token_api
@@ -311,8 +414,13 @@ class Demo:
         from tests.alerts.test_processor import LambdaContext
         from tests.identity.test_token_api import ADMIN, api_event
 
-        os.environ.update({"TOKENS_TABLE": "fleetwarden-test-provisioning-tokens", "TOKEN_TTL_SECONDS": "900",
-                           "ADMIN_GROUP": "admins"})
+        os.environ.update(
+            {
+                "TOKENS_TABLE": "fleetwarden-test-provisioning-tokens",
+                "TOKEN_TTL_SECONDS": "900",
+                "ADMIN_GROUP": "admins",
+            }
+        )
         serial = "SN-FIELD-0001"
         answer = token_api.lambda_handler(api_event(json.dumps({"serial": serial}), ADMIN), LambdaContext())
         check(answer["statusCode"] == 201, f"token API answered {answer['statusCode']}: {answer['body']}")
@@ -321,22 +429,35 @@ class Demo:
         device_dir.mkdir()
         config = json.loads(self.config_file.read_text())
         (device_dir / "ca.pem").write_bytes(self.pki.ca_file.read_bytes())
-        (device_dir / "command-signing.pem").write_bytes((self.config_file.parent / "command-signing.pem").read_bytes())
+        (device_dir / "command-signing.pem").write_bytes(
+            (self.config_file.parent / "command-signing.pem").read_bytes()
+        )
         field_config = device_dir / "device.json"
         field_config.write_text(json.dumps({**config, "thing": serial, "telemetry_interval": 5}))
-        keygen = subprocess.run([sys.executable, "-m", "fleetwarden_device", "keygen", "--config", str(field_config)],
-                                capture_output=True, text=True, timeout=30)
+        keygen = subprocess.run(
+            [sys.executable, "-m", "fleetwarden_device", "keygen", "--config", str(field_config)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         check(keygen.returncode == 0, f"keygen failed: {keygen.stderr.strip()}")
-        # CreateCertificateFromCsr (the claim certificate's MQTT API), then the template's pre-provisioning hook.
+        # CreateCertificateFromCsr (the claim certificate's MQTT API), then the template's pre-provisioning
+        # hook.
         certificate = self.pki.sign_csr((device_dir / "device.csr.pem").read_bytes(), days=7)
         pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-        registered = self.iot.register_certificate(certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(),
-                                                   status="ACTIVE")
+        registered = self.iot.register_certificate(
+            certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE"
+        )
 
         def provision(certificate_id: str, pem: str) -> bool:
-            event = {"claimCertificateId": "c1a1" * 16, "certificateId": certificate_id, "certificatePem": pem, "clientId": f"claim-{serial}",
-                     "templateArn": f"arn:aws:iot:{REGION}:123456789012:provisioningtemplate/fleetwarden-{STAGE}",
-                     "parameters": {"SerialNumber": serial, "ProvisioningToken": token}}
+            event = {
+                "claimCertificateId": "c1a1" * 16,
+                "certificateId": certificate_id,
+                "certificatePem": pem,
+                "clientId": f"claim-{serial}",
+                "templateArn": f"arn:aws:iot:{REGION}:123456789012:provisioningtemplate/fleetwarden-{STAGE}",
+                "parameters": {"SerialNumber": serial, "ProvisioningToken": token},
+            }
             return hook.lambda_handler(event, LambdaContext())["allowProvisioning"]
 
         check(provision(registered["certificateId"], pem) is True, "the hook refused a fresh token")
@@ -345,20 +466,32 @@ class Demo:
         (device_dir / "device.cert.pem").write_text(pem)
         self.bridge.know(registered["certificateId"], certificate)
         # The token leaked: another key (another device, the same claim certificate) tries it. (The same
-        # certificate retrying is allowed and audited as a retry: its CreateCertificateFromCsr answer was lost.)
+        # certificate retrying is allowed and audited as a retry: its CreateCertificateFromCsr answer was
+        # lost.)
         stolen = self.pki.device(serial, self.workdir / "thief")
         stolen_pem = stolen.certificate.public_bytes(serialization.Encoding.PEM).decode()
-        stolen_id = self.iot.register_certificate(certificatePem=stolen_pem,
-                                                  caCertificatePem=self.pki.ca_file.read_text())["certificateId"]
-        check(provision(stolen_id, stolen_pem) is False, "the hook allowed the token for a second certificate")
+        stolen_id = self.iot.register_certificate(
+            certificatePem=stolen_pem, caCertificatePem=self.pki.ca_file.read_text()
+        )["certificateId"]
+        check(
+            provision(stolen_id, stolen_pem) is False, "the hook allowed the token for a second certificate"
+        )
         log = open(self.workdir / "field-agent.log", "w")
-        field_agent = subprocess.Popen([sys.executable, "-m", "fleetwarden_device", "run", "--config",
-                                        str(field_config)], stdout=log, stderr=subprocess.STDOUT)
+        field_agent = subprocess.Popen(
+            [sys.executable, "-m", "fleetwarden_device", "run", "--config", str(field_config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         self.closers.append(lambda: (field_agent.terminate(), field_agent.wait(10)))
-        self.wait(lambda: " connected " in (self.workdir / "field-agent.log").read_text(), 20,
-                  "the field device's CONNACK")
-        return (f"token for {serial} issued to alice (audited); the hook allowed it, then refused it to another "
-                "certificate; connected")
+        self.wait(
+            lambda: " connected " in (self.workdir / "field-agent.log").read_text(),
+            20,
+            "the field device's CONNACK",
+        )
+        return (
+            f"token for {serial} issued to alice (audited); the hook allowed it, then refused it to another "
+            "certificate; connected"
+        )
 
     def telemetry(self) -> str:
         def landed():
@@ -373,14 +506,34 @@ class Demo:
     def alert(self) -> str:
         trace = self.workdir / "trace.bin"
         trace.write_bytes(b"core dump: secret customer data that must never leave the account")
-        cli = subprocess.run([sys.executable, "-m", "fleetwarden_device", "alert", "--config",
-                              str(self.config_file), "--code", "1042", "--field", "3=17.5", "--trace-file",
-                              str(trace)], capture_output=True, text=True, timeout=30)
+        cli = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fleetwarden_device",
+                "alert",
+                "--config",
+                str(self.config_file),
+                "--code",
+                "1042",
+                "--field",
+                "3=17.5",
+                "--trace-file",
+                str(trace),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         check(cli.returncode == 0, f"alert CLI failed: {cli.stderr.strip()}")
-        request = self.wait(lambda: self.vendor.requests and self.vendor.requests[-1], 20, "the vendor's request")
+        request = self.wait(
+            lambda: self.vendor.requests and self.vendor.requests[-1], 20, "the vendor's request"
+        )
         sent = json.dumps(request["body"])
-        check("trace" not in request["body"] and "core dump" not in sent and THING not in sent,
-              f"the vendor received more than the header: {sent}")
+        check(
+            "trace" not in request["body"] and "core dump" not in sent and THING not in sent,
+            f"the vendor received more than the header: {sent}",
+        )
         return f"vendor got {sorted(request['body'])}; no trace, no thing name"
 
     def flood(self) -> str:
@@ -394,8 +547,12 @@ class Demo:
         return f"{self.bridge.delivered['violations']} violation(s) (aws:num-messages-sent > {MAX_MESSAGES})"
 
     def containment(self) -> str:
-        groups = {g["groupName"] for g in self.iot.list_thing_groups_for_thing(thingName=THING)["thingGroups"]}
-        status = self.iot.describe_certificate(certificateId=self.certificate_id)["certificateDescription"]["status"]
+        groups = {
+            g["groupName"] for g in self.iot.list_thing_groups_for_thing(thingName=THING)["thingGroups"]
+        }
+        status = self.iot.describe_certificate(certificateId=self.certificate_id)["certificateDescription"][
+            "status"
+        ]
         check(os.environ["QUARANTINE_GROUP"] in groups, f"{THING} is not in the quarantine group: {groups}")
         check(status == "INACTIVE", f"certificate is {status}")
         connected_before = self.agent_log().count(" connected ")
@@ -412,9 +569,15 @@ class Demo:
 
         from tests.alerts.test_processor import LambdaContext
 
-        reply = admin.lambda_handler({"action": "reinstate", "thing": THING, "reason": "demo: flood explained",
-                                      "actor": "arn:aws:sts::123456789012:assumed-role/operator/alice"},
-                                     LambdaContext())
+        reply = admin.lambda_handler(
+            {
+                "action": "reinstate",
+                "thing": THING,
+                "reason": "demo: flood explained",
+                "actor": "arn:aws:sts::123456789012:assumed-role/operator/alice",
+            },
+            LambdaContext(),
+        )
         check(reply.get("ok") is True, f"reinstate refused: {reply}")
         self.bridge.apply_certificate_statuses()
         connected_before = self.agent_log().count(" connected ")
@@ -425,17 +588,27 @@ class Demo:
         from fleetwarden_contracts import commands
 
         def kms_signer(message: bytes) -> bytes:
-            return self.kms.sign(KeyId=self.signing_key, Message=message, MessageType="RAW",
-                                 SigningAlgorithm=commands.SIGNING_ALGORITHM)["Signature"]
+            return self.kms.sign(
+                KeyId=self.signing_key,
+                Message=message,
+                MessageType="RAW",
+                SigningAlgorithm=commands.SIGNING_ALGORITHM,
+            )["Signature"]
 
         return commands.sign(document, kms_signer)
 
     def _document(self, command: str, params: dict) -> dict:
         from fleetwarden_contracts import commands
 
-        return commands.unsigned_document(command=command, params=params, issuer="alice@example.com",
-                                          key=self.key_id, issued_at=int(time.time()), lifetime_seconds=600,
-                                          thing=THING)
+        return commands.unsigned_document(
+            command=command,
+            params=params,
+            issuer="alice@example.com",
+            key=self.key_id,
+            issued_at=int(time.time()),
+            lifetime_seconds=600,
+            thing=THING,
+        )
 
     def command(self) -> str:
         from fleetwarden_contracts import commands
@@ -455,22 +628,26 @@ class Demo:
         job_id = "fw-config-tampered"
         self.jobs.queue(THING, job_id, commands.job_document(tampered))
         status, details = self.wait_job(job_id)
-        check((status, details.get("reason")) == ("REJECTED", commands.BAD_SIGNATURE), f"job {status} {details}")
+        check(
+            (status, details.get("reason")) == ("REJECTED", commands.BAD_SIGNATURE), f"job {status} {details}"
+        )
         return f"job {job_id} REJECTED reason={details['reason']}"
 
     def rotate(self) -> str:
         """The rotation function's part is played by device/local/rotation_service.py (the Commands stack's
         function is not on this branch); the new certificate is registered and attached as it would do."""
+        from fleetwarden_contracts import commands, topics
+
         from device.local import acl
         from device.local.rotation_service import RotationService
-        from fleetwarden_contracts import commands, topics
 
         def issued(thing: str, certificate_id: str, certificate) -> None:
             from cryptography.hazmat.primitives import serialization
 
             pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-            arn = self.iot.register_certificate(certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(),
-                                                status="ACTIVE")["certificateArn"]
+            arn = self.iot.register_certificate(
+                certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE"
+            )["certificateArn"]
             self.iot.attach_thing_principal(thingName=thing, principal=arn)
             self.bridge.know(arn.rsplit("/", 1)[1], certificate)
 
@@ -481,18 +658,27 @@ class Demo:
         self.jobs.queue(THING, "fw-rotate-certificate-1", commands.job_document(signed))
         status, details = self.wait_job("fw-rotate-certificate-1")
         check(status == "SUCCEEDED", f"job {status} {details}")
-        self.wait(lambda: self.agent_log().count(" connected ") > connected_before, 20, "a connection with the new key")
-        check((self.config_file.parent / "device.key.pem").read_bytes() != key_before, "the key did not change")
+        self.wait(
+            lambda: self.agent_log().count(" connected ") > connected_before,
+            20,
+            "a connection with the new key",
+        )
+        check(
+            (self.config_file.parent / "device.key.pem").read_bytes() != key_before, "the key did not change"
+        )
         previous = self.config_file.parent / "device.key.pem.previous"
         confirm_allowed = f"pattern write {topics.cert_rotation_confirm_topic('%u')}" in acl.device_acl(
-            self.broker.telemetry_rule)
+            self.broker.telemetry_rule
+        )
         if confirm_allowed:
             self.wait(lambda: service.confirmations and not previous.exists(), 20, "the confirmation")
             return "new key and certificate in use, confirmed, old key deleted"
         check(previous.exists(), "the old key was dropped without a confirmation")
-        raise StepIncomplete("new key and certificate in use; the confirmation is dropped by the broker: the "
-                             "device policy here has no cmd/<thing>/certs/confirm yet (the Commands stack adds it), "
-                             "so the old key is kept, as it must be")
+        raise StepIncomplete(
+            "new key and certificate in use; the confirmation is dropped by the broker: the "
+            "device policy here has no cmd/<thing>/certs/confirm yet (the Commands stack adds it), "
+            "so the old key is kept, as it must be"
+        )
 
     def wait_job(self, job_id: str) -> tuple[str, dict]:
         from device.local.jobs_service import TERMINAL
@@ -507,8 +693,11 @@ class Demo:
             lines.append(f"{name:<{width}}  {RESULT[ok]:<6}  {seconds:7.2f}")
         passed = sum(ok is True for _, ok, *_ in self.steps)
         todo = sum(ok is None for _, ok, *_ in self.steps)
-        lines.append(f"\n{passed}/{planned} steps held" + (f", {todo} waiting on work outside this branch (TODO)"
-                                                          if todo else "") + f"; logs in {self.workdir}")
+        lines.append(
+            f"\n{passed}/{planned} steps held"
+            + (f", {todo} waiting on work outside this branch (TODO)" if todo else "")
+            + f"; logs in {self.workdir}"
+        )
         return "\n".join(lines) + "\n"
 
 

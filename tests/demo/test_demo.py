@@ -5,21 +5,24 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from device.local import acl
 from fleetwarden_contracts import topics
+
+from device.local import acl
 from tests.conftest import ROOT
 from tests.device.conftest import needs_mosquitto
 
 # Rotation ends with the device's confirmation, which the device policy allows once the Commands stack's
 # rotation lands; until then the demo shows everything before it and marks the step TODO (never ok).
 CONFIRM_ALLOWED = f"pattern write {topics.cert_rotation_confirm_topic('%u')}" in acl.device_acl(
-    topics.rule_name("demo", "telemetry"))
+    topics.rule_name("demo", "telemetry")
+)
 
 
 def test_the_demo_runs_every_step_and_exits_zero():
     needs_mosquitto()
-    result = subprocess.run([sys.executable, "-m", "tests.demo"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "tests.demo"], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     assert "FAIL" not in result.stdout
     if CONFIRM_ALLOWED:

@@ -11,12 +11,12 @@ import time
 from pathlib import Path
 
 import pytest
+from fleetwarden_device.agent import Agent
+from fleetwarden_device.config import from_dict
 
 from device.local import acl
 from device.local.broker import HOST, Broker, LocalPki, mosquitto_path
 from device.local.jobs_service import JobsService, backend_client
-from fleetwarden_device.agent import Agent
-from fleetwarden_device.config import from_dict
 
 NO_MOSQUITTO = "mosquitto is not installed: apt-get install -y mosquitto (make test installs it)"
 
@@ -71,6 +71,7 @@ class Inbox:
                 subscribed.set()
             if previous:
                 previous(c, u, m, codes, p)
+
         client.on_subscribe = on_subscribe
         subscribed.wait(5)
 
@@ -93,10 +94,21 @@ class Inbox:
 
 
 def device_config(tmp_path: Path, broker, files, **overrides):
-    raw = {"thing": files.thing, "endpoint": HOST, "port": broker.port, "stage": broker.stage,
-           "ca_file": str(broker.pki.ca_file), "cert_file": str(files.cert_file), "key_file": str(files.key_file),
-           "state_dir": str(tmp_path / files.thing / "state"), "telemetry_interval": 0.3, "metrics_interval": 0.5,
-           "backoff_base": 0.05, "backoff_cap": 0.3, **overrides}
+    raw = {
+        "thing": files.thing,
+        "endpoint": HOST,
+        "port": broker.port,
+        "stage": broker.stage,
+        "ca_file": str(broker.pki.ca_file),
+        "cert_file": str(files.cert_file),
+        "key_file": str(files.key_file),
+        "state_dir": str(tmp_path / files.thing / "state"),
+        "telemetry_interval": 0.3,
+        "metrics_interval": 0.5,
+        "backoff_base": 0.05,
+        "backoff_cap": 0.3,
+        **overrides,
+    }
     return from_dict(raw, tmp_path)
 
 

@@ -10,8 +10,6 @@ import stat
 
 import pytest
 from defense.detector import reports
-
-from device.local import acl
 from fleetwarden_contracts import topics
 from fleetwarden_device import identity, metrics
 from fleetwarden_device.agent import backoff_delay
@@ -19,8 +17,16 @@ from fleetwarden_device.config import ConfigError, from_dict, load
 from fleetwarden_device.jobs import status_details
 from fleetwarden_device.nonces import NonceStore
 
-BASE = {"thing": "SN-0001", "endpoint": "x.iot.eu-west-1.amazonaws.com", "stage": "prod", "ca_file": "ca.pem",
-        "cert_file": "c.pem", "key_file": "k.pem"}
+from device.local import acl
+
+BASE = {
+    "thing": "SN-0001",
+    "endpoint": "x.iot.eu-west-1.amazonaws.com",
+    "stage": "prod",
+    "ca_file": "ca.pem",
+    "cert_file": "c.pem",
+    "key_file": "k.pem",
+}
 
 
 def test_config_paths_are_relative_to_the_file(tmp_path):
@@ -30,16 +36,19 @@ def test_config_paths_are_relative_to_the_file(tmp_path):
     assert (config.port, config.tls_min_version, config.artifact_schemes) == (8883, "1.2", ("https",))
 
 
-@pytest.mark.parametrize(("change", "message"), [
-    ({"thing": "SN/0001"}, "not a thing name"),
-    ({"thing": "+"}, "not a thing name"),
-    ({"tls_min_version": "1.1"}, "tls_min_version"),
-    ({"port": 0}, "port"),
-    ({"groups": "fleet"}, "groups"),
-    ({"artifact_schemes": ["ftp"]}, "artifact_schemes"),
-    ({"colour": "red"}, "unknown ['colour']"),
-    ({"endpoint": None}, "endpoint"),
-])
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"thing": "SN/0001"}, "not a thing name"),
+        ({"thing": "+"}, "not a thing name"),
+        ({"tls_min_version": "1.1"}, "tls_min_version"),
+        ({"port": 0}, "port"),
+        ({"groups": "fleet"}, "groups"),
+        ({"artifact_schemes": ["ftp"]}, "artifact_schemes"),
+        ({"colour": "red"}, "unknown ['colour']"),
+        ({"endpoint": None}, "endpoint"),
+    ],
+)
 def test_a_bad_config_is_one_clear_error(tmp_path, change, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
         from_dict({**BASE, **change}, tmp_path)
@@ -90,7 +99,9 @@ def test_backoff_is_exponential_with_full_jitter_and_capped():
 
 
 def test_status_details_fit_update_job_execution():
-    details = status_details({"reason": "bad-signature", "detail": "x\n" * 600, "bad key!": "v", "empty": " "})
+    details = status_details(
+        {"reason": "bad-signature", "detail": "x\n" * 600, "bad key!": "v", "empty": " "}
+    )
     assert details["reason"] == "bad-signature"
     assert len(details["detail"]) <= 1024 and "\n" not in details["detail"]
     assert "bad key!" not in details and "empty" not in details
@@ -116,8 +127,14 @@ def test_the_acl_is_the_device_policy():
     assert f"pattern write {topics.alerts_topic('%u')}" in rules
     assert f"pattern read {topics.jobs_prefix('%u')}/#" in rules
     assert not any("dt/+/" in line or " # " in line for line in rules)
-    assert text.split(f"user {acl.BACKEND_USER}")[1].split() == ["topic", "readwrite", "#", "topic", "readwrite",
-                                                                   "$aws/#"]
+    assert text.split(f"user {acl.BACKEND_USER}")[1].split() == [
+        "topic",
+        "readwrite",
+        "#",
+        "topic",
+        "readwrite",
+        "$aws/#",
+    ]
 
 
 def test_the_acl_generator_refuses_what_it_cannot_translate(monkeypatch):
@@ -155,13 +172,28 @@ def test_keygen_cli_makes_key_and_csr_once(tmp_path, capsys):
 
 def test_alert_cli_queues_the_alert_format_the_backend_accepts(tmp_path, capsys):
     from alerts.schema import Alert
-
     from fleetwarden_device.cli import main
 
     path = _config_file(tmp_path)
     (tmp_path / "trace.bin").write_bytes(b"\x00core")
-    assert main(["alert", "--config", str(path), "--code", "1042", "--field", "3=17.5", "--field", "4=2",
-                 "--trace-file", str(tmp_path / "trace.bin")]) == 0
+    assert (
+        main(
+            [
+                "alert",
+                "--config",
+                str(path),
+                "--code",
+                "1042",
+                "--field",
+                "3=17.5",
+                "--field",
+                "4=2",
+                "--trace-file",
+                str(tmp_path / "trace.bin"),
+            ]
+        )
+        == 0
+    )
     [queued] = (tmp_path / "state" / "outbox").glob("*.json")
     entry = json.loads(queued.read_text())
     assert entry["kind"] == "alert"
@@ -176,14 +208,23 @@ def test_a_job_interrupted_by_a_restart_is_reported_failed_not_run_again(tmp_pat
     from fleetwarden_device.jobs import JobRunner
 
     sent, ran = [], []
-    runner = JobRunner(thing="SN-0001", groups=(), trusted_keys={}, nonces=None,
-                       handlers={"reboot": lambda *a: ran.append(a)}, clock=lambda: 0,
-                       context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
-                       publish=lambda topic, body: sent.append((topic, body)), journal=tmp_path / "jobs")
+    runner = JobRunner(
+        thing="SN-0001",
+        groups=(),
+        trusted_keys={},
+        nonces=None,
+        handlers={"reboot": lambda *a: ran.append(a)},
+        clock=lambda: 0,
+        context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
+        publish=lambda topic, body: sent.append((topic, body)),
+        journal=tmp_path / "jobs",
+    )
     (tmp_path / "jobs").mkdir()
     (tmp_path / "jobs" / "fw-1.started").write_text("nonce")
-    runner.on_message(f"{topics.jobs_prefix('SN-0001')}/notify-next",
-                      json.dumps({"execution": {"jobId": "fw-1", "status": "IN_PROGRESS", "jobDocument": {}}}).encode())
+    runner.on_message(
+        f"{topics.jobs_prefix('SN-0001')}/notify-next",
+        json.dumps({"execution": {"jobId": "fw-1", "status": "IN_PROGRESS", "jobDocument": {}}}).encode(),
+    )
     update = sent[0]
     assert update[0] == f"{topics.jobs_prefix('SN-0001')}/fw-1/update"
     assert (update[1]["status"], update[1]["statusDetails"]["reason"]) == ("FAILED", "interrupted")
@@ -195,9 +236,19 @@ def test_jobs_messages_for_another_thing_are_ignored(tmp_path):
     from fleetwarden_device.jobs import JobRunner
 
     sent = []
-    runner = JobRunner(thing="SN-0001", groups=(), trusted_keys={}, nonces=None, handlers={}, clock=lambda: 0,
-                       context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
-                       publish=lambda topic, body: sent.append((topic, body)), journal=tmp_path / "jobs")
-    runner.on_message(f"{topics.jobs_prefix('SN-0002')}/notify-next",
-                      json.dumps({"execution": {"jobId": "fw-1", "status": "QUEUED", "jobDocument": {}}}).encode())
+    runner = JobRunner(
+        thing="SN-0001",
+        groups=(),
+        trusted_keys={},
+        nonces=None,
+        handlers={},
+        clock=lambda: 0,
+        context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
+        publish=lambda topic, body: sent.append((topic, body)),
+        journal=tmp_path / "jobs",
+    )
+    runner.on_message(
+        f"{topics.jobs_prefix('SN-0002')}/notify-next",
+        json.dumps({"execution": {"jobId": "fw-1", "status": "QUEUED", "jobDocument": {}}}).encode(),
+    )
     assert sent == []

@@ -1,4 +1,5 @@
-"""The agent against a real mosquitto over mutual TLS: what it publishes, and every way a connection is refused."""
+"""The agent against a real mosquitto over mutual TLS: what it publishes, and every way a connection is
+refused."""
 
 from __future__ import annotations
 
@@ -16,11 +17,11 @@ import psutil
 import pytest
 from alerts.schema import Alert
 from defense.detector import reports
-
-from device.local.broker import HOST, Broker, LocalPki
 from fleetwarden_contracts import topics
 from fleetwarden_device import metrics
 from fleetwarden_device.agent import Agent, write_outbox
+
+from device.local.broker import HOST, Broker, LocalPki
 from tests.device.conftest import Inbox, device_config, needs_mosquitto, running, wait_until
 
 REFUSAL_WINDOW = 1.5  # seconds an agent keeps retrying (backoff 0.05-0.3 s) without ever being accepted
@@ -33,14 +34,24 @@ def refused_throughout(agent: Agent) -> bool:
     return "connected" not in kinds and kinds.count("refused") >= 2
 
 
-def test_connects_with_its_certificate_and_publishes_telemetry_alerts_and_metrics(broker, backend, pki, tmp_path):
+def test_connects_with_its_certificate_and_publishes_telemetry_alerts_and_metrics(
+    broker, backend, pki, tmp_path
+):
     device = pki.device("SN-TLS-0001", tmp_path / "dev")
     config = device_config(tmp_path, broker, device)
     telemetry = Inbox(backend, topics.telemetry_topic(topics.rule_name("local", "telemetry"), device.thing))
     alerts = Inbox(backend, topics.alerts_topic(device.thing))
-    reports_inbox = Inbox(backend, topics.metrics_report_topic(topics.metrics_rule_name("local"), device.thing))
-    write_outbox(config, "alert", {"header": {"fw": "1.4.2", "code": 1042, "fields": {"3": 17.5}},
-                                   "trace": base64.b64encode(b"stack trace").decode()})
+    reports_inbox = Inbox(
+        backend, topics.metrics_report_topic(topics.metrics_rule_name("local"), device.thing)
+    )
+    write_outbox(
+        config,
+        "alert",
+        {
+            "header": {"fw": "1.4.2", "code": 1042, "fields": {"3": 17.5}},
+            "trace": base64.b64encode(b"stack trace").decode(),
+        },
+    )
     with running(Agent(config)) as agent:
         assert telemetry.wait_for(lambda t, p: True), "no telemetry on the Basic Ingest topic"
         _, alert = alerts.wait_for(lambda t, p: True)
@@ -94,11 +105,14 @@ def test_refuses_a_server_whose_certificate_names_another_host(broker, pki, tmp_
 
 @pytest.mark.filterwarnings("ignore:ssl.TLSVersion.TLSv1_1 is deprecated:DeprecationWarning")
 def test_refused_when_the_broker_allows_only_tls_1_1(pki, tmp_path):
-    """mosquitto's tls_version is a minimum; OpenSSL's own config caps it at TLS 1.1 (SECLEVEL 0 re-allows 1.1)."""
+    """mosquitto's tls_version is a minimum; OpenSSL's own config caps it at TLS 1.1 (SECLEVEL 0 re-allows
+    1.1)."""
     needs_mosquitto()
     conf = tmp_path / "openssl-tls11.cnf"
-    conf.write_text("openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls11\n"
-                    "[tls11]\nMinProtocol = TLSv1.1\nMaxProtocol = TLSv1.1\nCipherString = DEFAULT:@SECLEVEL=0\n")
+    conf.write_text(
+        "openssl_conf = init\n[init]\nssl_conf = ssl\n[ssl]\nsystem_default = tls11\n"
+        "[tls11]\nMinProtocol = TLSv1.1\nMaxProtocol = TLSv1.1\nCipherString = DEFAULT:@SECLEVEL=0\n"
+    )
     old = Broker(tmp_path / "broker", pki, tls_version="tlsv1.1", openssl_conf=conf)
     (tmp_path / "broker").mkdir()
     old.start()
@@ -111,8 +125,10 @@ def test_refused_when_the_broker_allows_only_tls_1_1(pki, tmp_path):
         context.set_ciphers("DEFAULT:@SECLEVEL=0")
         context.load_verify_locations(cafile=str(pki.ca_file))
         context.load_cert_chain(str(device.cert_file), str(device.key_file))
-        with socket.create_connection(("127.0.0.1", old.port)) as raw, \
-                context.wrap_socket(raw, server_hostname=HOST) as tls:
+        with (
+            socket.create_connection(("127.0.0.1", old.port)) as raw,
+            context.wrap_socket(raw, server_hostname=HOST) as tls,
+        ):
             assert tls.version() == "TLSv1.1"
         agent = Agent(device_config(tmp_path, old, device))
         assert refused_throughout(agent)
@@ -140,18 +156,32 @@ def test_the_agent_process_never_listens_on_a_port(broker, backend, pki, tmp_pat
     device = pki.device("SN-TLS-0007", tmp_path / "dev")
     config = device_config(tmp_path, broker, device)
     path = tmp_path / "device.json"
-    path.write_text(json.dumps({
-        "thing": device.thing, "endpoint": HOST, "port": broker.port, "stage": "local",
-        "ca_file": str(pki.ca_file), "cert_file": str(device.cert_file), "key_file": str(device.key_file),
-        "state_dir": str(config.state_dir), "telemetry_interval": 0.3, "metrics_interval": 0.3}))
+    path.write_text(
+        json.dumps(
+            {
+                "thing": device.thing,
+                "endpoint": HOST,
+                "port": broker.port,
+                "stage": "local",
+                "ca_file": str(pki.ca_file),
+                "cert_file": str(device.cert_file),
+                "key_file": str(device.key_file),
+                "state_dir": str(config.state_dir),
+                "telemetry_interval": 0.3,
+                "metrics_interval": 0.3,
+            }
+        )
+    )
     telemetry = Inbox(backend, topics.telemetry_topic(topics.rule_name("local", "telemetry"), device.thing))
-    process = subprocess.Popen([sys.executable, "-m", "fleetwarden_device", "run", "--config", str(path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fleetwarden_device", "run", "--config", str(path)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert telemetry.wait_for(lambda t, p: True, timeout=20), "the agent process never published"
         assert metrics.own_listening_sockets(process.pid) == []
-        remote_ports = {c.raddr.port for c in psutil.Process(process.pid).net_connections("tcp")
-                        if c.raddr}
+        remote_ports = {c.raddr.port for c in psutil.Process(process.pid).net_connections("tcp") if c.raddr}
         assert broker.port in remote_ports  # we looked at the right process: it holds the broker connection
     finally:
         process.terminate()

@@ -1,7 +1,8 @@
 """Signed commands delivered as IoT jobs over the real broker: verified and run, or REJECTED with the reason.
 
 The backend side signs with a local P-256 key through `commands.sign` (the Commands stack signs with KMS;
-same bytes, same verifier) and queues the job with the local IoT Jobs stand-in (device/local/jobs_service.py)."""
+same bytes, same verifier) and queues the job with the local IoT Jobs stand-in
+(device/local/jobs_service.py)."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ import time
 import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-
 from fleetwarden_contracts import commands, topics
 from fleetwarden_device.agent import Agent
+
 from tests.device.conftest import Inbox, device_config, running, wait_until
 
 
@@ -24,15 +25,26 @@ class Signer:
     def __init__(self):
         self.key = ec.generate_private_key(ec.SECP256R1())
         public = self.key.public_key()
-        self.pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        self.key_id = commands.key_id(public.public_bytes(serialization.Encoding.DER,
-                                                          serialization.PublicFormat.SubjectPublicKeyInfo))
+        self.pem = public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        self.key_id = commands.key_id(
+            public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        )
 
-    def document(self, command="reboot", params=None, *, thing=None, group=None, issued_at=None, lifetime=600):
+    def document(
+        self, command="reboot", params=None, *, thing=None, group=None, issued_at=None, lifetime=600
+    ):
         unsigned = commands.unsigned_document(
-            command=command, params=params or {}, issuer="alice@example.com", key=self.key_id,
-            issued_at=int(time.time()) if issued_at is None else issued_at, lifetime_seconds=lifetime,
-            thing=thing, group=group)
+            command=command,
+            params=params or {},
+            issuer="alice@example.com",
+            key=self.key_id,
+            issued_at=int(time.time()) if issued_at is None else issued_at,
+            lifetime_seconds=lifetime,
+            thing=thing,
+            group=group,
+        )
         return commands.sign(unsigned, lambda data: self.key.sign(data, ec.ECDSA(hashes.SHA256())))
 
 
@@ -47,9 +59,16 @@ def device(broker, pki, signer, tmp_path, request):
     thing = "SN-JOB-" + hashlib.sha256(request.node.name.encode()).hexdigest()[:10]
     files = pki.device(thing, tmp_path / "dev")
     (tmp_path / "command-key.pem").write_bytes(signer.pem)
-    config = device_config(tmp_path, broker, files, command_keys=[str(tmp_path / "command-key.pem")],
-                           groups=["fleet-eu"], artifact_schemes=["http"], telemetry_interval=30,
-                           metrics_interval=30)
+    config = device_config(
+        tmp_path,
+        broker,
+        files,
+        command_keys=[str(tmp_path / "command-key.pem")],
+        groups=["fleet-eu"],
+        artifact_schemes=["http"],
+        telemetry_interval=30,
+        metrics_interval=30,
+    )
     return Agent(config)
 
 
@@ -60,8 +79,12 @@ def run_job(jobs, agent, job_id, document, **unsigned):
 
 def test_a_signed_job_is_verified_run_and_reported(jobs, device, signer):
     with running(device):
-        status, details = run_job(jobs, device, "fw-reboot-1", signer.document(thing=device.config.thing,
-                                                                               params={"delay_seconds": 0}))
+        status, details = run_job(
+            jobs,
+            device,
+            "fw-reboot-1",
+            signer.document(thing=device.config.thing, params={"delay_seconds": 0}),
+        )
     assert (status, details["command"], details["action"]) == ("SUCCEEDED", "reboot", "logged")
     assert device.actions == [("reboot", {"delay_seconds": 0})]
     sent = [update["status"] for thing, _, update in jobs.updates if thing == device.config.thing]
@@ -69,8 +92,11 @@ def test_a_signed_job_is_verified_run_and_reported(jobs, device, signer):
 
 
 def test_a_job_queued_while_offline_runs_on_the_next_connection(jobs, device, signer):
-    jobs.queue(device.config.thing, "fw-reboot-offline", commands.job_document(
-        signer.document(thing=device.config.thing)))
+    jobs.queue(
+        device.config.thing,
+        "fw-reboot-offline",
+        commands.job_document(signer.document(thing=device.config.thing)),
+    )
     with running(device):
         assert jobs.wait_terminal(device.config.thing, "fw-reboot-offline")[0] == "SUCCEEDED"
 
@@ -87,12 +113,17 @@ def _unsigned(signer, thing):
 REFUSALS = {
     "tampered": (_tampered, commands.BAD_SIGNATURE),
     "unsigned": (_unsigned, commands.UNSIGNED),
-    "expired": (lambda s, t: s.document(thing=t, issued_at=int(time.time()) - 7200, lifetime=3600),
-                commands.EXPIRED),
+    "expired": (
+        lambda s, t: s.document(thing=t, issued_at=int(time.time()) - 7200, lifetime=3600),
+        commands.EXPIRED,
+    ),
     "mistargeted": (lambda s, t: s.document(thing="SN-SOMEONE-ELSE"), commands.MISTARGETED),
     "other group": (lambda s, t: s.document(group="fleet-us"), commands.MISTARGETED),
     "unknown key": (lambda s, t: Signer().document(thing=t), commands.UNKNOWN_KEY),
-    "not yet valid": (lambda s, t: s.document(thing=t, issued_at=int(time.time()) + 3600), commands.NOT_YET_VALID),
+    "not yet valid": (
+        lambda s, t: s.document(thing=t, issued_at=int(time.time()) + 3600),
+        commands.NOT_YET_VALID,
+    ),
 }
 
 
@@ -119,12 +150,18 @@ def test_a_job_message_with_a_duplicate_key_is_rejected_as_malformed(jobs, devic
     """commands.parse reads the whole Jobs message: a second `command` cannot hide behind the first."""
     thing = device.config.thing
     good = json.dumps(signer.document(thing=thing))
-    raw = ('{"execution": {"jobId": "fw-dup", "status": "QUEUED", "jobDocument": {"command": %s, "command": %s}}}'
-           % (good, good))
+    raw = (
+        '{"execution": {"jobId": "fw-dup", "status": "QUEUED", '
+        '"jobDocument": {"command": %s, "command": %s}}}' % (good, good)
+    )
     with running(device):
         assert wait_until(device.connected.is_set)
-        jobs.executions.setdefault(thing, {})["fw-dup"] = {"jobId": "fw-dup", "status": "QUEUED",
-                                                           "queuedAt": 0, "versionNumber": 1}
+        jobs.executions.setdefault(thing, {})["fw-dup"] = {
+            "jobId": "fw-dup",
+            "status": "QUEUED",
+            "queuedAt": 0,
+            "versionNumber": 1,
+        }
         backend.publish(f"{topics.jobs_prefix(thing)}/notify-next", raw, qos=1)
         status, details = jobs.wait_terminal(thing, "fw-dup")
     assert (status, details["reason"]) == ("REJECTED", commands.MALFORMED)
@@ -133,8 +170,12 @@ def test_a_job_message_with_a_duplicate_key_is_rejected_as_malformed(jobs, devic
 def test_config_is_applied_and_reported_to_the_named_shadow(jobs, device, signer, backend):
     shadow = Inbox(backend, f"{topics.shadow_prefix(device.config.thing)}/update")
     with running(device):
-        status, details = run_job(jobs, device, "fw-config-1", signer.document(
-            "config", {"desired": {"telemetry_interval": 120}}, thing=device.config.thing))
+        status, details = run_job(
+            jobs,
+            device,
+            "fw-config-1",
+            signer.document("config", {"desired": {"telemetry_interval": 120}}, thing=device.config.thing),
+        )
         assert shadow.wait_for(lambda t, p: True)
     assert status == "SUCCEEDED"
     assert json.loads(shadow.messages[0][1]) == {"state": {"reported": {"telemetry_interval": 120}}}
@@ -170,15 +211,33 @@ def test_software_update_checks_size_and_sha256_before_success(jobs, device, sig
     files["/evil.bin"] = firmware[:-1] + b"!"
     thing = device.config.thing
     with running(device):
-        good = run_job(jobs, device, "fw-update-ok", signer.document(
-            "software-update", {"version": "2.0.0", "sha256": digest, "size": len(firmware)}, thing=thing),
-            artifact_url=f"{base}/fw.bin")
-        swapped = run_job(jobs, device, "fw-update-swapped", signer.document(
-            "software-update", {"version": "2.0.1", "sha256": digest, "size": len(firmware)}, thing=thing),
-            artifact_url=f"{base}/evil.bin")
-        longer = run_job(jobs, device, "fw-update-long", signer.document(
-            "software-update", {"version": "2.0.2", "sha256": digest, "size": 10}, thing=thing),
-            artifact_url=f"{base}/fw.bin")
+        good = run_job(
+            jobs,
+            device,
+            "fw-update-ok",
+            signer.document(
+                "software-update", {"version": "2.0.0", "sha256": digest, "size": len(firmware)}, thing=thing
+            ),
+            artifact_url=f"{base}/fw.bin",
+        )
+        swapped = run_job(
+            jobs,
+            device,
+            "fw-update-swapped",
+            signer.document(
+                "software-update", {"version": "2.0.1", "sha256": digest, "size": len(firmware)}, thing=thing
+            ),
+            artifact_url=f"{base}/evil.bin",
+        )
+        longer = run_job(
+            jobs,
+            device,
+            "fw-update-long",
+            signer.document(
+                "software-update", {"version": "2.0.2", "sha256": digest, "size": 10}, thing=thing
+            ),
+            artifact_url=f"{base}/fw.bin",
+        )
     assert good == ("SUCCEEDED", {"command": "software-update", "version": "2.0.0", "sha256": digest})
     assert (device.config.state_dir / "firmware" / "2.0.0.bin").read_bytes() == firmware
     assert swapped[0] == longer[0] == "FAILED"

@@ -1,5 +1,5 @@
-"""Certificate rotation on the device: new key, CSR, new certificate checked, reconnect with it, confirm, and only
-then the old key dropped; refused answers and a refused new certificate leave a working identity."""
+"""Certificate rotation on the device: new key, CSR, new certificate checked, reconnect with it, confirm, and
+only then the old key dropped; refused answers and a refused new certificate leave a working identity."""
 
 from __future__ import annotations
 
@@ -7,18 +7,19 @@ import json
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-
-from device.local import acl
-from device.local.rotation_service import RotationService
 from fleetwarden_contracts import topics
 from fleetwarden_device import identity
 from fleetwarden_device.agent import Agent
 from fleetwarden_device.rotation import MAX_REFUSALS, Rotation
+
+from device.local import acl
+from device.local.rotation_service import RotationService
 from tests.device.conftest import device_config, running, wait_until
 from tests.device.test_jobs_broker import Signer, run_job
 
 CONFIRM_ALLOWED = f"pattern write {topics.cert_rotation_confirm_topic('%u')}" in acl.device_acl(
-    topics.rule_name("local", "telemetry"))
+    topics.rule_name("local", "telemetry")
+)
 
 
 @pytest.fixture(scope="module")
@@ -27,22 +28,33 @@ def rotation_service(backend, pki):
 
 
 def _der(path):
-    return identity.load_key(path).public_key().public_bytes(serialization.Encoding.DER,
-                                                             serialization.PublicFormat.SubjectPublicKeyInfo)
+    return (
+        identity.load_key(path)
+        .public_key()
+        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    )
 
 
 def test_a_signed_rotate_job_rotates_and_the_old_key_goes_only_after_confirmation(
-        broker, pki, jobs, rotation_service, tmp_path):
+    broker, pki, jobs, rotation_service, tmp_path
+):
     signer = Signer()
     files = pki.device("SN-ROT-0001", tmp_path / "dev")
     (tmp_path / "key.pem").write_bytes(signer.pem)
-    config = device_config(tmp_path, broker, files, command_keys=[str(tmp_path / "key.pem")],
-                           telemetry_interval=30, metrics_interval=30)
+    config = device_config(
+        tmp_path,
+        broker,
+        files,
+        command_keys=[str(tmp_path / "key.pem")],
+        telemetry_interval=30,
+        metrics_interval=30,
+    )
     old_key = _der(files.key_file)
     agent = Agent(config)
     with running(agent):
-        status, details = run_job(jobs, agent, "fw-rotate-1", signer.document("rotate-certificate",
-                                                                               thing=files.thing))
+        status, details = run_job(
+            jobs, agent, "fw-rotate-1", signer.document("rotate-certificate", thing=files.thing)
+        )
         assert status == "SUCCEEDED" and details["request_id"]
         assert wait_until(lambda: sum(kind == "connected" for kind, _ in agent.events) >= 2), agent.events
         thing, request = rotation_service.requests[-1]
@@ -54,8 +66,8 @@ def test_a_signed_rotate_job_rotates_and_the_old_key_goes_only_after_confirmatio
             assert wait_until(lambda: agent.rotation.completed)
             assert not files.key_file.with_name("device.key.pem.previous").exists()
         else:
-            # The device policy on this branch has no confirm topic yet (the Commands stack adds it): the broker
-            # drops the confirmation, so the old key must stay.
+            # The device policy on this branch has no confirm topic yet (the Commands stack adds it): the
+            # broker drops the confirmation, so the old key must stay.
             assert not wait_until(lambda: agent.rotation.completed, timeout=1)
             assert _der(files.key_file.with_name("device.key.pem.previous")) == old_key
             assert f"Denied PUBLISH from {files.thing}" in broker.log()
@@ -65,12 +77,19 @@ def _rotation(tmp_path, sent):
     key_file, cert_file = tmp_path / "device.key.pem", tmp_path / "device.cert.pem"
     identity.new_key(key_file)
     cert_file.write_text("old certificate")
-    return Rotation(thing="SN-0001", key_file=key_file, cert_file=cert_file, state_dir=tmp_path / "state",
-                    publish=lambda topic, body: sent.append((topic, body)))
+    return Rotation(
+        thing="SN-0001",
+        key_file=key_file,
+        cert_file=cert_file,
+        state_dir=tmp_path / "state",
+        publish=lambda topic, body: sent.append((topic, body)),
+    )
 
 
 def _answer(rotation, outcome, body):
-    rotation.on_message(f"{topics.cert_rotation_response_prefix('SN-0001')}/{outcome}", json.dumps(body).encode())
+    rotation.on_message(
+        f"{topics.cert_rotation_response_prefix('SN-0001')}/{outcome}", json.dumps(body).encode()
+    )
 
 
 def test_a_certificate_for_another_key_or_thing_is_refused_and_nothing_swaps(tmp_path, pki):
@@ -81,9 +100,19 @@ def test_a_certificate_for_another_key_or_thing_is_refused_and_nothing_swaps(tmp
     stranger = pki.device("SN-0001", tmp_path / "stranger").certificate  # right CN, another key
     other_thing = pki.sign_csr(identity.csr_pem(identity.load_key(rotation.next_key), "SN-0002"))
     for certificate in (stranger, other_thing):
-        _answer(rotation, "accepted", {"request_id": request_id, "certificate_id": "ab" * 32,
-                                       "certificate_pem": certificate.public_bytes(serialization.Encoding.PEM).decode()})
-    assert rotation.state()["phase"] == "requested" and (tmp_path / "device.cert.pem").read_text() == "old certificate"
+        _answer(
+            rotation,
+            "accepted",
+            {
+                "request_id": request_id,
+                "certificate_id": "ab" * 32,
+                "certificate_pem": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+            },
+        )
+    assert (
+        rotation.state()["phase"] == "requested"
+        and (tmp_path / "device.cert.pem").read_text() == "old certificate"
+    )
 
 
 def test_a_rejected_request_drops_the_new_key(tmp_path):
@@ -99,8 +128,15 @@ def test_a_refused_new_certificate_swaps_back_to_the_old_one(tmp_path, pki):
     old = _der(rotation.key_file)
     request_id = rotation.start()
     certificate = pki.sign_csr(identity.csr_pem(identity.load_key(rotation.next_key), "SN-0001"))
-    _answer(rotation, "accepted", {"request_id": request_id, "certificate_id": "cd" * 32,
-                                   "certificate_pem": certificate.public_bytes(serialization.Encoding.PEM).decode()})
+    _answer(
+        rotation,
+        "accepted",
+        {
+            "request_id": request_id,
+            "certificate_id": "cd" * 32,
+            "certificate_pem": certificate.public_bytes(serialization.Encoding.PEM).decode(),
+        },
+    )
     assert rotation.state()["phase"] == "switched" and _der(rotation.key_file) != old
     for _ in range(MAX_REFUSALS):
         rotation.on_refused()
@@ -118,8 +154,13 @@ def test_a_swap_interrupted_by_a_restart_is_finished(tmp_path, pki):
     import os
 
     os.replace(rotation.key_file, rotation.previous_key)  # the power went out after the first rename
-    restarted = Rotation(thing="SN-0001", key_file=rotation.key_file, cert_file=rotation.cert_file,
-                         state_dir=tmp_path / "state", publish=lambda *a: None)
+    restarted = Rotation(
+        thing="SN-0001",
+        key_file=rotation.key_file,
+        cert_file=rotation.cert_file,
+        state_dir=tmp_path / "state",
+        publish=lambda *a: None,
+    )
     restarted.resume()
     assert _der(restarted.key_file) == new and restarted.state()["phase"] == "switched"
     assert restarted.previous_key.exists() and restarted.previous_cert.exists()
