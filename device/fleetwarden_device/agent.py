@@ -192,7 +192,14 @@ class Agent:
                 [(topic, QOS) for topic in self.jobs.subscriptions() + self.rotation.subscriptions()]
             )
         self.connected.set()
-        self._event("connected", {"session_present": flags.session_present})
+        tls_socket = client.socket()
+        self._event(
+            "connected",
+            {
+                "session_present": flags.session_present,
+                "tls": tls_socket.version() if hasattr(tls_socket, "version") else None,
+            },
+        )
         self.jobs.request_next()  # a job queued while offline is fetched now
         self.rotation.on_connected()  # with a new certificate: confirm it
 

@@ -252,3 +252,43 @@ def test_jobs_messages_for_another_thing_are_ignored(tmp_path):
         json.dumps({"execution": {"jobId": "fw-1", "status": "QUEUED", "jobDocument": {}}}).encode(),
     )
     assert sent == []
+
+
+def test_on_port_443_the_agent_sends_alpn_x_amzn_mqtt_ca_and_sni(pki, tmp_path):
+    """AWS IoT Core on 443 with X.509: ALPN `x-amzn-mqtt-ca` and SNI are required (protocols.html). A TLS
+    server on loopback records what the agent's context offers."""
+    import ssl
+    import threading
+
+    from device.local.broker import HOST
+    from fleetwarden_device import tls
+
+    device = pki.device("SN-ALPN-0001", tmp_path / "dev")
+    server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_context.load_cert_chain(str(pki.server_cert_file), str(pki.server_key_file))
+    server_context.set_alpn_protocols(["x-amzn-mqtt-ca"])
+    seen = {}
+    server_context.sni_callback = lambda sock, name, ctx: seen.update(sni=name)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+
+        def serve():
+            connection, _ = listener.accept()
+            with server_context.wrap_socket(connection, server_side=True) as secured:
+                seen["alpn"] = secured.selected_alpn_protocol()
+
+        thread = threading.Thread(target=serve)
+        thread.start()
+        context = tls.client_context(
+            ca_file=pki.ca_file, cert_file=device.cert_file, key_file=device.key_file, port=443
+        )
+        with socket.create_connection(listener.getsockname()) as raw:
+            with context.wrap_socket(raw, server_hostname=HOST) as secured:
+                assert secured.selected_alpn_protocol() == "x-amzn-mqtt-ca"
+        thread.join(5)
+    assert seen == {"sni": HOST, "alpn": "x-amzn-mqtt-ca"}
+    plain = tls.client_context(ca_file=pki.ca_file, cert_file=device.cert_file, key_file=device.key_file)
+    assert plain.minimum_version == ssl.TLSVersion.TLSv1_2 and plain.verify_mode == ssl.CERT_REQUIRED
+    assert plain.check_hostname and plain.get_ca_certs() == context.get_ca_certs()
+    assert len(plain.get_ca_certs()) == 1  # the pinned CA only: no system trust store
