@@ -23,7 +23,10 @@ from pathlib import Path
 from lambdas.shared import topics
 from stacks.identity.iot_policies import device_policy_document
 
-BACKEND_USER = "fleetwarden-backend"  # the CN of the local stand-in for IoT Core's own services (Jobs, rules)
+# The CN of the local stand-in for IoT Core's own services (Jobs, rules). Local only: a certificate with this
+# CN from the local CA gets every topic; the local CA signs what the tests and the demo ask it to. In AWS
+# the backend is IoT Core's own services and IAM, never a certificate.
+BACKEND_USER = "fleetwarden-backend"
 _ARN = "arn:aws:iot:local:000000000000"
 _ACCESS = {"iot:Publish": "write", "iot:Receive": "read"}
 

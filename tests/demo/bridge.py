@@ -4,7 +4,8 @@ Demo and test scaffolding only (never in a stack). It plays the parts of AWS IoT
 * the rules: Basic Ingest telemetry -> the rule's envelope -> a Firehose transformation event -> the real
   transform handler -> the S3 object Firehose would write under the returned partition keys; alerts -> the
   alert rule's S3 object (`alerts/<thing>/yyyy/MM/dd/<ms>-<uuid>.json`) -> the S3 notification on the queue ->
-  the real processor (which calls the vendor); every device message and metric report -> the detector's
+  the real processor (which calls the vendor); every device message, metric report and lifecycle event
+  (connected / disconnected, read from mosquitto's connection log) -> the detector's
   stream record -> the real detector handler (tumbling window, state carried like Lambda does) -> the
   violation topic -> the real auto-response handler;
 * the certificate check and DeleteConnection: the broker refuses exactly the certificates that are not ACTIVE
@@ -19,6 +20,7 @@ from __future__ import annotations
 import base64
 import json
 import queue
+import re
 import time
 import uuid
 from datetime import datetime, timezone
@@ -30,9 +32,16 @@ from fleetwarden_contracts import topics
 from device.local.jobs_service import subscribe
 from tests.alerts.test_processor import LambdaContext, s3_notification, s3_record, sqs_event
 from tests.defense.test_auto_response import sns_event
-from tests.defense.test_detector import kinesis_record
+from tests.defense.test_detector import kinesis_record, presence_record
 from tests.defense.test_detector_handler import tumbling_event
 from tests.telemetry.test_transform import firehose_event, record
+
+# mosquitto's connection_messages (log_type all): the lifecycle of every client, with its epoch second.
+_CONNECTED = re.compile(r"^(\d+): New client connected from ([0-9.]+):\d+ as (\S+) \(")
+_DISCONNECTED = re.compile(
+    r"^(\d+): (?:Client (\S+) (disconnected|closed its connection)|"
+    r"Socket error on client (\S+), disconnecting)"
+)
 
 
 def _b64(data: bytes) -> str:
@@ -49,9 +58,12 @@ class Bridge:
         self.sqs = boto3.client("sqs", region_name=region)
         self.incoming: queue.Queue = queue.Queue()
         self.detector_state: dict = {}
-        self.delivered = {"telemetry": 0, "alerts": 0, "violations": 0, "responses": 0}
+        self.delivered = {"telemetry": 0, "alerts": 0, "presence": 0, "violations": 0, "responses": 0}
         self.vendor_calls: list[dict] = []
         self.certificates: dict[str, x509.Certificate] = {}  # certificate id -> certificate (for the CRL)
+        self.log_offset = 0
+        self.sessions: dict[str, str] = {}  # client id -> session id of its current connection
+        self.version = 0
         self.telemetry_prefix = f"$aws/rules/{topics.rule_name(stage, 'telemetry')}/"
         self.metrics_prefix = f"$aws/rules/{topics.metrics_rule_name(stage)}/"
         for topic in (
@@ -93,7 +105,7 @@ class Bridge:
         from defense.auto_response import handler as auto_response
         from defense.detector import handler as detector
 
-        stream = []
+        stream = self._presence()
         while True:
             try:
                 topic, payload = self.incoming.get_nowait()
@@ -139,6 +151,47 @@ class Bridge:
             self.delivered["violations"] += 1
             auto_response.lambda_handler(sns_event(json.loads(message["Body"])["Message"]), LambdaContext())
             self.delivered["responses"] += 1
+
+    def _presence(self) -> list[dict]:
+        """Lifecycle events (`$aws/events/presence/connected|disconnected/<client id>`, "Lifecycle events",
+        https://docs.aws.amazon.com/iot/latest/developerguide/life-cycle-events.html) made from mosquitto's
+        connection log, as the presence rules put them on the detector's stream. Refused TLS handshakes have
+        no client id in that log, so there is no connect_failed here."""
+        log = self.broker.log()
+        if len(log) < self.log_offset:
+            self.log_offset = 0
+        lines, self.log_offset = log[self.log_offset :].splitlines(), len(log)
+        records = []
+        for line in lines:
+            if match := _CONNECTED.match(line):
+                seconds, ip, client = match.groups()
+                event_type, extra = "connected", {"ipAddress": ip}
+                self.sessions[client] = str(uuid.uuid4())
+            elif match := _DISCONNECTED.match(line):
+                seconds, client = match.group(1), match.group(2) or match.group(4)
+                initiated = match.group(3) == "disconnected"
+                event_type = "disconnected"
+                extra = {
+                    "clientInitiatedDisconnect": initiated,
+                    "disconnectReason": "CLIENT_INITIATED_DISCONNECT" if initiated else "CONNECTION_LOST",
+                }
+            else:
+                continue
+            if client.startswith("fleetwarden-") or client not in self.sessions:
+                continue  # the backend stand-in is not a device
+            self.version += 1
+            event = {
+                "clientId": client,
+                "timestamp": int(seconds) * 1000,
+                "eventType": event_type,
+                "sessionIdentifier": self.sessions[client],
+                "versionNumber": self.version,
+                "principalIdentifier": self.principal(client) or "0" * 64,
+                **extra,
+            }
+            records.append(presence_record(event))
+            self.delivered["presence"] += 1
+        return records
 
     def _telemetry(self, envelope: dict) -> None:
         from telemetry.layout import s3_prefix

@@ -401,7 +401,12 @@ class Demo:
 
         listening = own_listening_sockets(self.agent.pid)
         check(listening == [], f"the agent listens on {listening}")
-        return f"pid {self.agent.pid} connected as {THING}, listening sockets: none"
+        self.wait(lambda: self.bridge.delivered["presence"], 10, "the connected lifecycle event")
+        tls_version = re.search(r"'tls': '([^']+)'", self.agent_log())
+        return (
+            f"pid {self.agent.pid} connected as {THING} over {tls_version and tls_version.group(1)}, "
+            "listening sockets: none; connected event -> detector"
+        )
 
     def field(self) -> str:
         """Fleet provisioning's decision is the real hook's: the token from the real token API, used once.

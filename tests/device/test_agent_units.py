@@ -260,8 +260,9 @@ def test_on_port_443_the_agent_sends_alpn_x_amzn_mqtt_ca_and_sni(pki, tmp_path):
     import ssl
     import threading
 
-    from device.local.broker import HOST
     from fleetwarden_device import tls
+
+    from device.local.broker import HOST
 
     device = pki.device("SN-ALPN-0001", tmp_path / "dev")
     server_context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
