@@ -19,7 +19,9 @@ Every document goes through `commands.parse` (duplicate keys and floats refused 
 `commands.verify` with the trusted keys, this thing's name and groups, the clock and the on-disk nonce store;
 a refusal is reported REJECTED with `statusDetails.reason` = `CommandRefused.reason`. A job that was started
 but not finished before the agent stopped is reported FAILED `interrupted` (its nonce is spent: running it
-again would look like a replay, and a half-done command is not repeated blindly).
+again would look like a replay, and a half-done command is not repeated blindly). A final report IoT Jobs
+never received (the connection dropped) is kept in the journal and sent again when the execution is
+redelivered.
 """
 
 from __future__ import annotations
@@ -80,6 +82,11 @@ class JobRunner:
         self.journal = journal  # one file per started job: a restart knows what it was doing
         self.prefix = topics.jobs_prefix(thing)
         self.reported: dict[str, str] = {}  # jobId -> last status this agent reported
+        # Final answers are kept as long as a document can live (commands.MAX_LIFETIME_SECONDS), then dropped.
+        horizon = clock() - commands.MAX_LIFETIME_SECONDS - commands.CLOCK_SKEW_SECONDS
+        for old in journal.glob("*.done") if journal.exists() else ():
+            if old.stat().st_mtime < horizon:
+                old.unlink(missing_ok=True)
 
     def subscriptions(self) -> list[str]:
         return [
@@ -125,6 +132,13 @@ class JobRunner:
             REJECTED,
         ):
             return  # already finished here (notify-next and $next/get may both announce one job)
+        done = self.journal / f"{job_id}.done"
+        if (
+            done.exists()
+        ):  # finished before, but IoT Jobs never got the report (lost with a connection): resend it
+            final = json.loads(done.read_text())
+            self._report(job_id, final["status"], final["statusDetails"])
+            return
         started = self.journal / f"{job_id}.started"
         if started.exists():
             self._report(
@@ -167,9 +181,15 @@ class JobRunner:
 
     def _report(self, job_id: str, status: str, details: Mapping[str, Any]) -> None:
         self.reported[job_id] = status
+        details = status_details(details)
+        if status != IN_PROGRESS:  # kept, so a redelivered execution gets the same answer, never a second run
+            self.journal.mkdir(parents=True, exist_ok=True)
+            (self.journal / f"{job_id}.done").write_text(
+                json.dumps({"status": status, "statusDetails": details})
+            )
         self.publish(
             f"{self.prefix}/{job_id}/update",
-            {"status": status, "statusDetails": status_details(details), "clientToken": uuid.uuid4().hex},
+            {"status": status, "statusDetails": details, "clientToken": uuid.uuid4().hex},
         )
         if status != IN_PROGRESS:
             self.request_next()

@@ -293,3 +293,40 @@ def test_on_port_443_the_agent_sends_alpn_x_amzn_mqtt_ca_and_sni(pki, tmp_path):
     assert plain.minimum_version == ssl.TLSVersion.TLSv1_2 and plain.verify_mode == ssl.CERT_REQUIRED
     assert plain.check_hostname and plain.get_ca_certs() == context.get_ca_certs()
     assert len(plain.get_ca_certs()) == 1  # the pinned CA only: no system trust store
+
+
+def test_a_finished_job_redelivered_gets_the_same_report_and_never_runs_twice(tmp_path):
+    """The SUCCEEDED update was lost with the connection: IoT Jobs redelivers the execution IN_PROGRESS."""
+    import time
+
+    from fleetwarden_device.handlers import Context
+    from fleetwarden_device.jobs import JobRunner
+
+    from tests.device.test_jobs_broker import Signer
+
+    signer, sent, ran = Signer(), [], []
+
+    def runner():
+        return JobRunner(
+            thing="SN-0001",
+            groups=(),
+            trusted_keys={signer.key_id: signer.key.public_key()},
+            nonces=NonceStore(tmp_path / "nonces.json"),
+            clock=time.time,
+            handlers={"reboot": lambda *a: ran.append(a) or {"action": "done"}},
+            context=Context("SN-0001", tmp_path, ("https",), lambda *a: None, []),
+            publish=lambda topic, body: sent.append((topic, body)),
+            journal=tmp_path / "jobs",
+        )
+
+    document = {"command": signer.document(thing="SN-0001")}
+    topic = f"{topics.jobs_prefix('SN-0001')}/notify-next"
+    for status in ("QUEUED", "IN_PROGRESS"):  # a new runner each time: a restarted agent
+        execution = {"jobId": "fw-1", "status": status, "jobDocument": document}
+        runner().on_message(topic, json.dumps({"execution": execution}).encode())
+    updates = [body for t, body in sent if t.endswith("/fw-1/update")]
+    assert [u["status"] for u in updates] == ["IN_PROGRESS", "SUCCEEDED", "SUCCEEDED"]
+    assert (
+        updates[1]["statusDetails"] == updates[2]["statusDetails"] == {"command": "reboot", "action": "done"}
+    )
+    assert len(ran) == 1
