@@ -1,8 +1,11 @@
-"""`fleetwarden-device`: keygen (key + CSR made on the device), run (the agent), alert (queue an alert).
+"""`fleetwarden-device`: keygen (key + CSR made on the device), run (the agent), alert (queue an alert),
+provision (fleet provisioning with a claim certificate and a one-time token).
 
-fleetwarden-device keygen --config device.json     # writes key_file (0600) and csr_file; never overwrites
-fleetwarden-device run --config device.json        # connects and serves until SIGTERM / Ctrl-C
-fleetwarden-device alert --config device.json --code 1042 --field 3=17.5 --trace-file dump.bin
+    fleetwarden-device keygen --config device.json   # key_file (0600) and csr_file; never overwrites a key
+    fleetwarden-device run --config device.json      # connects and serves until SIGTERM / Ctrl-C
+    fleetwarden-device alert --config device.json --code 1042 --field 3=17.5 --trace-file dump.bin
+    fleetwarden-device provision --config device.json --claim-cert claim.pem --claim-key claim.key \\
+        --template fleetwarden-prod-field --token <the one-time token>
 """
 
 from __future__ import annotations
@@ -16,18 +19,28 @@ from pathlib import Path
 
 from . import identity
 from .config import ConfigError, load
+from .provisioning import ProvisioningRefused
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fleetwarden-device", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
-    for name in ("keygen", "run", "alert"):
+    for name in ("keygen", "run", "alert", "provision"):
         command = sub.add_parser(name)
         command.add_argument("--config", required=True, type=Path)
     alert = sub.choices["alert"]
     alert.add_argument("--code", required=True, type=int)
     alert.add_argument("--field", action="append", default=[], help="ID=NUMBER, repeatable")
     alert.add_argument("--trace-file", type=Path, help="raw trace bytes (sent base64; stays in your account)")
+    provision = sub.choices["provision"]
+    provision.add_argument(
+        "--claim-cert", required=True, type=Path, help="the shared claim certificate (PEM)"
+    )
+    provision.add_argument("--claim-key", required=True, type=Path)
+    provision.add_argument("--template", required=True, help="the fleet-provisioning template name")
+    provision.add_argument(
+        "--token", required=True, help="the one-time token an admin obtained for this serial"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO,
@@ -40,8 +53,10 @@ def main(argv: list[str] | None = None) -> int:
             return _keygen(config)
         if args.action == "alert":
             return _alert(config, args)
+        if args.action == "provision":
+            return _provision(config, args)
         return _run(config)
-    except (ConfigError, ValueError, OSError) as error:
+    except (ConfigError, ValueError, OSError, ProvisioningRefused) as error:
         print(f"fleetwarden-device: {error}", file=sys.stderr)
         return 2
 
@@ -73,6 +88,16 @@ def _alert(config, args) -> int:
         "trace": base64.b64encode(trace).decode("ascii"),
     }
     print(write_outbox(config, "alert", body))
+    return 0
+
+
+def _provision(config, args) -> int:
+    from .provisioning import provision
+
+    thing = provision(
+        config, claim_cert=args.claim_cert, claim_key=args.claim_key, template=args.template, token=args.token
+    )
+    print(f"provisioned as {thing}: certificate {config.cert_file}")
     return 0
 
 

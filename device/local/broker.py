@@ -156,12 +156,14 @@ class Broker:
         local_pki: LocalPki,
         *,
         stage: str = "local",
+        claim_template: str | None = None,
         tls_version: str | None = None,
         openssl_conf: Path | None = None,
     ):
         self.directory = directory
         self.pki = local_pki
         self.stage = stage
+        self.claim_template = claim_template
         self.telemetry_rule = topics.rule_name(stage, "telemetry")
         self.tls_version = tls_version
         self.openssl_conf = openssl_conf
@@ -171,7 +173,7 @@ class Broker:
         self.log_file = directory / "mosquitto.log"
 
     def _write_config(self) -> Path:
-        acl_file = acl.write(self.directory / "acl", self.telemetry_rule)
+        acl_file = acl.write(self.directory / "acl", self.telemetry_rule, self.claim_template)
         lines = [
             # as root, mosquitto would otherwise switch to the `mosquitto` user and lose access to the files
             f"user {getpass.getuser()}",

@@ -18,6 +18,7 @@ from device.local import acl
 from device.local.broker import HOST, Broker, LocalPki, mosquitto_path
 from device.local.jobs_service import JobsService, backend_client
 
+CLAIM_TEMPLATE = "fleetwarden-local-field"
 NO_MOSQUITTO = "mosquitto is not installed: apt-get install -y mosquitto (make test installs it)"
 
 
@@ -34,7 +35,7 @@ def pki(tmp_path_factory):
 @pytest.fixture(scope="module")
 def broker(pki, tmp_path_factory):
     needs_mosquitto()
-    running = Broker(tmp_path_factory.mktemp("broker"), pki).start()
+    running = Broker(tmp_path_factory.mktemp("broker"), pki, claim_template=CLAIM_TEMPLATE).start()
     yield running
     running.stop()
 
