@@ -89,7 +89,7 @@ class ProvisioningService:
                 "certificateId": certificate_id,
                 "certificatePem": certificate.public_bytes(serialization.Encoding.PEM).decode("ascii"),
                 "templateArn": f"arn:aws:iot:eu-west-1:123456789012:provisioningtemplate/{self.template}",
-                # MQTT 3.1.1 does not tell a subscriber who published: the client id is taken as claim-<serial>
+                # MQTT 3.1.1 does not tell a subscriber who published: the client id is claim-<serial>
                 "clientId": f"claim-{parameters.get('SerialNumber', '')}",
                 "parameters": parameters,
             }

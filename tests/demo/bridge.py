@@ -28,8 +28,10 @@ from datetime import datetime, timezone
 import boto3
 from cryptography import x509
 from fleetwarden_contracts import topics
+from fleetwarden_device.provisioning import CLAIM_CLIENT_PREFIX
 
 from device.local.jobs_service import subscribe
+from device.local.provisioning_service import CLAIM_CERTIFICATE_ID
 from tests.alerts.test_processor import LambdaContext, s3_notification, s3_record, sqs_event
 from tests.defense.test_auto_response import sns_event
 from tests.defense.test_detector import kinesis_record, presence_record
@@ -90,7 +92,13 @@ class Bridge:
         return refused
 
     def principal(self, thing: str) -> str | None:
-        for arn in self.iot.list_thing_principals(thingName=thing)["principals"]:
+        if thing.startswith(CLAIM_CLIENT_PREFIX):
+            return CLAIM_CERTIFICATE_ID  # the shared claim certificate
+        try:
+            principals = self.iot.list_thing_principals(thingName=thing)["principals"]
+        except self.iot.exceptions.ResourceNotFoundException:
+            return None
+        for arn in principals:
             cid = arn.rsplit("/", 1)[1]
             if (
                 self.iot.describe_certificate(certificateId=cid)["certificateDescription"]["status"]

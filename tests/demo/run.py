@@ -31,6 +31,13 @@ THING = "SN-DEMO-0001"
 BUCKET = "fleetwarden-demo-data"
 FLOOD = 150  # messages in one window; the detector's limit is MAX_MESSAGES below
 MAX_MESSAGES = 100
+CLAIM_TEMPLATE = f"fleetwarden-{STAGE}-field"
+
+
+def acl_claim_user() -> str:
+    from device.local import acl
+
+    return acl.CLAIM_USER
 
 
 RESULT = {True: "ok", False: "FAIL", None: "TODO"}
@@ -147,7 +154,11 @@ class Demo:
                 True,
             ),
             ("the agent connects over mutual TLS as its thing name", self.connect, True),
-            ("field device: one-time token (admin), pre-provisioning hook allows it once", self.field, False),
+            (
+                "field device: one-time token (admin), fleet provisioning, the hook allows it once",
+                self.field,
+                False,
+            ),
             ("telemetry (Basic Ingest) -> transform -> S3", self.telemetry, False),
             (
                 "alert -> S3 -> processor -> vendor (HTTPS) gets only the header and an opaque reference",
@@ -273,7 +284,7 @@ class Demo:
         from tests.demo.bridge import Bridge
 
         self.pki = LocalPki(self.workdir / "pki", name="Fleetwarden demo factory CA")
-        self.broker = Broker(self.workdir / "broker", self.pki, stage=STAGE)
+        self.broker = Broker(self.workdir / "broker", self.pki, stage=STAGE, claim_template=CLAIM_TEMPLATE)
         (self.workdir / "broker").mkdir()
         self.broker.start()
         self.closers.append(self.broker.stop)
@@ -409,16 +420,18 @@ class Demo:
         )
 
     def field(self) -> str:
-        """Fleet provisioning's decision is the real hook's: the token from the real token API, used once.
-        (The claim-certificate MQTT exchange itself is the bridge's: the agent does not implement fleet
-        provisioning.)"""
+        """The field device provisions itself (`fleetwarden-device provision`: claim certificate, its own key,
+        CreateCertificateFromCsr, RegisterThing) through the local fleet-provisioning stand-in, whose decision
+        is the real pre-provisioning hook's, with a token from the real token API."""
         from cryptography.hazmat.primitives import serialization
         from identity.provisioning_hook import handler as hook
         from identity.token_api import handler as token_api
 
+        from device.local.provisioning_service import ProvisioningService
         from tests.alerts.test_processor import LambdaContext
         from tests.identity.test_token_api import ADMIN, api_event
 
+        serial = "SN-FIELD-0001"
         os.environ.update(
             {
                 "TOKENS_TABLE": "fleetwarden-test-provisioning-tokens",
@@ -426,61 +439,69 @@ class Demo:
                 "ADMIN_GROUP": "admins",
             }
         )
-        serial = "SN-FIELD-0001"
         answer = token_api.lambda_handler(api_event(json.dumps({"serial": serial}), ADMIN), LambdaContext())
         check(answer["statusCode"] == 201, f"token API answered {answer['statusCode']}: {answer['body']}")
         token = json.loads(answer["body"])["token"]
-        device_dir = self.workdir / "field"
-        device_dir.mkdir()
-        config = json.loads(self.config_file.read_text())
-        (device_dir / "ca.pem").write_bytes(self.pki.ca_file.read_bytes())
-        (device_dir / "command-signing.pem").write_bytes(
-            (self.config_file.parent / "command-signing.pem").read_bytes()
-        )
-        field_config = device_dir / "device.json"
-        field_config.write_text(json.dumps({**config, "thing": serial, "telemetry_interval": 5}))
-        keygen = subprocess.run(
-            [sys.executable, "-m", "fleetwarden_device", "keygen", "--config", str(field_config)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
-        check(keygen.returncode == 0, f"keygen failed: {keygen.stderr.strip()}")
-        # CreateCertificateFromCsr (the claim certificate's MQTT API), then the template's pre-provisioning
-        # hook.
-        certificate = self.pki.sign_csr((device_dir / "device.csr.pem").read_bytes(), days=7)
-        pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
-        registered = self.iot.register_certificate(
-            certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE"
-        )
 
-        def provision(certificate_id: str, pem: str) -> bool:
-            event = {
-                "claimCertificateId": "c1a1" * 16,
-                "certificateId": certificate_id,
-                "certificatePem": pem,
-                "clientId": f"claim-{serial}",
-                "templateArn": f"arn:aws:iot:{REGION}:123456789012:provisioningtemplate/fleetwarden-{STAGE}",
-                "parameters": {"SerialNumber": serial, "ProvisioningToken": token},
-            }
-            return hook.lambda_handler(event, LambdaContext())["allowProvisioning"]
+        def register(thing: str, certificate_id: str, certificate) -> None:  # RegisterThing's registry calls
+            pem = certificate.public_bytes(serialization.Encoding.PEM).decode()
+            arn = self.iot.register_certificate(
+                certificatePem=pem, caCertificatePem=self.pki.ca_file.read_text(), status="ACTIVE"
+            )["certificateArn"]
+            self.iot.create_thing(thingName=thing)
+            self.iot.attach_thing_principal(thingName=thing, principal=arn)
+            self.bridge.know(arn.rsplit("/", 1)[1], certificate)
 
-        check(provision(registered["certificateId"], pem) is True, "the hook refused a fresh token")
-        self.iot.create_thing(thingName=serial)  # RegisterThing, once the hook allowed it
-        self.iot.attach_thing_principal(thingName=serial, principal=registered["certificateArn"])
-        (device_dir / "device.cert.pem").write_text(pem)
-        self.bridge.know(registered["certificateId"], certificate)
-        # The token leaked: another key (another device, the same claim certificate) tries it. (The same
-        # certificate retrying is allowed and audited as a retry: its CreateCertificateFromCsr answer was
-        # lost.)
-        stolen = self.pki.device(serial, self.workdir / "thief")
-        stolen_pem = stolen.certificate.public_bytes(serialization.Encoding.PEM).decode()
-        stolen_id = self.iot.register_certificate(
-            certificatePem=stolen_pem, caCertificatePem=self.pki.ca_file.read_text()
-        )["certificateId"]
-        check(
-            provision(stolen_id, stolen_pem) is False, "the hook allowed the token for a second certificate"
+        ProvisioningService(
+            self.backend,
+            self.pki,
+            CLAIM_TEMPLATE,
+            register=register,
+            hook=lambda event: hook.lambda_handler(event, LambdaContext()),
         )
+        claim = self.pki.device(acl_claim_user(), self.workdir / "claim")
+        base = json.loads(self.config_file.read_text())
+
+        def device(name: str) -> Path:
+            directory = self.workdir / name
+            directory.mkdir()
+            (directory / "ca.pem").write_bytes(self.pki.ca_file.read_bytes())
+            (directory / "command-signing.pem").write_bytes(
+                (self.config_file.parent / "command-signing.pem").read_bytes()
+            )
+            path = directory / "device.json"
+            path.write_text(json.dumps({**base, "thing": serial, "telemetry_interval": 5}))
+            return path
+
+        def provision(config: Path) -> subprocess.CompletedProcess:
+            return subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "fleetwarden_device",
+                    "provision",
+                    "--config",
+                    str(config),
+                    "--claim-cert",
+                    str(claim.cert_file),
+                    "--claim-key",
+                    str(claim.key_file),
+                    "--template",
+                    CLAIM_TEMPLATE,
+                    "--token",
+                    token,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+
+        field_config = device("field")
+        done = provision(field_config)
+        check(done.returncode == 0, f"provisioning failed: {done.stderr.strip()[-300:]}")
+        # The token leaked: another device (its own key, the same claim certificate) tries it.
+        stolen = provision(device("thief"))
+        check(stolen.returncode != 0 and "AccessDenied" in stolen.stderr, "the token was accepted twice")
         log = open(self.workdir / "field-agent.log", "w")
         field_agent = subprocess.Popen(
             [sys.executable, "-m", "fleetwarden_device", "run", "--config", str(field_config)],
@@ -494,8 +515,8 @@ class Demo:
             "the field device's CONNACK",
         )
         return (
-            f"token for {serial} issued to alice (audited); the hook allowed it, then refused it to another "
-            "certificate; connected"
+            f"token for {serial} issued to alice (audited); the device provisioned itself with it "
+            "(hook allowed), another device presenting it was refused; connected with its own certificate"
         )
 
     def telemetry(self) -> str:
