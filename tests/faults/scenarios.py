@@ -1,0 +1,192 @@
+"""The sweep's scenarios: every Lambda function of the app, once per event source it is wired to.
+
+Adding a function (e.g. the commands capability's) is one `Scenario` appended to SCENARIOS:
+
+    Scenario(function="commands.issuer", source=AsyncInvoke("SNS"),      # or SqsPartialBatch(...), ...
+             world=..., event=..., invoke=..., state=...)
+
+* `world(injector)`: inside mock_aws, create what the stack creates for it (tables with their keys and
+  indexes, buckets, topics read through a subscribed queue, things and certificates), set the
+  function's environment (`Env`), clear the handler's cached clients (`_dependencies.cache_clear()`),
+  and return a handle;
+* `event(world)`: the event exactly as the source delivers it (reuse the builders in tests/<cap>/);
+* `invoke(world, event)`: the handler's call with a real-shaped context;
+* `state(world)`: every effect, read back as {effect: [canonical(value), ...]} with volatile fields
+  (generated ids, times) dropped, so equal effects compare equal across runs;
+* `stranded(world)` / `time_passes(world, seconds)` / `harmless` when the function has leases, locks
+  or effects a receiver deduplicates (see sweep.Scenario).
+The sweep then runs it clean and under every fault kind at every call it makes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import boto3
+
+from tests.faults.injector import Injector
+from tests.faults.sweep import (
+    REGION,
+    AsyncInvoke,
+    FirehoseTransform,
+    KinesisBatch,
+    Scenario,
+    SqsPartialBatch,
+    Synchronous,
+    canonical,
+)
+from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, create_tables, scan
+
+DROP = object()
+
+
+class Env:
+    """The function's environment for one run, restored by `restore()` (the scenario's teardown)."""
+
+    def __init__(self, values: dict[str, str], unset: tuple[str, ...] = ()):
+        self.saved = {k: os.environ.get(k) for k in (*values, *unset)}
+        for key in unset:
+            os.environ.pop(key, None)
+        os.environ.update(values)
+
+    def restore(self) -> None:
+        for key, value in self.saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def items(table: Any, drop: tuple[str, ...] = (), **replace: Any) -> list[str]:
+    """A table's items as canonical text, without the volatile attributes `drop`."""
+    out = []
+    for item in scan(table):
+        kept = {k: v for k, v in item.items() if k not in drop}
+        for key, value in replace.items():
+            if key in kept:
+                kept[key] = value(kept[key]) if callable(value) else value
+        out.append(canonical(kept))
+    return out
+
+
+def audit_records(table: Any) -> list[str]:
+    """The audit trail: what was done to what, by whom (its event ids and times vary)."""
+    return items(table, drop=("event_id", "at"))
+
+
+def _teardown(world: Any) -> None:
+    world.env.restore()
+
+
+# ---- identity: the pre-provisioning hook (IoT fleet provisioning; no retry, the answer decides) ----
+
+
+def _hook_world(injector: Injector) -> Any:
+    from identity.provisioning_hook import handler
+
+    from tests.defense.test_auto_response import certificate_pems
+    from tests.identity.test_provisioning_hook import issue
+
+    env = Env({"TOKENS_TABLE": TOKENS_TABLE, "AUDIT_TABLE": AUDIT_TABLE}, unset=("SERIAL_PATTERN",))
+    handler._dependencies.cache_clear()
+    tokens, audit = create_tables(boto3.resource("dynamodb"))
+    iot = boto3.client("iot")
+    # The certificate fleet provisioning created from the device's CSR, not yet activated by the template.
+    certificate = iot.register_certificate_without_ca(certificatePem=certificate_pems()[0],
+                                                      status="PENDING_ACTIVATION")["certificateId"]
+    return SimpleNamespace(env=env, handler=handler, tokens=tokens, audit=audit, iot=iot,
+                           token=issue(tokens, issued_at=time.time()), certificate=certificate)
+
+
+def _hook_invoke(world: Any, event: dict) -> dict:
+    from tests.identity.conftest import HookContext
+
+    return world.handler.lambda_handler(event, HookContext())
+
+
+def _hook_state(world: Any) -> dict[str, list[str]]:
+    return {
+        # One device per token: which certificate used it, not when or how often.
+        "tokens": items(world.tokens, drop=("token_hash", "issued_at", "expires_at", "used_at", "last_used_at",
+                                            "uses")),
+        # A retry by the same certificate is audited as a use again (`uses` counts them).
+        "audit": items(world.audit, drop=("event_id", "at"),
+                       action=lambda a: a.replace(".retry", ".use"),
+                       details=lambda d: {k: v for k, v in d.items() if k not in ("uses", "token_hash_prefix")}),
+    }
+
+
+def hook_scenario() -> Scenario:
+    from tests.identity.test_provisioning_hook import hook_event
+
+    return Scenario(
+        function="identity.provisioning_hook",
+        # "Pre-provisioning hooks": IoT fails the RegisterThing request unless the hook answers
+        # allowProvisioning true in 5 s; the device may send RegisterThing again.
+        source=Synchronous("IoT pre-provisioning hook", ok=lambda answer: answer["allowProvisioning"] is True),
+        world=_hook_world,
+        event=lambda world: hook_event(token=world.token, certificate_id=world.certificate),
+        invoke=_hook_invoke,
+        state=_hook_state,
+        harmless={"audit": "a device's re-sent RegisterThing is audited as one more use of its token by the "
+                           "same certificate (the record's `uses` counts them); the token stays one device's"},
+        teardown=_teardown,
+    )
+
+
+# ---- identity: the token API (API Gateway REST, Cognito authoriser) --------------------------------
+
+
+def _token_api_world(injector: Injector) -> Any:
+    from identity.token_api import handler
+
+    env = Env({"TOKENS_TABLE": TOKENS_TABLE, "AUDIT_TABLE": AUDIT_TABLE, "TOKEN_TTL_SECONDS": "900",
+               "ADMIN_GROUP": "admins"}, unset=("SERIAL_PATTERN",))
+    handler._dependencies.cache_clear()
+    tokens, audit = create_tables(boto3.resource("dynamodb"))
+    return SimpleNamespace(env=env, handler=handler, tokens=tokens, audit=audit, answers=[])
+
+
+def _token_api_invoke(world: Any, event: dict) -> dict:
+    from tests.helpers import LambdaContext
+
+    answer = world.handler.lambda_handler(event, LambdaContext())
+    world.answers.append(answer)
+    return answer
+
+
+def _token_api_state(world: Any) -> dict[str, list[str]]:
+    """A token only counts if its caller was given it: a stored hash nobody received is inert
+    (it expires unused); the audit trail must say which token the caller got."""
+    import json as _json
+
+    from identity.tokens import hash_token
+
+    given = {hash_token(_json.loads(a["body"])["token"]) for a in world.answers if a["statusCode"] == 201}
+    received = [item for item in scan(world.tokens) if item["token_hash"] in given]
+    issued = [r for r in scan(world.audit) if r["details"]["token_hash_prefix"] in {h[:8] for h in given}]
+    return {
+        "tokens given": [canonical({"serial": i["serial"], "issued_by": i["issued_by"]}) for i in received],
+        "audit of given tokens": [canonical({"action": r["action"], "actor": r["actor"], "target": r["target"]})
+                                  for r in issued],
+    }
+
+
+def token_api_scenario() -> Scenario:
+    from tests.identity.test_token_api import api_event
+
+    return Scenario(
+        function="identity.token_api",
+        source=Synchronous("API Gateway (POST /provisioning-tokens)", ok=lambda answer: answer["statusCode"] == 201),
+        world=_token_api_world,
+        event=lambda world: api_event(),
+        invoke=_token_api_invoke,
+        state=_token_api_state,
+        teardown=_teardown,
+    )
+
+
+SCENARIOS = [hook_scenario, token_api_scenario]
