@@ -10,6 +10,8 @@ from typing import Any, Callable, Mapping
 
 from aws_lambda_powertools import Logger
 
+from shared.writes import put_new
+
 _logger = Logger(child=True)
 
 
@@ -52,7 +54,9 @@ def record(
         "target": target,
         "details": _clean_details(details),
     }
-    # A uuid4 collision is practically impossible; the condition makes overwriting one impossible.
-    table.put_item(Item=item, ConditionExpression="attribute_not_exists(event_id)")
+    # A uuid4 collision is practically impossible; the condition makes overwriting one impossible,
+    # and put_new tells this record's own write (botocore re-sent it) from such a collision.
+    if put_new(table, item, "event_id") is not None:
+        raise RuntimeError(f"audit event id {item['event_id']} already holds another record")
     (logger or _logger).info(f"audit: {action}", extra={"audit": item})
     return item

@@ -106,6 +106,16 @@ class Injector:
     def arm(self, fault: Fault | None) -> None:
         self.calls, self.fault, self.attempts, self.fired = [], fault, 0, False
 
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Calls made inside are neither numbered nor faulted (the sweep reading the world back)."""
+        saved = self.calls, self.fault
+        self.calls, self.fault = [], None
+        try:
+            yield
+        finally:
+            self.calls, self.fault = saved
+
     # ---- hooks ----------------------------------------------------------------------------------
 
     def _before_call(self, model: Any, **_: Any) -> None:

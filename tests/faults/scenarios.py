@@ -29,6 +29,8 @@ import boto3
 
 from tests.faults.injector import Injector
 from tests.faults.sweep import (
+    RECORDED,
+    HARMLESS,
     REGION,
     AsyncInvoke,
     FirehoseTransform,
@@ -131,8 +133,8 @@ def hook_scenario() -> Scenario:
         event=lambda world: hook_event(token=world.token, certificate_id=world.certificate),
         invoke=_hook_invoke,
         state=_hook_state,
-        harmless={"audit": "a device's re-sent RegisterThing is audited as one more use of its token by the "
-                           "same certificate (the record's `uses` counts them); the token stays one device's"},
+        tolerated={"audit": (RECORDED, "a device's re-sent RegisterThing is audited as one more use of its token "
+                                       "by the same certificate (`uses` counts them); the token stays one device's")},
         teardown=_teardown,
     )
 
@@ -159,19 +161,9 @@ def _token_api_invoke(world: Any, event: dict) -> dict:
 
 
 def _token_api_state(world: Any) -> dict[str, list[str]]:
-    """A token only counts if its caller was given it: a stored hash nobody received is inert
-    (it expires unused); the audit trail must say which token the caller got."""
-    import json as _json
-
-    from identity.tokens import hash_token
-
-    given = {hash_token(_json.loads(a["body"])["token"]) for a in world.answers if a["statusCode"] == 201}
-    received = [item for item in scan(world.tokens) if item["token_hash"] in given]
-    issued = [r for r in scan(world.audit) if r["details"]["token_hash_prefix"] in {h[:8] for h in given}]
     return {
-        "tokens given": [canonical({"serial": i["serial"], "issued_by": i["issued_by"]}) for i in received],
-        "audit of given tokens": [canonical({"action": r["action"], "actor": r["actor"], "target": r["target"]})
-                                  for r in issued],
+        "tokens": [canonical({"serial": i["serial"], "issued_by": i["issued_by"]}) for i in scan(world.tokens)],
+        "audit": items(world.audit, drop=("event_id", "at", "details")),
     }
 
 
@@ -185,6 +177,10 @@ def token_api_scenario() -> Scenario:
         event=lambda world: api_event(),
         invoke=_token_api_invoke,
         state=_token_api_state,
+        tolerated={
+            "tokens": (HARMLESS, "a token whose answer was lost is stored and audited, but nobody holds it: only "
+                                 "its hash exists, and it expires unused after TOKEN_TTL_SECONDS"),
+            "audit": (HARMLESS, "the issue of a token whose answer was lost (inert, see tokens)")},
         teardown=_teardown,
     )
 

@@ -29,7 +29,7 @@ import boto3
 from moto import mock_aws
 
 from tests.helpers import captured_logs
-from tests.faults.injector import DIES, KINDS, Fault, Injector, InvocationDied, moto_served_by, no_backoff
+from tests.faults.injector import RESENT, KINDS, Fault, Injector, InvocationDied, moto_served_by, no_backoff
 
 CONVERGED, RECORDED, HARMLESS = "converged", "recorded", "double, harmless"
 LOST, DOUBLE, STRANDED, WRONG = "lost", "double", "stranded", "wrong answer"
@@ -48,6 +48,7 @@ class Delivery:
     results: list[Any] = field(default_factory=list)
     parked: list[Any] = field(default_factory=list)
     told_failure: bool = False  # a synchronous caller was answered with a failure
+    first_state: dict[str, list[str]] | None = None  # the world as the failure answer left it
 
 
 def _invoke(invoke: Callable[[Any], Any], event: Any) -> tuple[str, Any]:
@@ -68,13 +69,15 @@ class Synchronous:
     name: str
     ok: Callable[[Any], bool]
 
-    def deliver(self, invoke: Callable[[Any], Any], event: Any, time_passes: Callable[[float], None]) -> Delivery:
+    def deliver(self, invoke: Callable[[Any], Any], event: Any, time_passes: Callable[[float], None],
+                snapshot: Callable[[], dict[str, list[str]]]) -> Delivery:
         delivery = Delivery()
         how, answer = _invoke(invoke, event)
         delivery.results.append(answer if how == "answered" else how)
         if how == "answered" and self.ok(answer):
             return delivery
         delivery.told_failure = True  # an error answer, a 5xx (raised), or a timeout (died)
+        delivery.first_state = snapshot()
         time_passes(30)
         how, answer = _invoke(invoke, event)
         delivery.results.append(answer if how == "answered" else how)
@@ -180,8 +183,8 @@ class Scenario:
     `invoke(world, event)` calls the handler; `state(world)` reads back every effect as
     {effect: [canonical text, ...]} with volatile fields (ids, times) removed; `stranded(world)`
     names a state no retry will finish, if any; `time_passes(world, seconds)` moves the clocks
-    the function's leases and locks read; `harmless` maps an effect to why a second copy of it
-    is harmless (say where the reader deduplicates)."""
+    the function's leases and locks read; `tolerated` maps an effect to the outcome an extra copy
+    of it is (RECORDED: a record of an attempt; HARMLESS: say where the reader deduplicates) and why."""
 
     function: str
     source: Any
@@ -191,7 +194,7 @@ class Scenario:
     state: Callable[[Any], dict[str, list[str]]]
     stranded: Callable[[Any], str | None] = lambda world: None
     time_passes: Callable[[Any, float], None] = lambda world, seconds: None
-    harmless: dict[str, str] = field(default_factory=dict)
+    tolerated: dict[str, tuple[str, str]] = field(default_factory=dict)
     fakes: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
     teardown: Callable[[Any], None] = lambda world: None
 
@@ -207,6 +210,7 @@ class Run:
     state: dict[str, list[str]]
     stranded: str | None
     fired: bool
+    attempts: int = 0  # HTTP attempts of the faulted call (2: botocore re-sent it)
 
 
 def canonical(value: Any) -> str:
@@ -241,40 +245,54 @@ def run(scenario: Scenario, fault: Fault | None) -> Run:
         try:
             event = scenario.event(world)
             injector.arm(fault)
+            def snapshot() -> dict[str, list[str]]:
+                with injector.paused():  # reading the world back is not the function's call
+                    return scenario.state(world)
+
             with captured_logs(world.handler.logger):  # bound to the real stdout at import
+                extra = {"snapshot": snapshot} if isinstance(scenario.source, Synchronous) else {}
                 delivery = scenario.source.deliver(lambda e: scenario.invoke(world, e), event,
-                                                   lambda seconds: scenario.time_passes(world, seconds))
-            calls, fired = list(injector.calls), injector.fired
+                                                   lambda seconds: scenario.time_passes(world, seconds), **extra)
+            calls, fired, attempts = list(injector.calls), injector.fired, injector.attempts
             injector.arm(None)
-            return Run(calls, delivery, scenario.state(world), scenario.stranded(world), fired)
+            return Run(calls, delivery, scenario.state(world), scenario.stranded(world), fired, attempts)
         finally:
             injector.arm(None)
             scenario.teardown(world)
 
 
-def classify(scenario: Scenario, clean: Run, faulted: Run) -> tuple[str, str]:
+def _diff(want_state: dict[str, list[str]], got_state: dict[str, list[str]]) -> tuple[list[str], list[tuple[str, str]]]:
+    missing, extra = [], []
+    for effect in sorted(set(want_state) | set(got_state)):
+        want, got = Counter(want_state.get(effect, [])), Counter(got_state.get(effect, []))
+        missing += [f"{effect}: {k}" for k in (want - got)]
+        extra += [(effect, k) for k in (got - want)]
+    return missing, extra
+
+
+def classify(scenario: Scenario, clean: Run, faulted: Run, kind: str) -> tuple[str, str]:
     """The outcome of a faulted run against the clean one, and a short reason."""
     if faulted.stranded:
         return STRANDED, faulted.stranded
-    missing, extra = [], []
-    for effect in sorted(set(clean.state) | set(faulted.state)):
-        want, got = Counter(clean.state.get(effect, [])), Counter(faulted.state.get(effect, []))
-        missing += [f"{effect}: {k}" for k in (want - got)]
-        extra += [(effect, k) for k in (got - want)]
+    missing, extra = _diff(clean.state, faulted.state)
     delivery = faulted.delivery
     synchronous = isinstance(scenario.source, Synchronous)
     if synchronous and not delivery.told_failure and (missing or extra):
         return WRONG, f"answered success, yet {(missing or [e for _, e in extra])[0]}"[:160]
+    if synchronous and delivery.told_failure and kind == RESENT and faulted.attempts > 1 \
+            and delivery.first_state == clean.state:
+        # The function had the answer (its own write, re-sent by botocore) and called it a failure.
+        return WRONG, "answered failure, yet the work was done"
     if missing:
         if delivery.parked:
             return RECORDED, f"parked in the failure destination; missing {missing[0]}"[:160]
         return LOST, missing[0][:160]
-    defects = [f"{effect}: {text}" for effect, text in extra if effect not in scenario.harmless]
+    defects = [f"{effect}: {text}" for effect, text in extra if effect not in scenario.tolerated]
     if defects:
         return DOUBLE, defects[0][:160]
     if extra:
-        effect = extra[0][0]
-        return HARMLESS, scenario.harmless[effect][:160]
+        outcome, reason = scenario.tolerated[extra[0][0]]
+        return outcome, reason[:160]
     if delivery.parked:
         return RECORDED, "parked in the failure destination with nothing missing"
     return CONVERGED, ""
@@ -301,6 +319,6 @@ def sweep(scenario: Scenario, kinds: tuple[str, ...] = KINDS) -> tuple[Run, list
         for kind in kinds:
             faulted = run(scenario, Fault(i, kind))
             assert faulted.fired, f"{scenario.name}: call {i} ({name}) was not reached under {kind}"
-            outcome, detail = classify(scenario, clean, faulted)
+            outcome, detail = classify(scenario, clean, faulted, kind)
             rows.append(Row(scenario.function, scenario.source.name, i, name, kind, outcome, detail))
     return clean, rows

@@ -16,6 +16,7 @@ from identity.tokens import hash_token, new_token, validate_serial
 from shared import audit
 from shared.api import ApiError
 from shared.operators import caller
+from shared.writes import put_new
 
 MAX_BODY = 4096  # the body is {"serial": "..."}; refuse to parse anything much larger
 FALLBACK_TARGET = "provisioning-tokens"  # audit target when no valid serial was asked for
@@ -76,17 +77,12 @@ def issue_token(
     issued_at = int(now())
     expires_at = issued_at + ttl_seconds
     try:
-        tokens_table.put_item(
-            Item={
-                "token_hash": token_hash,
-                "serial": serial,
-                "issued_by": username,
-                "issued_at": issued_at,
-                "expires_at": expires_at,
-            },
-            # Never overwrite an existing token, however unlikely a collision.
-            ConditionExpression="attribute_not_exists(token_hash)",
-        )
+        item = {"token_hash": token_hash, "serial": serial, "issued_by": username,
+                "issued_at": issued_at, "expires_at": expires_at}
+        # Never overwrite an existing token, however unlikely a collision (put_new: an earlier
+        # attempt of this very request, re-sent by botocore, is not one).
+        if put_new(tokens_table, item, "token_hash") is not None:
+            raise RuntimeError("token hash collision")
         # Audit after the write and before answering: if auditing fails, the token is never
         # shown to anyone, and its unusable hash simply expires.
         audit.record(
