@@ -20,6 +20,7 @@ The sweep then runs it clean and under every fault kind at every call it makes.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from types import SimpleNamespace
@@ -185,4 +186,97 @@ def token_api_scenario() -> Scenario:
     )
 
 
-SCENARIOS = [hook_scenario, token_api_scenario]
+# ---- shared readers -------------------------------------------------------------------------------
+
+
+def topic_inbox(name: str) -> tuple[str, Any]:
+    """An SNS topic as the stack makes it, read back through a subscribed SQS queue: (ARN, reader)."""
+    from tests.helpers import topic_with_inbox
+
+    sqs = boto3.client("sqs")
+    topic, queue_url = topic_with_inbox(boto3.client("sns"), sqs, name)
+    seen: list[dict] = []
+
+    def read() -> list[dict]:
+        """Every notification delivered so far: {"subject", "message"} (JSON messages decoded)."""
+        while True:
+            got = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10).get("Messages", [])
+            if not got:
+                return list(seen)
+            for message in got:
+                body = json.loads(message["Body"])
+                try:
+                    text: Any = json.loads(body["Message"])
+                except ValueError:
+                    text = body["Message"]
+                seen.append({"subject": body.get("Subject"), "message": text})
+                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+
+    return topic, read
+
+
+def violations(read: Any) -> dict[str, list[str]]:
+    """A violation topic's effects: the distinct violations (what the auto-response acts on: it is
+    idempotent on violationId) and every copy published."""
+    published = [n["message"] for n in read()]
+    kept = [canonical({k: v for k, v in m.items() if k not in ("violationEventTime",)}) for m in published]
+    return {"violations": sorted(set(kept)), "violation copies": kept}
+
+
+# Standard SNS topics deliver at least once ("Amazon SNS message delivery": a subscriber may get a
+# message more than once), so every consumer of the violation topic already deduplicates.
+VIOLATION_COPIES = (HARMLESS, "the same violation (same violationId) published twice: SNS standard topics "
+                              "deliver at least once anyway and the auto-response is idempotent on violationId")
+
+
+# ---- defense: the authorization-failure detector (CloudWatch Logs subscription, asynchronous) ----
+
+
+def _auth_world(injector: Injector) -> Any:
+    from defense.auth_failures import handler
+
+    from tests.defense.test_auth_failures import MAX, PROFILE, TABLE, WINDOW_SECONDS
+    from tests.defense.test_auto_response import certificate_pems
+
+    topic, read = topic_inbox("fleetwarden-test-violations")
+    env = Env({"COUNTERS_TABLE": TABLE, "PROFILE_NAME": PROFILE, "WINDOW_SECONDS": str(WINDOW_SECONDS),
+               "MAX_AUTH_FAILURES": str(MAX), "VIOLATION_TOPIC_ARN": topic})
+    handler._dependencies.cache_clear()
+    dynamodb = boto3.client("dynamodb")
+    dynamodb.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          BillingMode="PAY_PER_REQUEST")
+    dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True,
+                                                                           "AttributeName": "expires_at"})
+    # The device, with its own certificate: its refused connections are its own (attribution).
+    iot = boto3.client("iot")
+    iot.create_thing(thingName="sensor-0042")
+    certificate = iot.register_certificate_without_ca(certificatePem=certificate_pems()[1], status="ACTIVE")
+    iot.attach_thing_principal(thingName="sensor-0042", principal=certificate["certificateArn"])
+    counters = boto3.resource("dynamodb").Table(TABLE)
+    return SimpleNamespace(env=env, handler=handler, read=read, counters=counters,
+                           certificate=certificate["certificateId"])
+
+
+def _auth_state(world: Any) -> dict[str, list[str]]:
+    return {**violations(world.read), "counters": items(world.counters, drop=("expires_at", "seen"), alarmed=True)}
+
+
+def auth_failures_scenario() -> Scenario:
+    from tests.defense.test_auth_failures import MAX, LambdaContext, delivery, refused_connects
+
+    return Scenario(
+        function="defense.auth_failures",
+        # CloudWatch Logs invokes the function asynchronously: Lambda retries twice, then the
+        # on-failure destination (stacks/defense/builtin_detector.py).
+        source=AsyncInvoke("CloudWatch Logs subscription (async)"),
+        world=_auth_world,
+        event=lambda world: delivery(refused_connects(MAX + 1, "sensor-0042", world.certificate)),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_auth_state,
+        tolerated={"violation copies": VIOLATION_COPIES},
+        teardown=_teardown,
+    )
+
+
+SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario]

@@ -3,7 +3,8 @@
 Counters table (COUNTERS_TABLE): partition key `pk` (S) = "auth#<kind>:<subject>#<window start, epoch s>"
 (kind: thing, certificate or principal; see failures.subject_of);
 attributes `count` (N), `seen` (SS: tokens of the deliveries already counted), `expires_at`
-(N, the TTL attribute: window end + 1 day) and `alarmed` (BOOL, present once the window alarmed).
+(N, the TTL attribute: window end + 1 day), `alarmed` (S: the token of the delivery that alarmed the
+window) and `published` (BOOL, once its violation is published).
 
 Per subject and window in one delivery, `record` makes ONE UpdateItem:
     ADD count :n, seen {token}  SET expires_at = :ttl   IF NOT contains(seen, token)
@@ -13,11 +14,17 @@ a redelivery adds nothing (the condition fails and the item as it was comes back
 count is exactly-once per log event. ALL_NEW rather than UPDATED_NEW returns `alarmed` too (same
 write cost), so an already alarmed window needs no second write. When the count is over
 MAX_AUTH_FAILURES and the window has not alarmed, a second, conditional UpdateItem
-    SET alarmed = true  IF attribute_not_exists(alarmed)
-elects one winner among concurrent invocations; only the winner publishes the violation. If that
-publish fails, `alarmed` is removed again before the error propagates, so the retry (or the
-next failure) can alarm and publish; its violationId is deterministic (client|behaviour|window)
-so a duplicate is recognisable downstream.
+    SET alarmed = <token>  IF attribute_not_exists(alarmed)
+elects one winner among concurrent invocations, the delivery whose token it holds; only the winner
+publishes the violation, then marks the window `published` (an outbox: the mark says the work is
+done, `alarmed` only whose it is). If that publish fails, `alarmed` is removed again before the
+error propagates, so the retry (or the next failure) can alarm and publish. If the invocation dies
+or loses an answer between the mark and the publish (the fault sweep, tests/faults), the retry of
+the same delivery finds `alarmed` = its own token without `published` and publishes then; and a
+botocore re-send of the mark that fails its condition against its own first attempt is recognised
+by the token. The violationId is deterministic (client|behaviour|window), so a second copy is a
+duplicate downstream (the auto-response is idempotent on it). A window marked by an older
+version (`alarmed` = true) counts as published.
 
 Over the limit, a thing's counter publishes a violation of that thing; a certificate's counter
 publishes a certificate violation (certificateId, the claimed clientId), unless the certificate
@@ -146,23 +153,27 @@ class FailureCounter:
         count = int(item.get("count", {}).get("N", "0"))
         outcome = Outcome(kind, subject, window_start, len(event_ids), applied=applied, count=count,
                           alarmed="alarmed" in item)
-        if outcome.alarmed:
-            self._remember(pk)
+        if outcome.alarmed and not self._ours_unpublished(item, token):
+            self._remember(pk)  # published, or another delivery's to publish
             return outcome
         if count <= settings.max_failures:
             return outcome
 
-        try:
-            self.client.update_item(
-                TableName=settings.table, Key=key, UpdateExpression="SET #alarmed = :true",
-                ConditionExpression="attribute_not_exists(#alarmed)",
-                ExpressionAttributeNames={"#alarmed": "alarmed"},
-                ExpressionAttributeValues={":true": {"BOOL": True}},
-            )
-        except self.condition_failed:
-            outcome.alarmed = True  # another invocation won: it publishes
-            self._remember(pk)
-            return outcome
+        if not outcome.alarmed:
+            try:
+                self.client.update_item(
+                    TableName=settings.table, Key=key, UpdateExpression="SET #alarmed = :token",
+                    ConditionExpression="attribute_not_exists(#alarmed)",
+                    ExpressionAttributeNames={"#alarmed": "alarmed"},
+                    ExpressionAttributeValues={":token": {"S": token}},
+                    ReturnValuesOnConditionCheckFailure="ALL_OLD",
+                )
+            except self.condition_failed as err:
+                if not self._ours_unpublished(err.response.get("Item") or {}, token):
+                    outcome.alarmed = True  # another invocation won: it publishes
+                    self._remember(pk)
+                    return outcome
+                # else: this very request, re-sent by botocore after its answer was lost
         outcome.alarmed = True
         if kind not in (THING, CERTIFICATE):
             outcome.unreportable = True
@@ -183,6 +194,14 @@ class FailureCounter:
                                       "window's violation is lost", extra={"subject": subject,
                                                                            "window_start": window_start})
             raise
+        self.client.update_item(TableName=settings.table, Key=key, UpdateExpression="SET #published = :true",
+                                ExpressionAttributeNames={"#published": "published"},
+                                ExpressionAttributeValues={":true": {"BOOL": True}})
         self._remember(pk)
         outcome.violation = violation
         return outcome
+
+    @staticmethod
+    def _ours_unpublished(item: Mapping[str, Any], token: str) -> bool:
+        """The window was alarmed by this delivery (`token`) and its violation is not yet published."""
+        return item.get("alarmed", {}).get("S") == token and "published" not in item
