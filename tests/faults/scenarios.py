@@ -279,4 +279,131 @@ def auth_failures_scenario() -> Scenario:
     )
 
 
-SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario]
+# ---- defense: the auto-response (the violation topic's subscriber, asynchronous) --------------------
+
+
+def _connections_fake(world: Any) -> Any:
+    """DeleteConnection, which moto lacks, as the data plane answers it: "HTTP 200 with an empty HTTP
+    body" for a connected client, ResourceNotFoundException once it is gone
+    (https://docs.aws.amazon.com/iot/latest/apireference/API_iotdata_DeleteConnection.html)."""
+    from tests.faults.injector import answer
+
+    def delete_connection(request: Any) -> Any:
+        client_id = request.url.split("/connections/")[1].split("?")[0]
+        if client_id not in world.connected:
+            return answer(request, 404, {"message": "No connection found"},
+                          {"x-amzn-ErrorType": "ResourceNotFoundException"})
+        world.connected.discard(client_id)
+        world.sessions_ended.append(client_id)
+        return answer(request, 200)
+
+    return delete_connection
+
+
+def _auto_response_world(injector: Injector) -> Any:
+    from defense.auto_response import handler
+
+    from tests.defense.test_auto_response import (
+        DATA_ENDPOINT, EXEMPT_GROUP, INCIDENTS_TABLE, QUARANTINE_GROUP, THING, create_incidents_table, make_thing,
+    )
+
+    topic, read = topic_inbox("fleetwarden-test-ops")
+    env = Env({"INCIDENTS_TABLE": INCIDENTS_TABLE, "QUARANTINE_GROUP": QUARANTINE_GROUP, "REVOCATION": "deactivate",
+               "EXEMPT_GROUP": EXEMPT_GROUP, "DRY_RUN": "false", "IOT_DATA_ENDPOINT": DATA_ENDPOINT,
+               "OPS_TOPIC_ARN": topic})
+    handler._dependencies.cache_clear()
+    table = create_incidents_table(boto3.resource("dynamodb"))
+    iot = boto3.client("iot")
+    iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
+    iot.create_thing_group(thingGroupName=EXEMPT_GROUP)
+    certificates = make_thing(iot, THING)
+    world = SimpleNamespace(env=env, handler=handler, read=read, table=table, iot=iot, thing=THING,
+                            certificates=certificates, connected={THING}, sessions_ended=[], shift=0.0)
+    injector.fakes["iot-data-plane.DeleteConnection"] = _connections_fake(world)
+    return world
+
+
+def _auto_response_invoke(world: Any, event: dict) -> Any:
+    from tests.defense.test_auto_response import LambdaContext
+
+    responder = world.handler._dependencies()
+    responder.now = lambda: time.time() + world.shift  # leases are read on this clock
+    return world.handler.lambda_handler(event, LambdaContext())
+
+
+SESSION_ENDED = {"done", "skipped:not-connected"}  # DeleteConnection: ended now, or found already ended
+
+
+def _incident(item: dict) -> dict:
+    volatile = ("received_at", "updated_at", "lease_until", "attempts", "violation")
+    kept = {k: v for k, v in item.items() if k not in volatile}
+    kept["steps"] = {k: ("ended" if k == "disconnect" and v in SESSION_ENDED else v)
+                     for k, v in (item.get("steps") or {}).items()}
+    return kept
+
+
+def _notification(notification: dict) -> str:
+    """A DeleteConnection re-run after its first attempt ended the session finds none ("it had no
+    live session", `skipped:not-connected`): the same end state as "done"."""
+    text = canonical(notification).replace("it had no live session", "its live session was ended")
+    return text.replace('\\"disconnect\\": \\"skipped:not-connected\\"', '\\"disconnect\\": \\"done\\"')
+
+
+def _auto_response_state(world: Any) -> dict[str, list[str]]:
+    groups = world.iot.list_thing_groups_for_thing(thingName=world.thing)["thingGroups"]
+    state = {
+        "incidents": [canonical(_incident(i)) for i in scan(world.table)],
+        "thing groups": [g["groupName"] for g in groups],
+        "certificates": [world.iot.describe_certificate(certificateId=c)["certificateDescription"]["status"]
+                         for c in world.certificates],
+        "sessions ended": list(world.sessions_ended),
+        "ops notifications": [_notification(n) for n in world.read()],
+    }
+    return renamed(state, {c: f"<certificate {n}>" for n, c in enumerate(world.certificates)})
+
+
+def renamed(state: dict[str, list[str]], names: dict[str, str]) -> dict[str, list[str]]:
+    """The state with generated ids (certificate ids, ...) replaced by stable names."""
+    def rename(text: str) -> str:
+        for old, new in names.items():
+            text = text.replace(old, new)
+        return text
+
+    return {effect: [rename(text) for text in texts] for effect, texts in state.items()}
+
+
+def _auto_response_stranded(world: Any) -> str | None:
+    stuck = [i["violation_id"] for i in scan(world.table) if i.get("status") == "in-progress"]
+    return f"incident {stuck[0]} left in-progress" if stuck else None
+
+
+# Publishing and recording that it was published cannot be one atomic step: the notification is
+# at-least-once (recorded after it is sent), never at-most-once (it could be lost).
+OPS_COPIES = ("the ops notification sent again by the retry of an incident whose `notify` step was not yet "
+              "recorded: SNS standard topics have no deduplication (and may deliver twice anyway); both "
+              "copies name the same incident (violationId)")
+
+
+def auto_response_scenario() -> Scenario:
+    from tests.defense.test_auto_response import SAMPLE, sns_event
+
+    def time_passes(world: Any, seconds: float) -> None:
+        world.shift += seconds
+
+    return Scenario(
+        function="defense.auto_response",
+        # SNS invokes Lambda asynchronously; the stack sets retry_attempts=2 and an on-failure
+        # destination (stacks/defense/auto_response.py).
+        source=AsyncInvoke("SNS (async)"),
+        world=_auto_response_world,
+        event=lambda world: sns_event(SAMPLE),
+        invoke=_auto_response_invoke,
+        state=_auto_response_state,
+        stranded=_auto_response_stranded,
+        time_passes=time_passes,
+        tolerated={"ops notifications": (HARMLESS, OPS_COPIES)},
+        teardown=_teardown,
+    )
+
+
+SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario]

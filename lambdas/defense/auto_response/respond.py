@@ -46,7 +46,6 @@ from typing import Any, Callable, Mapping
 
 from aws_lambda_powertools import Logger
 from boto3.dynamodb.conditions import Attr, ConditionBase, Key
-from boto3.dynamodb.types import TypeDeserializer
 from botocore.exceptions import BotoCoreError, ClientError
 from defense.auto_response.commands import QUEUED
 from defense.auto_response.outcomes import (
@@ -72,6 +71,7 @@ from defense.auto_response.outcomes import (
 )
 from shared.audit import iso_utc
 from shared.runtime import error_code
+from shared.writes import put_new
 from shared.violations import (
     ALARM_CLEARED, ALARM_INVALIDATED, PROVEN, UNPROVEN, InvalidViolation, Violation, parse_violation,
 )
@@ -227,7 +227,8 @@ def notification(v: Violation, incident: Mapping[str, Any], settings: Settings) 
     """The ops topic's message about a decided incident: Subject and Message for sns.publish."""
     outcome, thing, mode = incident["outcome"], v.thingName, incident.get("mode")
     what = f"{v.securityProfileName}/{v.behavior.name}"
-    steps = dict(incident.get("steps") or {})
+    # The steps so far: not this notification's own (a retry would show its earlier failure).
+    steps = {k: v for k, v in (incident.get("steps") or {}).items() if k != NOTIFY}
     named = f"device {thing}" if thing is not None else f"certificate {v.certificateId}"
     claimed = f" (it claimed client id {v.clientId!r}, a claim only)" if v.clientId else ""
     short = f"device {thing}" if thing is not None else f"certificate {str(v.certificateId)[:12]}..."  # Subject <= 100
@@ -389,17 +390,9 @@ class Responder:
         return item
 
     def _create(self, item: Mapping[str, Any]) -> dict[str, Any] | None:
-        """Put the item unless its violation id exists: None when created, else the existing item."""
-        try:
-            self.table.put_item(Item=item, ConditionExpression=Attr("violation_id").not_exists(),
-                                ReturnValuesOnConditionCheckFailure="ALL_OLD")
-            return None
-        except self.table.meta.client.exceptions.ConditionalCheckFailedException as err:
-            wire = err.response.get("Item")  # the existing item, in DynamoDB's wire format
-            if wire:
-                return {k: TypeDeserializer().deserialize(value) for k, value in wire.items()}
-            key = {"violation_id": item["violation_id"]}
-            return self.table.get_item(Key=key, ConsistentRead=True).get("Item") or {}
+        """Put the item unless its violation id exists: None when created (also by this request's
+        first attempt, re-sent by botocore: shared.writes), else the existing item."""
+        return put_new(self.table, item, "violation_id")
 
     def _update(self, violation_id: str, *, attrs: Mapping[str, Any] | None = None,
                 steps: Mapping[str, str] | None = None, add: Mapping[str, int] | None = None,
