@@ -269,11 +269,17 @@ def test_missing_configuration_is_an_answer_not_a_crash(env):
     assert result["ok"] is False and result["error"].startswith("configuration error")
 
 
-def test_incident_marking_is_best_effort(env):
+def test_an_incident_left_unmarked_fails_the_request_and_the_rerun_completes_it(env):
     contained_device(env)
-    env.incidents.delete()
+    env.incidents.put_item(Item={"violation_id": "v-1", "thing": THING, "received_at": "2023-11-14T22:13:20.000Z",
+                                 "status": "contained"})
+    admin_handler._dependencies().incidents_table = boto3.resource("dynamodb").Table("no-such-table")
     result = invoke(**request("reinstate"))
-    assert result["ok"] is True and str(result["incidents_updated"]).startswith("error")
+    assert result["ok"] is False and "ResourceNotFoundException" in result["error"]
+    assert [r["details"]["status"] for r in audit_records(env)] == ["requested", "failed"]
+    admin_handler._dependencies().incidents_table = env.incidents
+    assert invoke(**request("reinstate"))["ok"] is True  # the operator's re-run
+    assert "reinstated_at" in env.incidents.get_item(Key={"violation_id": "v-1"})["Item"]
     assert not in_group(env)
 
 

@@ -406,4 +406,138 @@ def auto_response_scenario() -> Scenario:
     )
 
 
-SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario]
+# ---- defense: device admin (fleetctl -> `aws lambda invoke`, synchronous) ---------------------------
+
+
+def _device_admin_world(injector: Injector) -> Any:
+    from defense.device_admin import handler
+
+    from tests.defense.test_auto_response import INCIDENTS_TABLE, QUARANTINE_GROUP, THING, create_incidents_table
+    from tests.defense.test_device_admin import contained_device
+
+    env = Env({"QUARANTINE_GROUP": QUARANTINE_GROUP, "AUDIT_TABLE": AUDIT_TABLE, "INCIDENTS_TABLE": INCIDENTS_TABLE})
+    handler._dependencies.cache_clear()
+    dynamodb = boto3.resource("dynamodb")
+    _, audit = create_tables(dynamodb)
+    incidents = create_incidents_table(dynamodb)
+    iot = boto3.client("iot")
+    iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
+    world = SimpleNamespace(env=env, handler=handler, audit=audit, incidents=incidents, iot=iot, thing=THING)
+    world.certificates = contained_device(world, ("INACTIVE",))
+    # The incident that contained it, as the auto-response leaves it.
+    incidents.put_item(Item={"violation_id": "37e18651d207bbc74236c13faf146127", "thing": THING,
+                             "received_at": "2023-11-14T22:13:20.000Z", "status": "contained", "steps": {}})
+    return world
+
+
+def _device_admin_state(world: Any) -> dict[str, list[str]]:
+    groups = world.iot.list_thing_groups_for_thing(thingName=world.thing)["thingGroups"]
+    return {
+        # One record per attempt: what was asked, and how it ended (its details say what was done).
+        "audit trail": [canonical({"action": r["action"], "actor": r["actor"], "target": r["target"],
+                                   "status": r["details"].get("status")}) for r in scan(world.audit)],
+        "thing groups": [g["groupName"] for g in groups],
+        "certificates": [world.iot.describe_certificate(certificateId=c)["certificateDescription"]["status"]
+                         for c in world.certificates],
+        "incidents": items(world.incidents, drop=("updated_at", "reinstated_at")),
+    }
+
+
+def device_admin_scenario() -> Scenario:
+    from tests.defense.test_device_admin import request
+    from tests.helpers import LambdaContext
+
+    return Scenario(
+        function="defense.device_admin",
+        # fleetctl invokes it with RequestResponse and shows the answer; the operator re-runs it.
+        source=Synchronous("Lambda Invoke (fleetctl reinstate)", ok=lambda answer: answer.get("ok") is True),
+        world=_device_admin_world,
+        event=lambda world: request("reinstate"),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_device_admin_state,
+        tolerated={"audit trail": (RECORDED, "every attempt is audited: `requested`, then `completed` or `failed` "
+                                             "with what was done; the operator's re-run completes it")},
+        teardown=_teardown,
+    )
+
+
+# ---- defense: the built-in detector (Kinesis, tumbling windows) ------------------------------------
+
+
+def _detector_world(injector: Injector) -> Any:
+    from defense.detector import handler
+
+    from tests.defense.test_detector_handler import ENV
+
+    topic, read = topic_inbox("fleetwarden-test-violations")
+    env = Env({**ENV, "VIOLATION_TOPIC_ARN": topic}, unset=("MAX_TRACKED_THINGS",))
+    for cached in (handler._settings, handler._sns, handler._attachments):
+        cached.cache_clear()
+    return SimpleNamespace(env=env, handler=handler, read=read, answers=[])
+
+
+def _detector_invoke(world: Any, event: dict) -> dict:
+    from tests.defense.test_detector_handler import LambdaContext
+
+    answer = world.handler.lambda_handler(event, LambdaContext())
+    world.answers.append(json.loads(json.dumps(answer)))  # what Lambda keeps of it for the next batch
+    return answer
+
+
+def detector_scenario() -> Scenario:
+    from tests.defense.test_detector import telemetry
+    from tests.defense.test_detector_handler import tumbling_event
+
+    return Scenario(
+        function="defense.detector",
+        source=KinesisBatch(retries=3, bisect=False),  # stacks/defense/builtin_detector.py
+        world=_detector_world,
+        # One device over MAX_MESSAGES (100) in the window.
+        event=lambda world: tumbling_event([telemetry("sensor-0042") for _ in range(101)]),
+        invoke=_detector_invoke,
+        state=lambda world: {**violations(world.read), "window state": [canonical(a["state"]) for a in world.answers]},
+        tolerated={"violation copies": VIOLATION_COPIES},
+        teardown=_teardown,
+    )
+
+
+# ---- alerts: the alerts API (API Gateway REST, Cognito authoriser): the audited trace URL -----------
+
+
+def _alerts_api_world(injector: Injector) -> Any:
+    from alerts.api import handler
+
+    from tests.alerts.test_api import DATA_BUCKET, ENV, store_alert
+    from tests.helpers import create_alerts_table
+
+    env = Env(ENV)
+    handler._dependencies.cache_clear()
+    dynamodb = boto3.resource("dynamodb")
+    table = create_alerts_table(dynamodb)
+    _, audit = create_tables(dynamodb)
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=DATA_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    stored = store_alert(table, s3, "pump-7", "2023-11-14T12:00:00.000Z", 1)
+    return SimpleNamespace(env=env, handler=handler, audit=audit, alert_id=stored["alert_id"])
+
+
+def alerts_api_scenario() -> Scenario:
+    from tests.alerts.test_api import trace_event
+    from tests.helpers import LambdaContext
+
+    return Scenario(
+        function="alerts.api",
+        source=Synchronous("API Gateway (GET /alerts/{id}/trace)", ok=lambda answer: answer["statusCode"] == 200),
+        world=_alerts_api_world,
+        event=lambda world: trace_event(world.alert_id),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=lambda world: renamed({"audit": audit_records(world.audit)}, {world.alert_id: "<alert id>"}),
+        tolerated={"audit": (HARMLESS, "a fetch audited whose answer (the URL) was lost: the trail may over-record "
+                                       "a URL nobody received, never miss one that was")},
+        teardown=_teardown,
+    )
+
+
+SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
+             device_admin_scenario, detector_scenario, alerts_api_scenario]

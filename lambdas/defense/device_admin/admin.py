@@ -13,8 +13,9 @@ answer is not a success either.
   * quarantine: AddThingToThingGroup(quarantine group); certificates untouched.
   * reinstate: every INACTIVE certificate of the thing -> ACTIVE (DescribeCertificate reads the
     status; REVOKED ones are never touched, only reported: the device then needs a new
-    certificate), then RemoveThingFromThingGroup, last, so the device is let back in only once the
-    rest is done. The thing's contained incidents are marked reinstated (best effort).
+    certificate), then RemoveThingFromThingGroup, so the device is let back in only once its
+    certificates are done, then the thing's contained incidents are marked reinstated (a failure
+    there fails the request: every step is idempotent, so the operator's re-run completes it).
 """
 
 from __future__ import annotations
@@ -161,6 +162,10 @@ class DeviceAdmin:
                 summary["added_to_group"] = True
             else:
                 self._reinstate(request.thing, certificates, summary)
+                # Part of the action, not best effort: an incident left `contained` would make a later
+                # violation of the device, once quarantined again, a repeat of that closed incident
+                # (auto-response, _open_incident) instead of a new containment. A re-run completes it.
+                summary["incidents_updated"] = self._mark_incidents(request)
         except (ClientError, BotoCoreError) as err:
             code = error_code(err)
             self.log.error("device admin action failed", extra={**summary, "code": code})
@@ -180,7 +185,6 @@ class DeviceAdmin:
                            "audit-error", done=summary, audit_event_ids=[requested_id]) from None
 
         if request.action == REINSTATE:
-            summary["incidents_updated"] = self._mark_incidents(request)
             self.count(REINSTATED)
             if summary["reactivated"]:
                 self.count(REACTIVATED, value=len(summary["reactivated"]))
@@ -227,28 +231,23 @@ class DeviceAdmin:
                 details[key] = "true" if summary[key] else "false"
         return details
 
-    def _mark_incidents(self, request: Request) -> int | str:
-        """Mark the thing's contained incidents as reinstated; the audit record is the source of truth,
-        so a failure here is reported, not fatal."""
+    def _mark_incidents(self, request: Request) -> int:
+        """Mark the thing's contained incidents as reinstated (how many); a DynamoDB error raises
+        (the request fails, and its re-run marks what is left)."""
         if self.incidents_table is None:
             return 0
-        try:
-            items = self.incidents_table.query(
-                IndexName="by_thing", KeyConditionExpression=Key("thing").eq(request.thing),
-                ScanIndexForward=False, Limit=MAX_INCIDENTS)["Items"]
-            marked = 0
-            for item in items:
-                if item.get("status") != "contained" or "reinstated_at" in item:
-                    continue
-                self.incidents_table.update_item(
-                    Key={"violation_id": item["violation_id"]},
-                    UpdateExpression="SET reinstated_at = :at, reinstated_by = :by, updated_at = :at",
-                    ConditionExpression="attribute_exists(violation_id)",
-                    ExpressionAttributeValues={":at": audit.iso_utc(self.now()), ":by": request.actor},
-                )
-                marked += 1
-            return marked
-        except Exception as exc:  # noqa: BLE001 - best effort
-            self.log.warning("incidents not marked reinstated",
-                             extra={"error": f"{type(exc).__name__}: {exc}"})
-            return f"error: {type(exc).__name__}"
+        items = self.incidents_table.query(
+            IndexName="by_thing", KeyConditionExpression=Key("thing").eq(request.thing),
+            ScanIndexForward=False, Limit=MAX_INCIDENTS)["Items"]
+        marked = 0
+        for item in items:
+            if item.get("status") != "contained" or "reinstated_at" in item:
+                continue
+            self.incidents_table.update_item(
+                Key={"violation_id": item["violation_id"]},
+                UpdateExpression="SET reinstated_at = :at, reinstated_by = :by, updated_at = :at",
+                ConditionExpression="attribute_exists(violation_id)",
+                ExpressionAttributeValues={":at": audit.iso_utc(self.now()), ":by": request.actor},
+            )
+            marked += 1
+        return marked
