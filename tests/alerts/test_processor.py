@@ -342,6 +342,7 @@ def test_valid_alert_is_indexed_and_forwarded_with_only_the_minimal_payload(env,
     }
     assert request.headers["x-api-key"] == API_KEY
     assert request.headers["content-type"] == "application/json"
+    assert request.headers["idempotency-key"] == alert_id  # the vendor contract (README)
     raw = request.raw
     for secret in (TRACE, base64.b64decode(TRACE).decode(), THING, BUCKET, key, key.rsplit("/", 1)[1],
                    DEVICE_REF_KEY, version):

@@ -539,5 +539,135 @@ def alerts_api_scenario() -> Scenario:
     )
 
 
+# ---- alerts: the alert processor (SQS of S3 notifications, partial batch responses) -----------------
+
+
+_classifier = None
+
+
+def classifier() -> Any:
+    """The vendor's classifier: a real HTTP server on 127.0.0.1 (one per session), recording every POST."""
+    global _classifier
+    if _classifier is None:
+        from tests.alerts.test_processor import Classifier
+
+        _classifier = Classifier()
+    return _classifier
+
+
+def _processor_world(injector: Injector) -> Any:
+    from alerts.processor import handler
+
+    from tests.alerts.test_processor import (
+        API_KEY, API_KEY_SECRET, BUCKET, DEVICE_REF_KEY, DEVICE_REF_SECRET, ENVIRONMENT, create_alert_tables,
+        valid_alert,
+    )
+
+    server = classifier()
+    server.mode, server.requests[:] = "200", []
+    env = Env({**ENVIRONMENT, "CLASSIFIER_URL": server.url, "ALERTS_BUCKET": BUCKET},
+              unset=("AWS_LAMBDA_FUNCTION_NAME",))
+    handler._dependencies.cache_clear()
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    secrets = boto3.client("secretsmanager")
+    secrets.create_secret(Name=API_KEY_SECRET, SecretString=API_KEY)
+    secrets.create_secret(Name=DEVICE_REF_SECRET, SecretString=DEVICE_REF_KEY)
+    alerts, idempotency = create_alert_tables(boto3.resource("dynamodb"))
+    key = "alerts/sensor-0042/2024/03/05/1709622489123-0f4d7b2e.json"
+    version = s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(valid_alert()).encode())["VersionId"]
+    # The HTTP POST is one more numbered call of the sweep; its retry backoff is not waited for.
+    forwarder = handler._dependencies().forward.__self__
+    forwarder.post = injector.wrap("classifier.POST", forwarder.post, lambda: TimeoutError("read timed out"))
+    forwarder.sleep = lambda seconds: None
+    return SimpleNamespace(env=env, handler=handler, s3=s3, bucket=BUCKET, key=key, version=version,
+                           alerts=alerts, idempotency=idempotency, server=server)
+
+
+def _processor_state(world: Any) -> dict[str, list[str]]:
+    posts = [(r.headers.get("idempotency-key"), json.loads(r.body)) for r in world.server.requests]
+    originals = world.s3.get_object_tagging(Bucket=world.bucket, Key=world.key, VersionId=world.version)
+    quarantined = world.s3.list_objects_v2(Bucket=world.bucket, Prefix="quarantine/").get("Contents", [])
+    alert_ids = [item["alert_id"] for item in scan(world.alerts)]
+    state = {
+        "index": items(world.alerts),
+        "idempotency records": [i["status"] for i in scan(world.idempotency)],
+        # What the vendor acts on: one classification per Idempotency-Key (README, vendor contract).
+        "classified": sorted({canonical({"idempotency-key": k, "body": b}) for k, b in posts if k is not None})
+                      + [canonical({"idempotency-key": None, "body": b}) for k, b in posts if k is None],
+        "classifier POSTs": [canonical(b) for _, b in posts],
+        "quarantine": [o["Key"] for o in quarantined] + [canonical(t) for t in originals["TagSet"]],
+    }
+    return renamed(state, {world.version: "<version>", **{a: "<alert id>" for a in alert_ids}})
+
+
+def _processor_time_passes(world: Any, seconds: float) -> None:
+    """The visibility timeout (6 x the function's timeout) has passed: Powertools' in-progress lock of a
+    dead invocation (held until that invocation's timeout) has expired."""
+    now_ms = int(time.time() * 1000)
+    for item in scan(world.idempotency):
+        if item.get("status") == "INPROGRESS":
+            world.idempotency.update_item(Key={"id": item["id"]}, UpdateExpression="SET in_progress_expiration = :t",
+                                          ExpressionAttributeValues={":t": now_ms - 1})
+
+
+def _processor_stranded(world: Any) -> str | None:
+    stuck = [i["id"] for i in scan(world.idempotency) if i.get("status") == "INPROGRESS"]
+    return f"idempotency record {stuck[0]} left INPROGRESS" if stuck else None
+
+
+def alert_processor_scenario() -> Scenario:
+    from tests.alerts.test_processor import LambdaContext, notify, sqs_event
+
+    return Scenario(
+        function="alerts.processor",
+        # stacks/alerts/pipeline.py: visibility 6 x 90 s, ReportBatchItemFailures, DLQ after 5 receives.
+        source=SqsPartialBatch(visibility_seconds=540, max_receives=5),
+        world=_processor_world,
+        event=lambda world: sqs_event([notify(world, world.key, world.version)]),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_processor_state,
+        stranded=_processor_stranded,
+        time_passes=_processor_time_passes,
+        tolerated={"classifier POSTs": (HARMLESS, "the alert POSTed again (an answer lost, or the run's completion "
+                                                  "not recorded) with the same Idempotency-Key, the alert id: the "
+                                                  "vendor classifies it once (README, vendor contract)")},
+        teardown=_teardown,
+    )
+
+
+# ---- telemetry: the Firehose transform (no AWS call: swept with zero calls) ------------------------
+
+
+def _transform_world(injector: Injector) -> Any:
+    from telemetry.transform import handler
+
+    return SimpleNamespace(env=Env({}), handler=handler, answers=[])
+
+
+def _transform_invoke(world: Any, event: dict) -> dict:
+    from tests.helpers import LambdaContext
+
+    answer = world.handler.lambda_handler(event, LambdaContext())
+    world.answers.append(answer)
+    return answer
+
+
+def transform_scenario() -> Scenario:
+    from tests.telemetry.test_transform import envelope, firehose_event, record
+
+    return Scenario(
+        function="telemetry.transform",
+        source=FirehoseTransform(),
+        world=_transform_world,
+        event=lambda world: firehose_event([record(envelope(), "r-0"),
+                                            record(envelope(thing="sensor-0043", client_id="sensor-0043"), "r-1")]),
+        invoke=_transform_invoke,
+        state=lambda world: {"records": [canonical(r) for a in world.answers for r in a["records"]]},
+        teardown=_teardown,
+    )
+
+
 SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
-             device_admin_scenario, detector_scenario, alerts_api_scenario]
+             device_admin_scenario, detector_scenario, alerts_api_scenario, alert_processor_scenario, transform_scenario]

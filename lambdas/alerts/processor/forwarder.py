@@ -6,6 +6,7 @@ which device it is. Never the trace, the thing name, the bucket or the key.
 
 At most `attempts` tries inside one invocation with a short, bounded backoff; anything still
 failing raises ForwardError so the SQS message is retried (and dead-lettered after 5 receives).
+Delivery is at least once: every attempt carries the same `Idempotency-Key` (the alert id).
 """
 
 from __future__ import annotations
@@ -34,6 +35,10 @@ REJECTED_STATUSES = frozenset({400, 422})  # the classifier refuses this alert: 
 AUTH_STATUSES = frozenset({401, 403})  # maybe a rotated API key: retried once with a fresh one
 RETRYABLE_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 1.0
+# Every POST of one alert carries its alert id here (stable per bucket/key/version); the README's
+# vendor contract asks the classifier to act once per key. A POST whose answer is lost cannot be
+# known to have arrived, so it is sent again: at least once, never silently dropped.
+IDEMPOTENCY_HEADER = "Idempotency-Key"
 
 
 class ForwardError(Exception):
@@ -171,6 +176,9 @@ class Forwarder:
             headers = {
                 "Content-Type": "application/json",
                 "x-api-key": self._secret(self.api_key_secret, refresh=refresh_key),
+                # The same alert is POSTed again when an answer is lost (a timeout here, or a dead
+                # invocation whose message SQS redelivers): the key lets the classifier act once.
+                IDEMPOTENCY_HEADER: alert_id,
             }
             try:
                 status = self.post(self.url, body, headers, self.timeout)
