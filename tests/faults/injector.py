@@ -40,8 +40,11 @@ from botocore.exceptions import EndpointConnectionError, ReadTimeoutError
 
 FAIL_THROTTLED, FAIL_INTERNAL, FAIL_CONNECTION = "throttled", "internal", "connection"
 LOST, RESENT, DIES = "lost", "resent", "dies"
-# (a) fail before applied, three ways; (b) lost; (c) resent; (d) dies.
-KINDS = (FAIL_THROTTLED, FAIL_INTERNAL, FAIL_CONNECTION, LOST, RESENT, DIES)
+# (a) fail before applied: a service error the function reads as a ClientError (ThrottlingException
+# at even calls, InternalFailure at odd ones: botocore retries both and the functions treat them
+# alike) and a connection error (a BotoCoreError); (b) lost; (c) resent; (d) dies.
+SERVICE_ERROR = "service-error"
+KINDS = (SERVICE_ERROR, FAIL_CONNECTION, LOST, RESENT, DIES)
 SERVICE_ERRORS = {FAIL_THROTTLED: ("ThrottlingException", 400, "Rate exceeded"),
                   FAIL_INTERNAL: ("InternalFailure", 500, "An internal error occurred")}
 
@@ -133,7 +136,7 @@ class Injector:
                 return send(*args, **kwargs)
             self.fired = True
             self.attempts += 1
-            if self.fault.kind in (FAIL_THROTTLED, FAIL_INTERNAL, FAIL_CONNECTION):
+            if self.fault.kind in (SERVICE_ERROR, FAIL_THROTTLED, FAIL_INTERNAL, FAIL_CONNECTION):
                 raise ConnectionRefusedError(f"injected: {name} not reached")
             send(*args, **kwargs)
             if self.fault.kind == DIES:
@@ -152,6 +155,8 @@ class Injector:
         self.fired = True
         self.attempts += 1
         kind = self.fault.kind
+        if kind == SERVICE_ERROR:
+            kind = (FAIL_THROTTLED, FAIL_INTERNAL)[self.fault.call % 2]
         if kind in SERVICE_ERRORS:
             code, status, message = SERVICE_ERRORS[kind]
             return service_error(request, self.protocol, code, status, message)

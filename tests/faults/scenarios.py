@@ -26,8 +26,6 @@ import time
 from types import SimpleNamespace
 from typing import Any
 
-import boto3
-
 from tests.faults.injector import Injector
 from tests.faults.sweep import (
     RECORDED,
@@ -40,6 +38,8 @@ from tests.faults.sweep import (
     SqsPartialBatch,
     Synchronous,
     canonical,
+    client,
+    resource,
 )
 from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, create_tables, scan
 
@@ -95,8 +95,8 @@ def _hook_world(injector: Injector) -> Any:
 
     env = Env({"TOKENS_TABLE": TOKENS_TABLE, "AUDIT_TABLE": AUDIT_TABLE}, unset=("SERIAL_PATTERN",))
     handler._dependencies.cache_clear()
-    tokens, audit = create_tables(boto3.resource("dynamodb"))
-    iot = boto3.client("iot")
+    tokens, audit = create_tables(resource("dynamodb"))
+    iot = client("iot")
     # The certificate fleet provisioning created from the device's CSR, not yet activated by the template.
     certificate = iot.register_certificate_without_ca(certificatePem=certificate_pems()[0],
                                                       status="PENDING_ACTIVATION")["certificateId"]
@@ -149,7 +149,7 @@ def _token_api_world(injector: Injector) -> Any:
     env = Env({"TOKENS_TABLE": TOKENS_TABLE, "AUDIT_TABLE": AUDIT_TABLE, "TOKEN_TTL_SECONDS": "900",
                "ADMIN_GROUP": "admins"}, unset=("SERIAL_PATTERN",))
     handler._dependencies.cache_clear()
-    tokens, audit = create_tables(boto3.resource("dynamodb"))
+    tokens, audit = create_tables(resource("dynamodb"))
     return SimpleNamespace(env=env, handler=handler, tokens=tokens, audit=audit, answers=[])
 
 
@@ -193,8 +193,8 @@ def topic_inbox(name: str) -> tuple[str, Any]:
     """An SNS topic as the stack makes it, read back through a subscribed SQS queue: (ARN, reader)."""
     from tests.helpers import topic_with_inbox
 
-    sqs = boto3.client("sqs")
-    topic, queue_url = topic_with_inbox(boto3.client("sns"), sqs, name)
+    sqs = client("sqs")
+    topic, queue_url = topic_with_inbox(client("sns"), sqs, name)
     seen: list[dict] = []
 
     def read() -> list[dict]:
@@ -242,18 +242,18 @@ def _auth_world(injector: Injector) -> Any:
     env = Env({"COUNTERS_TABLE": TABLE, "PROFILE_NAME": PROFILE, "WINDOW_SECONDS": str(WINDOW_SECONDS),
                "MAX_AUTH_FAILURES": str(MAX), "VIOLATION_TOPIC_ARN": topic})
     handler._dependencies.cache_clear()
-    dynamodb = boto3.client("dynamodb")
+    dynamodb = client("dynamodb")
     dynamodb.create_table(TableName=TABLE, KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
                           AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                           BillingMode="PAY_PER_REQUEST")
     dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"Enabled": True,
                                                                            "AttributeName": "expires_at"})
     # The device, with its own certificate: its refused connections are its own (attribution).
-    iot = boto3.client("iot")
+    iot = client("iot")
     iot.create_thing(thingName="sensor-0042")
     certificate = iot.register_certificate_without_ca(certificatePem=certificate_pems()[1], status="ACTIVE")
     iot.attach_thing_principal(thingName="sensor-0042", principal=certificate["certificateArn"])
-    counters = boto3.resource("dynamodb").Table(TABLE)
+    counters = resource("dynamodb").Table(TABLE)
     return SimpleNamespace(env=env, handler=handler, read=read, counters=counters,
                            certificate=certificate["certificateId"])
 
@@ -312,8 +312,8 @@ def _auto_response_world(injector: Injector) -> Any:
                "EXEMPT_GROUP": EXEMPT_GROUP, "DRY_RUN": "false", "IOT_DATA_ENDPOINT": DATA_ENDPOINT,
                "OPS_TOPIC_ARN": topic})
     handler._dependencies.cache_clear()
-    table = create_incidents_table(boto3.resource("dynamodb"))
-    iot = boto3.client("iot")
+    table = create_incidents_table(resource("dynamodb"))
+    iot = client("iot")
     iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
     iot.create_thing_group(thingGroupName=EXEMPT_GROUP)
     certificates = make_thing(iot, THING)
@@ -417,10 +417,10 @@ def _device_admin_world(injector: Injector) -> Any:
 
     env = Env({"QUARANTINE_GROUP": QUARANTINE_GROUP, "AUDIT_TABLE": AUDIT_TABLE, "INCIDENTS_TABLE": INCIDENTS_TABLE})
     handler._dependencies.cache_clear()
-    dynamodb = boto3.resource("dynamodb")
+    dynamodb = resource("dynamodb")
     _, audit = create_tables(dynamodb)
     incidents = create_incidents_table(dynamodb)
-    iot = boto3.client("iot")
+    iot = client("iot")
     iot.create_thing_group(thingGroupName=QUARANTINE_GROUP)
     world = SimpleNamespace(env=env, handler=handler, audit=audit, incidents=incidents, iot=iot, thing=THING)
     world.certificates = contained_device(world, ("INACTIVE",))
@@ -512,10 +512,10 @@ def _alerts_api_world(injector: Injector) -> Any:
 
     env = Env(ENV)
     handler._dependencies.cache_clear()
-    dynamodb = boto3.resource("dynamodb")
+    dynamodb = resource("dynamodb")
     table = create_alerts_table(dynamodb)
     _, audit = create_tables(dynamodb)
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     s3.create_bucket(Bucket=DATA_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=DATA_BUCKET, VersioningConfiguration={"Status": "Enabled"})
     stored = store_alert(table, s3, "pump-7", "2023-11-14T12:00:00.000Z", 1)
@@ -568,13 +568,13 @@ def _processor_world(injector: Injector) -> Any:
     env = Env({**ENVIRONMENT, "CLASSIFIER_URL": server.url, "ALERTS_BUCKET": BUCKET},
               unset=("AWS_LAMBDA_FUNCTION_NAME",))
     handler._dependencies.cache_clear()
-    s3 = boto3.client("s3")
+    s3 = client("s3")
     s3.create_bucket(Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION})
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
-    secrets = boto3.client("secretsmanager")
+    secrets = client("secretsmanager")
     secrets.create_secret(Name=API_KEY_SECRET, SecretString=API_KEY)
     secrets.create_secret(Name=DEVICE_REF_SECRET, SecretString=DEVICE_REF_KEY)
-    alerts, idempotency = create_alert_tables(boto3.resource("dynamodb"))
+    alerts, idempotency = create_alert_tables(resource("dynamodb"))
     key = "alerts/sensor-0042/2024/03/05/1709622489123-0f4d7b2e.json"
     version = s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(valid_alert()).encode())["VersionId"]
     # The HTTP POST is one more numbered call of the sweep; its retry backoff is not waited for.

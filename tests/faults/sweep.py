@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import io
 import json
 from collections import Counter
@@ -233,6 +234,18 @@ def _shared_session(injector: Injector) -> boto3.Session:
 INJECTOR = Injector()
 
 
+@functools.cache
+def client(service: str) -> Any:
+    """A client of the sweep's session, for building and reading worlds (clients are the slow part
+    of a run; they hold no state of moto's, so one per service serves every run)."""
+    return _shared_session(INJECTOR).client(service)
+
+
+@functools.cache
+def resource(service: str) -> Any:
+    return _shared_session(INJECTOR).resource(service)
+
+
 def run(scenario: Scenario, fault: Fault | None) -> Run:
     injector = INJECTOR
     injector.fakes = scenario.fakes
@@ -322,3 +335,24 @@ def sweep(scenario: Scenario, kinds: tuple[str, ...] = KINDS) -> tuple[Run, list
             outcome, detail = classify(scenario, clean, faulted, kind)
             rows.append(Row(scenario.function, scenario.source.name, i, name, kind, outcome, detail))
     return clean, rows
+
+
+def table(results: list[tuple[Scenario, Run, list[Row]]]) -> str:
+    """The outcomes as a markdown table: one line per (function, call), one column per fault kind."""
+    lines = ["| function <- source | # | call | " + " | ".join(KINDS) + " |",
+             "|---|---|---|" + "---|" * len(KINDS)]
+    for scenario, clean, rows in results:
+        if not clean.calls:
+            lines.append(f"| {scenario.name} | - | (no AWS call) | " + " | ".join("-" for _ in KINDS) + " |")
+        by_call: dict[int, dict[str, str]] = {}
+        for row in rows:
+            by_call.setdefault(row.call, {})[row.kind] = row.outcome
+        for i, name in enumerate(clean.calls):
+            cells = " | ".join(by_call.get(i, {}).get(kind, "") for kind in KINDS)
+            lines.append(f"| {scenario.name} | {i} | `{name}` | {cells} |")
+    counts = Counter(row.outcome for _, _, rows in results for row in rows)
+    calls = sum(len(clean.calls) for _, clean, _ in results)
+    lines.append("")
+    lines.append(f"{len(results)} functions, {calls} calls swept, {sum(counts.values())} faulted runs: "
+                 + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
+    return "\n".join(lines)
