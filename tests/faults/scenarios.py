@@ -223,8 +223,12 @@ def violations(read: Any) -> dict[str, list[str]]:
     return {"violations": sorted(set(kept)), "violation copies": kept}
 
 
-# Standard SNS topics deliver at least once ("Amazon SNS message delivery": a subscriber may get a
-# message more than once), so every consumer of the violation topic already deduplicates.
+# Only FIFO topics deduplicate ("Amazon SNS message deduplication for FIFO topics",
+# https://docs.aws.amazon.com/sns/latest/dg/fifo-message-dedup.html), and an asynchronously invoked
+# function may "receive the same event from Lambda multiple times" even without an error ("How Lambda
+# handles errors and retries with asynchronous invocation",
+# https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html): the
+# auto-response already has to treat a second copy of a violation as a duplicate, and does.
 VIOLATION_COPIES = (HARMLESS, "the same violation (same violationId) published twice: SNS standard topics "
                               "deliver at least once anyway and the auto-response is idempotent on violationId")
 

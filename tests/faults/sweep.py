@@ -63,7 +63,9 @@ def _invoke(invoke: Callable[[Any], Any], event: Any) -> tuple[str, Any]:
 
 @dataclass(frozen=True)
 class Synchronous:
-    """API Gateway, the IoT provisioning hook, `aws lambda invoke`: nothing retries for the caller.
+    """API Gateway, the IoT provisioning hook, `aws lambda invoke`: nothing retries for the caller
+    ("When you invoke a function directly ... Lambda does not automatically retry": "Understanding
+    retry behavior in Lambda", https://docs.aws.amazon.com/lambda/latest/dg/invocation-retries.html).
     The answer must say failure when the work was not done; a caller told so re-sends its request
     once (`ok(answer)` reads the answer)."""
 
@@ -89,7 +91,8 @@ class Synchronous:
 class SqsPartialBatch:
     """SQS event source mapping with ReportBatchItemFailures: the items reported failed (all of them
     if the invocation raised or died) come back after the visibility timeout with their receive
-    count + 1; after `max_receives` they go to the DLQ."""
+    count + 1; after `max_receives` they go to the DLQ ("Handling errors for an SQS event source in
+    Lambda", https://docs.aws.amazon.com/lambda/latest/dg/services-sqs-errorhandling.html)."""
 
     visibility_seconds: float
     max_receives: int
@@ -122,7 +125,9 @@ def _received(record: dict, count: int) -> dict:
 class AsyncInvoke:
     """Asynchronous invocation (SNS, CloudWatch Logs subscriptions): a function error or a dead
     invocation is retried with the same event, `retries` times (1 minute, then 2 minutes later),
-    then the event goes to the on-failure destination."""
+    then the event goes to the on-failure destination ("How Lambda handles errors and retries with
+    asynchronous invocation", https://docs.aws.amazon.com/lambda/latest/dg/invocation-async-error-handling.html).
+    A dead invocation (timeout) is a function error there too."""
 
     name: str
     retries: int = 2
@@ -143,7 +148,9 @@ class AsyncInvoke:
 class KinesisBatch:
     """Kinesis event source mapping (tumbling window): an error or a dead invocation retries the
     same batch with the same previous state, `retries` times (no bisect: `bisect`=False as the
-    stack configures it), then the batch's metadata goes to the on-failure destination."""
+    stack configures it), then the batch's metadata goes to the on-failure destination (event source
+    mappings that read from streams "retry the entire batch": "Understanding retry behavior in
+    Lambda", https://docs.aws.amazon.com/lambda/latest/dg/invocation-retries.html)."""
 
     retries: int
     bisect: bool = False
@@ -165,7 +172,8 @@ class KinesisBatch:
 @dataclass(frozen=True)
 class FirehoseTransform:
     """Firehose data transformation: a failed invocation is retried (3 times by default), then its
-    records are delivered to the processing-failed error prefix."""
+    records are delivered to the processing-failed error prefix ("Handle failure in data
+    transformation", https://docs.aws.amazon.com/firehose/latest/dev/data-transformation-failure-handling.html)."""
 
     retries: int = 3
     name: str = "Firehose transform"
