@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from boto3.dynamodb.types import TypeDeserializer
-
 
 def _plain(wire: Mapping[str, Any] | None) -> dict[str, Any]:
+    from boto3.dynamodb.types import TypeDeserializer  # boto3 comes with the table; not at import
+
     deserializer = TypeDeserializer()
     return {k: deserializer.deserialize(v) for k, v in (wire or {}).items()}
 
