@@ -220,6 +220,25 @@ class Run:
     stranded: str | None
     fired: bool
     attempts: int = 0  # HTTP attempts of the faulted call (2: botocore re-sent it)
+    signals: list[str] = field(default_factory=list)  # warning/error log lines and metrics emitted
+
+
+def signals(output: str) -> list[str]:
+    """What an operator would see of a run: its WARNING/ERROR log messages and the metrics it emitted
+    (Powertools writes both as JSON lines)."""
+    seen = []
+    for line in output.splitlines():
+        try:
+            doc = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(doc, dict):
+            continue
+        if doc.get("level") in ("WARNING", "ERROR", "CRITICAL"):
+            seen.append(f"log: {doc.get('message')}")
+        for directive in (doc.get("_aws") or {}).get("CloudWatchMetrics", []):
+            seen += [f"metric: {m['Name']}" for m in directive.get("Metrics", []) if doc.get(m["Name"])]
+    return seen
 
 
 def canonical(value: Any) -> str:
@@ -270,13 +289,14 @@ def run(scenario: Scenario, fault: Fault | None) -> Run:
                 with injector.paused():  # reading the world back is not the function's call
                     return scenario.state(world)
 
-            with captured_logs(world.handler.logger):  # bound to the real stdout at import
+            with captured_logs(world.handler.logger) as logs:  # bound to the real stdout at import
                 extra = {"snapshot": snapshot} if isinstance(scenario.source, Synchronous) else {}
                 delivery = scenario.source.deliver(lambda e: scenario.invoke(world, e), event,
                                                    lambda seconds: scenario.time_passes(world, seconds), **extra)
             calls, fired, attempts = list(injector.calls), injector.fired, injector.attempts
             injector.arm(None)
-            return Run(calls, delivery, scenario.state(world), scenario.stranded(world), fired, attempts)
+            return Run(calls, delivery, scenario.state(world), scenario.stranded(world), fired, attempts,
+                       signals(logs.getvalue() + output.getvalue()))
         finally:
             injector.arm(None)
             scenario.teardown(world)
@@ -295,6 +315,11 @@ def classify(scenario: Scenario, clean: Run, faulted: Run, kind: str) -> tuple[s
     """The outcome of a faulted run against the clean one, and a short reason."""
     if faulted.stranded:
         return STRANDED, faulted.stranded
+    results = faulted.delivery.results
+    # A dead invocation cannot log (the runtime reports it); any other failure must say so itself.
+    failed = "raised" in results or (faulted.delivery.told_failure and results[0] != "died")
+    if failed and not any(s.startswith("log: ") for s in faulted.signals):
+        return LOST, "a failure left no warning or error log line"  # principle 4: nothing silent
     missing, extra = _diff(clean.state, faulted.state)
     delivery = faulted.delivery
     synchronous = isinstance(scenario.source, Synchronous)
