@@ -465,6 +465,28 @@ def device_admin_scenario() -> Scenario:
     )
 
 
+def device_admin_quarantine_scenario() -> Scenario:
+    """The other action fleetctl sends the same function: quarantine by hand."""
+    from tests.defense.test_device_admin import request
+    from tests.helpers import LambdaContext
+
+    def world(injector: Injector) -> Any:
+        built = _device_admin_world(injector)
+        built.iot.remove_thing_from_thing_group(thingGroupName=os.environ["QUARANTINE_GROUP"], thingName=built.thing)
+        return built
+
+    return Scenario(
+        function="defense.device_admin",
+        source=Synchronous("Lambda Invoke (fleetctl quarantine)", ok=lambda answer: answer.get("ok") is True),
+        world=world,
+        event=lambda world: request("quarantine"),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_device_admin_state,
+        tolerated=device_admin_scenario().tolerated,
+        teardown=_teardown,
+    )
+
+
 # ---- defense: the built-in detector (Kinesis, tumbling windows) ------------------------------------
 
 
@@ -477,7 +499,14 @@ def _detector_world(injector: Injector) -> Any:
     env = Env({**ENV, "VIOLATION_TOPIC_ARN": topic}, unset=("MAX_TRACKED_THINGS",))
     for cached in (handler._settings, handler._sns, handler._attachments):
         cached.cache_clear()
-    return SimpleNamespace(env=env, handler=handler, read=read, answers=[])
+    # A device whose own certificate is refused under its name: the registry proves it is its own.
+    from tests.defense.test_auto_response import certificate_pems
+
+    iot = client("iot")
+    iot.create_thing(thingName="SN-B")
+    certificate = iot.register_certificate_without_ca(certificatePem=certificate_pems()[2], status="ACTIVE")
+    iot.attach_thing_principal(thingName="SN-B", principal=certificate["certificateArn"])
+    return SimpleNamespace(env=env, handler=handler, read=read, answers=[], certificate=certificate["certificateId"])
 
 
 def _detector_invoke(world: Any, event: dict) -> dict:
@@ -488,18 +517,30 @@ def _detector_invoke(world: Any, event: dict) -> dict:
     return answer
 
 
+def _window(state: dict) -> str:
+    """The window state the next batch gets; presence events are remembered by hashes of their
+    (per-run) session ids, so only how many per subject."""
+    return canonical({k: ({s: len(h) for s, h in v.items()} if k == "p" else v) for k, v in state.items()})
+
+
 def detector_scenario() -> Scenario:
-    from tests.defense.test_detector import telemetry
+    from tests.defense.test_detector import presence, telemetry
     from tests.defense.test_detector_handler import tumbling_event
+
+    def event(world: Any) -> dict:
+        """One device over MAX_MESSAGES (100) in the window, and another refused 11 times with its own
+        certificate (attributed to it by one ListThingPrincipals)."""
+        flood = [telemetry("sensor-0042") for _ in range(101)]
+        refused = [presence("SN-B", "connect_failed", principal=world.certificate) for _ in range(11)]
+        return tumbling_event(flood + refused)
 
     return Scenario(
         function="defense.detector",
         source=KinesisBatch(retries=3, bisect=False),  # stacks/defense/builtin_detector.py
         world=_detector_world,
-        # One device over MAX_MESSAGES (100) in the window.
-        event=lambda world: tumbling_event([telemetry("sensor-0042") for _ in range(101)]),
+        event=event,
         invoke=_detector_invoke,
-        state=lambda world: {**violations(world.read), "window state": [canonical(a["state"]) for a in world.answers]},
+        state=lambda world: {**violations(world.read), "window state": [_window(a["state"]) for a in world.answers]},
         tolerated={"violation copies": VIOLATION_COPIES},
         teardown=_teardown,
     )
@@ -621,6 +662,34 @@ def _processor_stranded(world: Any) -> str | None:
     return f"idempotency record {stuck[0]} left INPROGRESS" if stuck else None
 
 
+def alerts_list_scenario() -> Scenario:
+    """The API's other route: a read, so a failure must only ever be an honest 5xx."""
+    from tests.alerts.test_api import api_event
+    from tests.helpers import LambdaContext
+
+    def invoke(world: Any, event: dict) -> dict:
+        answer = world.handler.lambda_handler(event, LambdaContext())
+        world.answers.append(answer)
+        return answer
+
+    def world(injector: Injector) -> Any:
+        built = _alerts_api_world(injector)
+        built.answers = []
+        return built
+
+    return Scenario(
+        function="alerts.api",
+        source=Synchronous("API Gateway (GET /alerts)", ok=lambda answer: answer["statusCode"] == 200),
+        world=world,
+        event=lambda world: api_event(query={"thing": "pump-7"}),
+        invoke=invoke,
+        # What the analyst finally got: the page (a read changes nothing else).
+        state=lambda world: renamed({"page": [a["body"] for a in world.answers if a["statusCode"] == 200]},
+                                    {world.alert_id: "<alert id>"}),
+        teardown=_teardown,
+    )
+
+
 def alert_processor_scenario() -> Scenario:
     from tests.alerts.test_processor import LambdaContext, notify, sqs_event
 
@@ -674,4 +743,5 @@ def transform_scenario() -> Scenario:
 
 
 SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
-             device_admin_scenario, detector_scenario, alerts_api_scenario, alert_processor_scenario, transform_scenario]
+             device_admin_scenario, device_admin_quarantine_scenario, detector_scenario, alerts_api_scenario,
+             alerts_list_scenario, alert_processor_scenario, transform_scenario]
