@@ -386,6 +386,8 @@ def table(results: list[tuple[Scenario, Run, list[Row]]]) -> str:
     counts = Counter(row.outcome for _, _, rows in results for row in rows)
     calls = sum(len(clean.calls) for _, clean, _ in results)
     lines.append("")
-    lines.append(f"{len(results)} functions, {calls} calls swept, {sum(counts.values())} faulted runs: "
+    functions = len({scenario.function for scenario, _, _ in results})
+    lines.append(f"{functions} functions in {len(results)} scenarios, {calls} calls swept, "
+                 f"{sum(counts.values())} faulted runs: "
                  + ", ".join(f"{n} {outcome}" for outcome, n in sorted(counts.items())))
     return "\n".join(lines)
