@@ -98,6 +98,7 @@ class Injector:
     attempts: int = 0  # attempts made of the faulted call
     fired: bool = False
     protocol: str = "json"
+    serving: bool = False  # inside moto_served_by
 
     HOOK = "fault-injector"
 
@@ -148,7 +149,9 @@ class Injector:
     def _faulted(self) -> bool:
         return self.fault is not None and len(self.calls) - 1 == self.fault.call
 
-    def _before_send(self, request: Any, event_name: str, **_: Any) -> AWSResponse:
+    def _before_send(self, request: Any, event_name: str, **_: Any) -> AWSResponse | None:
+        if not self.serving:
+            return None  # outside moto_served_by: not ours to answer
         service_operation = ".".join(event_name.split(".")[1:])  # before-send.<service-id>.<Operation>
         if not self._faulted():
             return self._serve(service_operation, request)
@@ -191,11 +194,11 @@ def moto_served_by(injector: Injector) -> Iterator[None]:
     from moto.core.models import botocore_stubber
 
     was = botocore_stubber.enabled
-    botocore_stubber.enabled = False
+    botocore_stubber.enabled, injector.serving = False, True
     try:
         yield
     finally:
-        botocore_stubber.enabled = was
+        botocore_stubber.enabled, injector.serving = was, False
 
 
 @contextlib.contextmanager

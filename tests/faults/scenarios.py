@@ -43,7 +43,6 @@ from tests.faults.sweep import (
 )
 from tests.helpers import AUDIT_TABLE, TOKENS_TABLE, create_tables, scan
 
-DROP = object()
 
 
 class Env:

@@ -300,6 +300,7 @@ def run(scenario: Scenario, fault: Fault | None) -> Run:
         finally:
             injector.arm(None)
             scenario.teardown(world)
+            boto3.DEFAULT_SESSION = None  # the sweep's session (with its hooks) stays the sweep's
 
 
 def _diff(want_state: dict[str, list[str]], got_state: dict[str, list[str]]) -> tuple[list[str], list[tuple[str, str]]]:
