@@ -178,6 +178,11 @@ class Injector:
         fake = self.fakes.get(service_operation)
         if fake is not None:
             return fake(request)
+        return self.moto(service_operation, request)
+
+    @staticmethod
+    def moto(service_operation: str, request: Any) -> AWSResponse:
+        """moto's answer (a fake that only corrects moto passes the request on here)."""
         from moto.core.botocore_stubber import MockRawResponse
         from moto.core.models import botocore_stubber
 

@@ -307,13 +307,20 @@ def _auto_response_world(injector: Injector) -> Any:
     from defense.auto_response import handler
 
     from tests.defense.test_auto_response import (
-        DATA_ENDPOINT, EXEMPT_GROUP, INCIDENTS_TABLE, QUARANTINE_GROUP, THING, create_incidents_table, make_thing,
+        DATA_ENDPOINT, EXEMPT_GROUP, INCIDENTS_TABLE, QUARANTINE_GROUP, THING, THING_ARN_PREFIX,
+        create_incidents_table, make_thing,
     )
 
+    from shared import commands
+
     topic, read = topic_inbox("fleetwarden-test-ops")
+    kms = client("kms")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
     env = Env({"INCIDENTS_TABLE": INCIDENTS_TABLE, "QUARANTINE_GROUP": QUARANTINE_GROUP, "REVOCATION": "deactivate",
                "EXEMPT_GROUP": EXEMPT_GROUP, "DRY_RUN": "false", "IOT_DATA_ENDPOINT": DATA_ENDPOINT,
-               "OPS_TOPIC_ARN": topic})
+               "OPS_TOPIC_ARN": topic, "THING_ARN_PREFIX": THING_ARN_PREFIX, "SIGNING_KEY_ARN": key,
+               # the stack passes the key id it read at deploy time
+               "SIGNING_KEY_ID": commands.key_id(kms.get_public_key(KeyId=key)["PublicKey"])})
     handler._dependencies.cache_clear()
     table = create_incidents_table(resource("dynamodb"))
     iot = client("iot")
@@ -323,7 +330,25 @@ def _auto_response_world(injector: Injector) -> Any:
     world = SimpleNamespace(env=env, handler=handler, read=read, table=table, iot=iot, thing=THING,
                             certificates=certificates, connected={THING}, sessions_ended=[], shift=0.0)
     injector.fakes["iot-data-plane.DeleteConnection"] = _connections_fake(world)
+    injector.fakes["iot.CreateJob"] = create_job_fake(set())
     return world
+
+
+def create_job_fake(created: set[str]) -> Any:
+    """CreateJob as IoT answers it: an existing job id is ResourceAlreadyExistsException ("The resource
+    already exists", https://docs.aws.amazon.com/iot/latest/apireference/API_CreateJob.html); moto
+    would overwrite the job instead."""
+    from tests.faults.injector import Injector, answer
+
+    def create_job(request: Any) -> Any:
+        job_id = request.url.split("/jobs/")[1].split("?")[0]
+        if job_id in created:
+            return answer(request, 409, {"message": "The resource already exists", "resourceId": job_id},
+                          {"x-amzn-ErrorType": "ResourceAlreadyExistsException"})
+        created.add(job_id)
+        return Injector.moto("iot.CreateJob", request)
+
+    return create_job
 
 
 def _auto_response_invoke(world: Any, event: dict) -> Any:
@@ -360,6 +385,7 @@ def _auto_response_state(world: Any) -> dict[str, list[str]]:
         "certificates": [world.iot.describe_certificate(certificateId=c)["certificateDescription"]["status"]
                          for c in world.certificates],
         "sessions ended": list(world.sessions_ended),
+        "jobs": [canonical({"id": j["jobId"], "status": j["status"]}) for j in world.iot.list_jobs()["jobs"]],
         "ops notifications": [_notification(n) for n in world.read()],
     }
     return renamed(state, {c: f"<certificate {n}>" for n, c in enumerate(world.certificates)})
