@@ -735,6 +735,62 @@ def alert_processor_scenario() -> Scenario:
     )
 
 
+# ---- commands: the command issuer (API Gateway REST, Cognito authoriser): POST /commands -----------
+
+
+def _issuer_world(injector: Injector) -> Any:
+    from commands.issuer import handler
+
+    from tests.commands.conftest import ARTIFACTS, PRESIGN_ROLE, THING
+
+    kms = client("kms")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    env = Env({"SIGNING_KEY_ARN": key, "AUDIT_TABLE": AUDIT_TABLE, "ARTIFACTS_BUCKET": ARTIFACTS,
+               "PRESIGN_ROLE_ARN": PRESIGN_ROLE, "JOB_TIMEOUT_MINUTES": "60", "JOB_RETRY_ATTEMPTS": "2",
+               "PRESIGN_SECONDS": "3600", "DEFAULT_LIFETIME_SECONDS": "86400", "MAX_ARTIFACT_BYTES": "1048576",
+               "TUNNEL_LIFETIME_MINUTES": "60", "ADMIN_GROUP": "admins",
+               "ROTATIONS_TABLE": "fleetwarden-test-rotations", "ROTATION_GRACE_SECONDS": "259200",
+               "AWS_REGION": REGION}, unset=("SIGNING_KEY_ID",))
+    handler._issuer.cache_clear()
+    _, audit = create_tables(resource("dynamodb"))
+    iot = client("iot")
+    iot.create_thing(thingName=THING)
+    injector.fakes["iot.CreateJob"] = create_job_fake(set())
+    return SimpleNamespace(env=env, handler=handler, audit=audit, iot=iot)
+
+
+def _issuer_state(world: Any) -> dict[str, list[str]]:
+    jobs = world.iot.list_jobs()["jobs"]
+    return {
+        # One reboot queued for the device, whatever its (random) job id.
+        "jobs": [canonical({"status": j["status"], "target": j.get("targetSelection")}) for j in jobs],
+        "audit": [canonical({"action": r["action"], "actor": r["actor"], "target": r["target"]})
+                  for r in scan(world.audit)],
+    }
+
+
+def command_issuer_scenario() -> Scenario:
+    from tests.commands.conftest import THING
+    from tests.commands.test_issuer import api_event
+    from tests.helpers import LambdaContext
+
+    return Scenario(
+        function="commands.issuer",
+        source=Synchronous("API Gateway (POST /commands)", ok=lambda answer: answer["statusCode"] == 201),
+        world=_issuer_world,
+        event=lambda world: api_event("POST", "/commands", {"command": "reboot", "thing": THING}),
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_issuer_state,
+        tolerated={"audit": (RECORDED, "every attempt is audited (`command.send`, and `command.send-failed` when "
+                                       "it was not queued); the operator's repeat is a new request")},
+        limits={("iot.create_job", "dies"): (
+            "the invocation died after CreateJob: API Gateway answers 5xx without the job id, and an operator "
+            "who repeats queues the command twice (each job a valid signed document); README, Reliability: "
+            "list the device's commands before repeating")},
+        teardown=_teardown,
+    )
+
+
 # ---- telemetry: the Firehose transform (no AWS call: swept with zero calls) ------------------------
 
 
@@ -769,4 +825,4 @@ def transform_scenario() -> Scenario:
 
 SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
              device_admin_scenario, device_admin_quarantine_scenario, detector_scenario, alerts_api_scenario,
-             alerts_list_scenario, alert_processor_scenario, transform_scenario]
+             alerts_list_scenario, alert_processor_scenario, transform_scenario, command_issuer_scenario]

@@ -33,6 +33,7 @@ from tests.helpers import captured_logs
 from tests.faults.injector import RESENT, KINDS, Fault, Injector, InvocationDied, moto_served_by, no_backoff
 
 CONVERGED, RECORDED, HARMLESS = "converged", "recorded", "double, harmless"
+LIMIT = "double, known limit"  # declared per (call, kind) by its scenario, with the reason; README, Reliability
 LOST, DOUBLE, STRANDED, WRONG = "lost", "double", "stranded", "wrong answer"
 DEFECTS = frozenset({LOST, DOUBLE, STRANDED, WRONG})
 REGION = "eu-west-1"
@@ -204,6 +205,8 @@ class Scenario:
     stranded: Callable[[Any], str | None] = lambda world: None
     time_passes: Callable[[Any, float], None] = lambda world, seconds: None
     tolerated: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # (call, kind) -> why a double there cannot be prevented by the function (a known, documented limit)
+    limits: dict[tuple[str, str], str] = field(default_factory=dict)
     fakes: dict[str, Callable[[Any], Any]] = field(default_factory=dict)
     teardown: Callable[[Any], None] = lambda world: None
 
@@ -367,6 +370,8 @@ def sweep(scenario: Scenario, kinds: tuple[str, ...] = KINDS) -> tuple[Run, list
             faulted = run(scenario, Fault(i, kind))
             assert faulted.fired, f"{scenario.name}: call {i} ({name}) was not reached under {kind}"
             outcome, detail = classify(scenario, clean, faulted, kind)
+            if outcome == DOUBLE and (name, kind) in scenario.limits:
+                outcome, detail = LIMIT, scenario.limits[(name, kind)]
             rows.append(Row(scenario.function, scenario.source.name, i, name, kind, outcome, detail))
     return clean, rows
 

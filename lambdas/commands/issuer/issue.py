@@ -137,13 +137,39 @@ class Issuer:
                                                            settings=self.settings.jobs, now=now))
         except Exception as error:  # noqa: BLE001 - recorded, then answered
             code = error_code(error)
-            self.log.exception("command not queued", extra={"job_id": job_id, "code": code})
-            self._audit("command.send-failed", username, _target_text(target),
-                        {"command": command, "job_id": job_id, "error": code})
-            raise ApiError(502, f"the command was not queued ({code}); nothing was sent, repeat the request",
-                           ERRORS) from None
+            queued = self._queued_anyway(job_id, code)
+            if queued is not True:
+                self.log.exception("command not queued", extra={"job_id": job_id, "code": code})
+                self._audit("command.send-failed", username, _target_text(target),
+                            {"command": command, "job_id": job_id, "error": code})
+                if queued is None:
+                    raise ApiError(502, f"it is not known whether the command was queued ({code}): check job "
+                                        f"{job_id} before repeating the request", ERRORS) from None
+                raise ApiError(502, f"the command was not queued ({code}); nothing was sent, repeat the request",
+                               ERRORS) from None
+            self.log.warning("CreateJob's answer was lost but the job exists: queued",
+                             extra={"job_id": job_id, "code": code})
         return {"job_id": job_id, "command": command, "target": target, "not_after": signed["not_after"],
                 "document": signed, **answer}
+
+    def _queued_anyway(self, job_id: str, code: str) -> bool | None:
+        """After a failed send: does the job exist after all? True when CreateJob was applied but its
+        answer lost (a timeout; or botocore re-sent it and IoT answered ResourceAlreadyExistsException,
+        which for this request's fresh random job id can only be its own first attempt: CreateJob
+        Errors, https://docs.aws.amazon.com/iot/latest/apireference/API_CreateJob.html); False when it
+        does not; None when that cannot be told (DescribeJob failed too). The fault sweep
+        (tests/faults) found the first two answered "nothing was sent, repeat": a repeat queued the
+        command twice."""
+        if code == "ResourceAlreadyExistsException":
+            return True
+        try:
+            self.iot.describe_job(jobId=job_id)
+            return True
+        except self.iot.exceptions.ResourceNotFoundException:
+            return False
+        except Exception:  # noqa: BLE001 - unknown: the answer says so
+            self.log.exception("could not tell whether the command was queued", extra={"job_id": job_id})
+            return None
 
     def _sign(self, command, params, username, lifetime, now, target, nonce) -> dict[str, Any]:
         try:
