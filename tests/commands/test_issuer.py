@@ -269,6 +269,26 @@ def test_a_failed_create_job_is_audited_and_can_be_repeated(issuer, aws):
     assert [j["jobId"] for j in aws.iot.list_jobs()["jobs"]] == [answer["job_id"]]
 
 
+def test_a_create_job_whose_answer_was_lost_is_answered_as_queued(issuer, aws):
+    """CreateJob applied, its answer lost (the read timed out): DescribeJob finds the job, so the
+    operator is not told to repeat it (tests/faults sweeps every kind of this)."""
+    from botocore.exceptions import ReadTimeoutError
+
+    created = aws.iot.create_job  # the real call, then the lost answer
+
+    def create_job(**request):
+        created(**request)
+        raise ReadTimeoutError(endpoint_url="https://iot.eu-west-1.amazonaws.com")
+
+    issuer.iot = type("LostAnswer", (), {"create_job": staticmethod(create_job),
+                                         "describe_job": staticmethod(aws.iot.describe_job),
+                                         "describe_thing": staticmethod(aws.iot.describe_thing),
+                                         "exceptions": aws.iot.exceptions})()
+    answer = send(issuer, command="reboot", thing=THING)
+    assert [j["jobId"] for j in aws.iot.list_jobs()["jobs"]] == [answer["job_id"]]
+    assert [a for a, _ in audit_actions(aws)] == ["command.send"]
+
+
 def test_a_kms_failure_writes_nothing(issuer, aws):
     error = ClientError({"Error": {"Code": "KMSInvalidStateException", "Message": "disabled"}}, "Sign")
     Calls(issuer.signer.kms, fail={"sign": [error]})
