@@ -40,14 +40,17 @@ def record(
     details: Mapping[str, Any],
     now: Callable[[], float],
     logger: Logger | None = None,
+    event_id: str | None = None,
 ) -> dict[str, Any]:
-    """Write one audit item and log it under the key `audit`; returns the record."""
+    """Write one audit item and log it under the key `audit`; returns the record. With `event_id`
+    (derived from what is recorded, e.g. a job id) the record is written once: if one with that id
+    exists (an earlier attempt of the same work), that one is returned and nothing is written."""
     for name, value in (("action", action), ("actor", actor), ("target", target)):
         # `target` is the by_target index key: DynamoDB rejects empty key strings.
         if not isinstance(value, str) or not value:
             raise ValueError(f"audit {name} must be a non-empty string")
     item = {
-        "event_id": uuid.uuid4().hex,
+        "event_id": event_id or uuid.uuid4().hex,
         "at": iso_utc(now()),
         "action": action,
         "actor": actor,
@@ -56,7 +59,10 @@ def record(
     }
     # A uuid4 collision is practically impossible; the condition makes overwriting one impossible,
     # and put_new tells this record's own write (botocore re-sent it) from such a collision.
-    if put_new(table, item, "event_id") is not None:
+    existing = put_new(table, item, "event_id")
+    if existing is not None:
+        if event_id is not None:
+            return existing
         raise RuntimeError(f"audit event id {item['event_id']} already holds another record")
     (logger or _logger).info(f"audit: {action}", extra={"audit": item})
     return item

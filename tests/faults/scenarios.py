@@ -791,6 +791,64 @@ def command_issuer_scenario() -> Scenario:
     )
 
 
+# ---- commands: the daily rotation starter (EventBridge schedule, asynchronous) ----------------------
+
+
+def _expiring_world(injector: Injector) -> Any:
+    from commands.expiring import handler
+    from shared import commands
+
+    from tests.commands.conftest import THING
+    from tests.commands.test_expiring import finding
+    from tests.commands.test_rotation import POLICY, self_signed
+    from tests.faults.injector import answer
+
+    kms = client("kms")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    env = Env({"SIGNING_KEY_ARN": key, "SIGNING_KEY_ID": commands.key_id(kms.get_public_key(KeyId=key)["PublicKey"]),
+               "AUDIT_TABLE": AUDIT_TABLE, "DEVICE_POLICY_NAME": POLICY,
+               "THING_ARN_PREFIX": f"arn:aws:iot:{REGION}:123456789012:thing/", "JOB_TIMEOUT_MINUTES": "60",
+               "ROTATION_JOB_LIFETIME_SECONDS": str(7 * 24 * 3600)})
+    handler._starter.cache_clear()
+    _, audit = create_tables(resource("dynamodb"))
+    iot = client("iot")
+    iot.create_policy(policyName=POLICY, policyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+    iot.create_thing(thingName=THING)
+    cert = iot.register_certificate_without_ca(certificatePem=self_signed(THING), status="ACTIVE")
+    iot.attach_thing_principal(thingName=THING, principal=cert["certificateArn"])
+    iot.attach_policy(policyName=POLICY, target=cert["certificateArn"])
+    # Device Defender audit is not in moto: ListAuditFindings answered with its documented shape
+    # (https://docs.aws.amazon.com/iot/latest/apireference/API_ListAuditFindings.html).
+    injector.fakes["iot.ListAuditFindings"] = lambda request: answer(
+        request, 200, {"findings": [finding(cert["certificateId"])]})
+    injector.fakes["iot.CreateJob"] = create_job_fake(set())
+    return SimpleNamespace(env=env, handler=handler, audit=audit, iot=iot)
+
+
+def expiring_scenario() -> Scenario:
+    from tests.helpers import LambdaContext
+
+    scheduled = {"version": "0", "id": "53dc4d37-cffa-4f76-80c9-8b7d4a4d2eaa", "detail-type": "Scheduled Event",
+                 "source": "aws.events", "account": "123456789012", "time": "2026-11-30T03:00:00Z",
+                 "region": REGION, "resources": ["arn:aws:events:eu-west-1:123456789012:rule/fleetwarden-test-daily"],
+                 "detail": {}}
+    return Scenario(
+        function="commands.expiring",
+        # EventBridge invokes the function asynchronously: 2 retries, then the event is dropped or sent to a
+        # DLQ; tomorrow's run finds the same finding again (the job id is per certificate and thing).
+        source=AsyncInvoke("EventBridge schedule (async)"),
+        world=_expiring_world,
+        event=lambda world: scheduled,
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        # The job id derives from the certificate id, which differs per run (a fresh key): not compared.
+        state=lambda world: {
+            "jobs": [canonical({"status": j["status"]}) for j in world.iot.list_jobs()["jobs"]],
+            "audit": [canonical({"action": r["action"], "target": r["target"]}) for r in scan(world.audit)]},
+        teardown=_teardown,
+    )
+
+
 # ---- telemetry: the Firehose transform (no AWS call: swept with zero calls) ------------------------
 
 
@@ -825,4 +883,5 @@ def transform_scenario() -> Scenario:
 
 SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
              device_admin_scenario, device_admin_quarantine_scenario, detector_scenario, alerts_api_scenario,
-             alerts_list_scenario, alert_processor_scenario, transform_scenario, command_issuer_scenario]
+             alerts_list_scenario, alert_processor_scenario, transform_scenario, command_issuer_scenario,
+             expiring_scenario]

@@ -320,9 +320,10 @@ def classify(scenario: Scenario, clean: Run, faulted: Run, kind: str) -> tuple[s
     if faulted.stranded:
         return STRANDED, faulted.stranded
     results = faulted.delivery.results
-    # A dead invocation cannot log (the runtime reports it); any other failure must say so itself.
-    failed = "raised" in results or (faulted.delivery.told_failure and results[0] != "died")
-    if failed and not any(s.startswith("log: ") for s in faulted.signals):
+    # An invocation that raised or died is logged by the Lambda runtime and counted in its Errors
+    # metric; a failure the function ANSWERS (a 5xx, a denial, ok: false) must say so itself.
+    answered_failure = faulted.delivery.told_failure and results[0] not in ("raised", "died")
+    if answered_failure and not any(s.startswith("log: ") for s in faulted.signals):
         return LOST, "a failure left no warning or error log line"  # principle 4: nothing silent
     missing, extra = _diff(clean.state, faulted.state)
     delivery = faulted.delivery

@@ -48,11 +48,13 @@ def test_a_state_no_retry_finishes_is_stranded():
     assert classify(scenario(ASYNC), CLEAN, faulted(CLEAN.state, stranded="left in-progress"), "dies")[0] == STRANDED
 
 
-def test_a_failure_without_a_log_line_is_lost_even_if_the_retry_converged():
-    assert classify(scenario(ASYNC), CLEAN, faulted(CLEAN.state, signals=["metric: X"]), "lost")[0] == LOST
-    # a dead invocation cannot log: the runtime reports it
-    assert classify(scenario(ASYNC), CLEAN, faulted(CLEAN.state, results=("died", {}), signals=[]), "dies")[0] \
-        == "converged"
+def test_a_failure_answer_without_a_log_line_is_lost_even_if_the_retry_converged():
+    silent = faulted(CLEAN.state, results=({"statusCode": 500}, {}), told_failure=True, signals=["metric: X"])
+    assert classify(scenario(SYNC), CLEAN, silent, "lost")[0] == LOST
+    # an invocation that raised or died is logged by the Lambda runtime
+    assert classify(scenario(ASYNC), CLEAN, faulted(CLEAN.state, signals=[]), "lost")[0] == "converged"
+    assert classify(scenario(SYNC), CLEAN, faulted(CLEAN.state, results=("died", {}), told_failure=True,
+                                                   signals=[]), "dies")[0] == "converged"
 
 
 def test_a_synchronous_success_answer_over_a_different_state_is_a_wrong_answer():

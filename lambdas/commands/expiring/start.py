@@ -77,12 +77,16 @@ class RotationStarter:
             try:
                 self.iot.create_job(**job_request(job_id=job_id, target_arn=f"{self.thing_arn_prefix}{thing}",
                                                   signed=signed, settings=self.jobs, now=now))
+                started = True
             except self.iot.exceptions.ResourceAlreadyExistsException:
-                results.append((thing, "already-started"))
-                continue
+                started = False
+            # One record per job (its id derived from the job id), written whether the job is new or was
+            # found: an earlier run whose CreateJob answer was lost, or that died before this record,
+            # would otherwise leave a job nobody audited (the fault sweep, tests/faults, found it).
             audit.record(self.audit_table, action="certificate.rotation-started", actor=ACTOR, target=thing,
                          details={"certificate_id": certificate_id, "job_id": job_id, "finding_id": finding_id or "-"},
-                         now=self.now, logger=self.log)
-            self.count(STARTED_METRIC)
-            results.append((thing, "started"))
+                         now=self.now, logger=self.log, event_id=f"rotation-started:{job_id}")
+            if started:
+                self.count(STARTED_METRIC)
+            results.append((thing, "started" if started else "already-started"))
         return results
