@@ -18,10 +18,11 @@ from telemetry.transform.transform import (
     PROCESSING_FAILED,
     REASONS,
     payload_limit,
-    s3_prefix,
+    shard_count,
     transform_batch,
     transform_record,
 )
+from telemetry.layout import s3_prefix, shard_of
 from tests.helpers import captured_logs
 
 THING = "sensor-0001"
@@ -29,7 +30,9 @@ PRINCIPAL = "a1" * 32  # principal(): the certificate id
 RECEIVED_AT = 1_700_000_000_000  # 2023-11-14T22:13:20Z, in ms as timestamp() gives it
 ARRIVED_AT = 1_600_000_000_000  # 2020-09-13: a different day, to tell the two apart
 SECRET = "PAYLOAD-CONTENT-0451"  # appears in payloads: must never reach a log line
-VALID_PREFIX = re.compile(r"telemetry/thing=[A-Za-z0-9_-]{1,128}/date=\d{4}-\d{2}-\d{2}/")
+VALID_PREFIX = re.compile(r"telemetry/day=\d{4}-\d{2}-\d{2}/hour=(0\d|1\d|2[0-3])/shard=\d{2}/")
+# The Glue table's columns (stacks/telemetry/catalog.py): every valid line has exactly these.
+COLUMNS = {"thing", "client_id", "principal", "received_at", "ts", "seq", "metrics", "raw"}
 
 
 @pytest.fixture(autouse=True)
@@ -85,7 +88,7 @@ def line_of(output: dict) -> dict:
 def prefix_of(output: dict) -> str:
     """The S3 prefix Firehose builds from the record's partition keys."""
     keys = output["metadata"]["partitionKeys"]
-    assert set(keys) == {"stream", "partition", "date"}
+    assert set(keys) == {"day", "hour", "shard"}
     assert not any("/" in value for value in keys.values())  # partition values are path segments
     return s3_prefix(keys)
 
@@ -96,17 +99,19 @@ def one(rec: dict, **kwargs) -> dict:
 
 # --- valid records ------------------------------------------------------------------------------
 
-def test_valid_record_becomes_one_compact_line_under_the_thing_and_day():
+def test_valid_record_becomes_one_compact_row_under_its_day_hour_and_shard():
     rec = record(envelope())
     result = one(rec)
     assert result["reason"] is None and result["thing"] == THING and result["detail"] is None
     out = result["record"]
     assert out["recordId"] == "r-0" and out["result"] == "Ok"
-    assert prefix_of(out) == "telemetry/thing=sensor-0001/date=2023-11-14/"
+    assert shard_of(THING) == 4  # CRC-32 of the name, mod 16: pinned, fleetctl and Athena rely on it
+    assert prefix_of(out) == "telemetry/day=2023-11-14/hour=22/shard=04/"
     text = base64.b64decode(out["data"]).decode()
     assert text == ('{"thing":"sensor-0001","client_id":"sensor-0001","principal":"' + PRINCIPAL + '",'
-                    '"received_at":1700000000000,"ts":1699999999,"seq":7,'
-                    '"metrics":{"temperature_c":21.5,"rssi_dbm":-71}}\n')
+                    '"received_at":1700000000000,"ts":"1699999999","seq":7,'
+                    '"metrics":{"temperature_c":21.5,"rssi_dbm":-71},"raw":null}\n')
+    assert set(json.loads(text)) == COLUMNS
     assert text == json.dumps(json.loads(text), separators=(",", ":")) + "\n"  # compact
     assert SECRET not in text  # fields other than ts, seq and metrics are not copied
 
@@ -116,7 +121,8 @@ def test_valid_record_becomes_one_compact_line_under_the_thing_and_day():
 def test_ts_may_be_epoch_seconds_or_ms_or_iso_text(ts):
     result = one(record(envelope(message(ts=ts))))
     assert result["reason"] is None
-    assert line_of(result["record"])["ts"] == ts
+    # The table's ts is a string: the device's own text for any of them.
+    assert line_of(result["record"])["ts"] == (ts if isinstance(ts, str) else json.dumps(ts))
 
 
 def test_numbers_are_copied_as_written_and_stay_json():
@@ -125,8 +131,19 @@ def test_numbers_are_copied_as_written_and_stay_json():
     out = one(record(envelope(raw)))["record"]
     text = base64.b64decode(out["data"]).decode()
     assert '"metrics":{"a":21.50,"b":-0.0,"c":1E3,"d":1e-400,"e":12345678901234567}' in text
-    assert '"ts":1.7e9' in text
-    assert line_of(out)["metrics"] == {"a": 21.5, "b": 0.0, "c": 1000.0, "d": 0.0, "e": 12345678901234567}
+    assert '"ts":"1.7e9"' in text
+    line = line_of(out)
+    assert line["metrics"] == {"a": 21.5, "b": 0.0, "c": 1000.0, "d": 0.0, "e": 12345678901234567}
+    # e is over 2**53: no double holds it exactly, so the payload is kept whole in raw.
+    assert line["raw"] == raw.decode()
+
+
+def test_raw_is_kept_only_when_an_integer_metric_does_not_fit_a_double():
+    for value, kept in ((2**53, False), (-(2**53), False), (2**53 + 1, True), (-(2**53) - 1, True),
+                        (2**63 - 1, True), (1e300, False)):
+        body = message(metrics={"v": value})
+        line = line_of(one(record(envelope(body)))["record"])
+        assert line["raw"] == (body.decode() if kept else None), value
 
 
 def test_metrics_may_be_empty_or_have_up_to_100_keys_and_any_key_text():
@@ -168,7 +185,33 @@ def test_payload_of_exactly_the_limit_is_accepted():
 ])
 def test_date_is_the_utc_day_of_received_at(received_at, day):
     out = one(record(envelope(received_at=received_at)))["record"]
-    assert prefix_of(out) == f"telemetry/thing={THING}/date={day}/"
+    assert prefix_of(out).startswith(f"telemetry/day={day}/")
+
+
+@pytest.mark.parametrize(("received_at", "hour"), [
+    (1_700_006_399_999, "23"), (1_700_006_400_000, "00"), (1_700_000_000_000, "22"), (3_599_999, "00"),
+    (3_600_000, "01")])
+def test_hour_is_the_utc_hour_of_received_at(received_at, hour):
+    out = one(record(envelope(received_at=received_at)))["record"]
+    assert out["metadata"]["partitionKeys"]["hour"] == hour
+
+
+def test_the_shard_is_the_things_in_every_hour_and_the_count_comes_from_the_environment(monkeypatch):
+    things = [f"dev-{i:04d}" for i in range(1000)]
+    for shards in (1, 16, 100):
+        seen = set()
+        for thing in things:
+            out = one(record(envelope(thing=thing, client_id=thing)), shards=shards)["record"]
+            keys = out["metadata"]["partitionKeys"]
+            assert keys["shard"] == f"{shard_of(thing, shards):02d}"
+            seen.add(keys["shard"])
+        assert len(seen) == shards  # 1,000 names fill every shard
+    monkeypatch.setenv("TELEMETRY_SHARDS", "4")
+    assert int(transform_batch([record(envelope())])[0][0]["metadata"]["partitionKeys"]["shard"]) < 4
+    assert shard_count({}) == 16 and shard_count({"TELEMETRY_SHARDS": "32"}) == 32
+    for bad in ("0", "101", "x"):
+        with pytest.raises(ValueError):
+            shard_count({"TELEMETRY_SHARDS": bad})
 
 
 # --- rejected records ---------------------------------------------------------------------------
@@ -240,38 +283,20 @@ REJECTED = [
 
 
 @pytest.mark.parametrize(("name", "rec", "reason"), REJECTED, ids=[case[0] for case in REJECTED])
-def test_invalid_record_is_kept_under_its_reason_with_the_raw_data(name, rec, reason):
+def test_invalid_record_is_handed_back_whole_for_firehoses_json_error_prefix(name, rec, reason):
     result = one(rec)
     assert result["reason"] == reason
     out = result["record"]
-    assert out["recordId"] == rec["recordId"] and out["result"] == "Ok"  # delivered, never dropped
-    line = line_of(out)
-    assert line["error"] == reason and line["recordId"] == rec["recordId"]
-    assert line["raw"] == rec["data"]  # the original record, whole: nothing is lost
-    assert isinstance(line["detail"], str) and 0 < len(line["detail"]) <= 80
-    assert set(line) == {"error", "detail", "recordId", "thing", "received_at", "raw"}
-    assert line["thing"] in (None, THING)  # only ever a safe name
-    assert result["thing"] == line["thing"]
-    day = "2023-11-14" if line["received_at"] == RECEIVED_AT else "2020-09-13"
-    assert prefix_of(out) == f"telemetry-errors/reason={reason}/date={day}/"
+    # Never dropped: ProcessingFailed with the original data, which Firehose writes as JSON under
+    # telemetry-errors/processing-failed/ (no partition keys: they would not be used).
+    assert out == {"recordId": rec["recordId"], "result": "ProcessingFailed", "data": rec["data"]}
+    assert isinstance(result["detail"], str) and 0 < len(result["detail"]) <= 80
+    assert result["thing"] in (None, THING)  # only ever a safe name
 
 
-def test_error_lines_know_what_the_envelope_told():
-    spoofed = line_of(one(record(envelope(client_id="sensor-0002")))["record"])
-    assert (spoofed["thing"], spoofed["received_at"]) == (THING, RECEIVED_AT)
-    unsafe = one(record(envelope(thing="../x", client_id="../x")))
-    unsafe_line = line_of(unsafe["record"])
-    assert (unsafe_line["thing"], unsafe_line["received_at"]) == (None, RECEIVED_AT)
-    assert "../x" not in prefix_of(unsafe["record"]) and unsafe["thing"] is None
-    undated = one(record(envelope(received_at="soon")))
-    assert line_of(undated["record"])["received_at"] is None  # so the arrival day is used
-    assert prefix_of(undated["record"]).endswith("/date=2020-09-13/")
-
-
-def test_without_any_timestamp_the_current_day_is_used():
-    rec = {"recordId": "r", "data": "!!"}
-    out = one(rec, now=lambda: 1_700_000_000.0)["record"]
-    assert prefix_of(out) == "telemetry-errors/reason=invalid-envelope/date=2023-11-14/"
+def test_rejections_name_the_thing_only_when_the_envelope_told_a_safe_one():
+    assert one(record(envelope(client_id="sensor-0002")))["thing"] == THING
+    assert one(record(envelope(thing="../x", client_id="../x")))["thing"] is None
 
 
 def test_unexpected_records_fail_alone():
@@ -305,9 +330,12 @@ def test_a_mixed_batch_answers_every_record_in_order():
     outputs, counts = transform_batch(records, max_payload_bytes=DEFAULT_MAX_PAYLOAD_BYTES,
                                       on_reject=lambda *args: seen.append(args))
     assert [o["recordId"] for o in outputs] == [r["recordId"] for r in records]
-    assert {o["result"] for o in outputs} == {"Ok"}
-    got = [None if VALID_PREFIX.fullmatch(prefix_of(o)) else line_of(o)["error"] for o in outputs]
-    assert got == expected
+    assert [o["result"] == "Ok" for o in outputs] == [e is None for e in expected]
+    assert [r["data"] for r, e in zip(records, expected) if e] == [
+        o["data"] for o in outputs if o["result"] != "Ok"]
+    for out in outputs:
+        if out["result"] == "Ok":
+            assert VALID_PREFIX.fullmatch(prefix_of(out)) and set(line_of(out)) == COLUMNS
     assert counts["valid"] + counts["rejected"] == counts["records"] == len(records)
     assert counts["valid"] == expected.count(None) == 4 and counts["failed"] == 0
     assert counts["reasons"] == {r: expected.count(r) for r in REASONS if r in expected}
@@ -315,14 +343,12 @@ def test_a_mixed_batch_answers_every_record_in_order():
     assert [(rid, reason) for rid, reason, _, _ in seen] == [
         (r["recordId"], e) for r, e in zip(records, expected) if e is not None]
     assert {thing for _, _, thing, _ in seen} <= {None, THING}
-    for out in outputs:
-        assert prefix_of(out).count("/") == 3
 
 
 def test_the_limit_comes_from_the_environment(monkeypatch):
     body = message(pad="x" * 600)
     monkeypatch.setenv("MAX_PAYLOAD_BYTES", "512")
-    assert line_of(transform_batch([record(envelope(body))])[0][0])["error"] == "oversized"
+    assert transform_batch([record(envelope(body))])[1]["reasons"] == {"oversized": 1}
     monkeypatch.delenv("MAX_PAYLOAD_BYTES")
     assert transform_batch([record(envelope(body))])[1]["valid"] == 1
     assert payload_limit({}) == DEFAULT_MAX_PAYLOAD_BYTES == 8192
@@ -368,7 +394,8 @@ def test_handler_transforms_a_firehose_event_and_counts(context, logs, capsys):
     assert set(response) == {"records"}
     outputs = response["records"]
     assert [o["recordId"] for o in outputs] == [r["recordId"] for r in records]
-    assert [o["result"] for o in outputs] == ["Ok"] * len(expected) + ["ProcessingFailed"]
+    assert [o["result"] for o in outputs] == [
+        "Ok" if e is None else "ProcessingFailed" for e in expected] + ["ProcessingFailed"]
     json.dumps(response)  # what the Lambda runtime does with it
 
     docs = emf(capsys)
@@ -422,12 +449,23 @@ def test_handler_with_only_valid_records_still_reports_zero_rejections(context, 
 def test_handler_uses_max_payload_bytes(context, logs, capsys, monkeypatch):
     monkeypatch.setenv("MAX_PAYLOAD_BYTES", "256")
     response = handler.lambda_handler(firehose_event([record(envelope(message(pad="x" * 300)))]), context)
-    assert line_of(response["records"][0])["error"] == "oversized"
+    assert response["records"][0]["result"] == "ProcessingFailed"
+    assert '"reason":"oversized"' in logs.getvalue()
 
     monkeypatch.setenv("MAX_PAYLOAD_BYTES", "lots")  # a bad setting: the default, and an error log
     response = handler.lambda_handler(firehose_event([record(envelope(message(pad="x" * 300)))]), context)
-    assert prefix_of(response["records"][0]).startswith("telemetry/thing=")
+    assert VALID_PREFIX.fullmatch(prefix_of(response["records"][0]))
     assert "MAX_PAYLOAD_BYTES is not a positive integer" in logs.getvalue()
+
+
+def test_handler_uses_telemetry_shards(context, logs, capsys, monkeypatch):
+    monkeypatch.setenv("TELEMETRY_SHARDS", "1")
+    response = handler.lambda_handler(firehose_event([record(envelope())]), context)
+    assert response["records"][0]["metadata"]["partitionKeys"]["shard"] == "00"
+    monkeypatch.setenv("TELEMETRY_SHARDS", "0")  # a bad setting: the default, and an error log
+    response = handler.lambda_handler(firehose_event([record(envelope())]), context)
+    assert response["records"][0]["metadata"]["partitionKeys"]["shard"] == f"{shard_of(THING, 16):02d}"
+    assert "TELEMETRY_SHARDS is not from 1 to 100" in logs.getvalue()
 
 
 @pytest.mark.parametrize("event", [None, "x", [], {}, {"records": "nope"}])

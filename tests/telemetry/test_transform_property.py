@@ -1,19 +1,21 @@
 """Properties of the telemetry transform: whatever arrives, every record is answered exactly once,
-in order, with its recordId, without raising; an answer is always one JSON line; a record is
-written under a thing's prefix only when it is fully valid, and then faithfully."""
+in order, with its recordId, without raising; a record is written (as one JSON line with exactly the
+Glue table's columns, under its day, hour and the thing's shard) only when it is fully valid, and
+then faithfully; anything else is handed back whole for Firehose's JSON error prefix."""
 
 from __future__ import annotations
 
 import base64
 import json
 import math
-from datetime import timezone
+from datetime import datetime, timezone
 
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from telemetry.transform.transform import REASONS, SAFE_THING, transform_batch
-from tests.telemetry.test_transform import ARRIVED_AT, VALID_PREFIX, b64, line_of, prefix_of
+from telemetry.layout import shard_of
+from tests.telemetry.test_transform import ARRIVED_AT, COLUMNS, VALID_PREFIX, b64, line_of, prefix_of
 
 PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 LIMIT = 8192
@@ -96,27 +98,34 @@ def check(records: list[dict], limit: int = LIMIT) -> list[dict | None]:
     """Run a batch; assert the invariants; returns each record's line if valid, else None."""
     outputs, counts = transform_batch(records, max_payload_bytes=limit)
     assert [o["recordId"] for o in outputs] == [r["recordId"] for r in records]
-    assert [o["result"] for o in outputs] == ["Ok"] * len(records)  # only "Ok" (nothing dropped or failed)
+    assert {o["result"] for o in outputs} <= {"Ok", "ProcessingFailed"}  # never "Dropped"
     assert counts["records"] == len(records) == counts["valid"] + counts["rejected"] + counts["failed"]
     assert counts["failed"] == 0 and sum(counts["reasons"].values()) == counts["rejected"]
+    assert set(counts["reasons"]) <= set(REASONS)
     valid = []
     for rec, out in zip(records, outputs):
-        line = line_of(out)  # exactly one newline-terminated JSON object
-        prefix = prefix_of(out)
-        if "error" in line:
-            assert line["error"] in REASONS
-            assert prefix.startswith(f"telemetry-errors/reason={line['error']}/date=")
-            assert line["raw"] == rec["data"]  # nothing lost
-            assert line["thing"] is None or SAFE_THING.fullmatch(line["thing"])
-            valid.append(None)
+        if out["result"] != "Ok":
+            assert out == {"recordId": rec["recordId"], "result": "ProcessingFailed", "data": rec["data"]}
+            valid.append(None)  # handed back whole: nothing lost
             continue
-        assert VALID_PREFIX.fullmatch(prefix) and prefix.split("/")[1] == f"thing={line['thing']}"
+        line = line_of(out)  # exactly one newline-terminated JSON object
+        assert set(line) == COLUMNS
+        prefix = prefix_of(out)
+        assert VALID_PREFIX.fullmatch(prefix)
         assert line["thing"] == line["client_id"] and SAFE_THING.fullmatch(line["thing"])
+        # The partition is the thing's shard and the UTC day and hour IoT received it.
+        keys = out["metadata"]["partitionKeys"]
+        assert keys["shard"] == f"{shard_of(line['thing']):02d}"
+        received = datetime.fromtimestamp(line["received_at"] / 1000, timezone.utc)
+        assert (keys["day"], keys["hour"]) == (received.strftime("%Y-%m-%d"), received.strftime("%H"))
         assert type(line["seq"]) is int and 0 <= line["seq"] <= INT64
-        assert type(line["ts"]) in (int, float, str)
+        assert type(line["ts"]) is str  # the table's ts column is a string
         assert isinstance(line["metrics"], dict) and len(line["metrics"]) <= 100
+        inexact = False
         for value in line["metrics"].values():
             assert type(value) in (int, float) and math.isfinite(value)
+            inexact = inexact or (type(value) is int and abs(value) > 2**53)
+        assert (line["raw"] is not None) == inexact  # raw only for what a double cannot hold
         valid.append(line)
     assert counts["valid"] == sum(line is not None for line in valid)
     return valid
@@ -149,7 +158,8 @@ def test_any_envelope_with_any_payload(envs):
         assert (line["thing"], line["client_id"], line["principal"]) == (
             env["thing"], env["client_id"], env.get("principal"))
         doc = json.loads(base64.b64decode(env["payload"]))
-        assert (line["received_at"], line["ts"], line["seq"]) == (env["received_at"], doc["ts"], doc["seq"])
+        assert (line["received_at"], line["seq"]) == (env["received_at"], doc["seq"])
+        assert line["ts"] == (doc["ts"] if isinstance(doc["ts"], str) else json.dumps(doc["ts"]))
         assert line["metrics"] == doc["metrics"]
         event("valid")
 
@@ -162,11 +172,12 @@ def test_valid_records_are_kept_faithfully_and_spoofing_is_always_caught(envs, o
         assert line is not None
         doc = json.loads(base64.b64decode(env["payload"]))
         assert line["metrics"] == doc["metrics"] and line["seq"] == doc["seq"]
-        assert line["ts"] == doc["ts"] and line["received_at"] == env["received_at"]
+        assert line["ts"] == (doc["ts"] if isinstance(doc["ts"], str) else json.dumps(doc["ts"]))
+        assert line["received_at"] == env["received_at"]
 
     # The same messages published by another client: each one is caught, whatever its payload.
     spoofed = [{**env, "client_id": other if other != env["thing"] else other + "x"} for env in envs]
-    outputs, _ = transform_batch(firehose_records([encoded(env) for env in spoofed]),
-                                 max_payload_bytes=1 << 20)
-    for env, out in zip(spoofed, outputs):
-        assert line_of(out)["error"] == "spoofed-thing" and line_of(out)["thing"] == env["thing"]
+    outputs, counts = transform_batch(firehose_records([encoded(env) for env in spoofed]),
+                                      max_payload_bytes=1 << 20)
+    assert counts["reasons"] == {"spoofed-thing": len(spoofed)}
+    assert {o["result"] for o in outputs} == {"ProcessingFailed"}

@@ -13,10 +13,12 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import KinesisFirehoseEvent
 from shared.runtime import handler_runtime
+from telemetry.layout import DEFAULT_SHARDS
 from telemetry.transform.transform import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PROCESSING_FAILED,
     payload_limit,
+    shard_count,
     transform_batch,
 )
 
@@ -32,6 +34,16 @@ def _payload_limit() -> int:
         logger.error("MAX_PAYLOAD_BYTES is not a positive integer; using the default",
                      extra={"default": DEFAULT_MAX_PAYLOAD_BYTES})
         return DEFAULT_MAX_PAYLOAD_BYTES
+
+
+def _shard_count() -> int:
+    try:
+        return shard_count()
+    except ValueError:
+        # Keep delivering; the records land in the default layout, which the Glue projection of a
+        # differently configured stack would not find: hence an error, not a warning.
+        logger.error("TELEMETRY_SHARDS is not from 1 to 100; using the default", extra={"default": DEFAULT_SHARDS})
+        return DEFAULT_SHARDS
 
 
 def _report(record_id: Any, reason: str, thing: str | None, detail: str) -> None:
@@ -55,7 +67,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 
     # The records as Firehose sent them: transform_batch reads each through KinesisFirehoseRecord.
     outputs, counts = transform_batch(firehose["records"], max_payload_bytes=_payload_limit(),
-                                      on_reject=_report)
+                                      shards=_shard_count(), on_reject=_report)
 
     # Every batch reports all three, zeros included, so an alarm always has data; the rejections
     # also broken down by reason (one emission per reason per batch).

@@ -1,4 +1,4 @@
-"""Telemetry records from the IoT rule, checked and turned into JSON lines for S3 (pure: no AWS).
+"""Telemetry records from the IoT rule, checked and turned into rows for S3 (pure: no AWS).
 
 The telemetry rule (SQL 2016-03-23) sends each device message to Firehose as this envelope:
     SELECT encode(*, 'base64') AS payload, topic(2) AS thing, clientid() AS client_id,
@@ -6,14 +6,18 @@ The telemetry rule (SQL 2016-03-23) sends each device message to Firehose as thi
 and Firehose hands batches of them to the transformation Lambda, base64-encoded.
 
 Every record is answered, in order, with one output of the same recordId, and none is ever
-"Dropped": a valid record becomes one compact JSON line under
-    telemetry/thing=<thing>/date=<yyyy-mm-dd>/
-and an invalid one becomes one error line (the reason, and the original record data in `raw`,
-so nothing is lost) under
-    telemetry-errors/reason=<reason>/date=<yyyy-mm-dd>/
-Only a thing name matching SAFE_THING ever reaches an S3 key. "ProcessingFailed" is kept for
-the truly unexpected (a record Firehose itself could not have produced, or a bug): Firehose
-then writes the record to its own processing-failed prefix, so it is not lost either.
+"Dropped". A valid record becomes one compact JSON line with exactly the Glue table's columns
+(stacks/telemetry/catalog.py), which Firehose converts to a Parquet row under
+    telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/        (telemetry.layout)
+day and hour from received_at (IoT's timestamp(), not the device's), shard = shard_of(thing).
+An invalid record is answered "ProcessingFailed" with its original data: with record format
+conversion on, every "Ok" record must be a row of the table, so a rejection cannot be an "Ok"
+error line any more. Firehose writes it as JSON (its own error document, the original record in
+rawData) under telemetry-errors/processing-failed/ ("Handle failure in data transformation",
+data-transformation-failure-handling.html); its reason goes to the log line and the per-reason
+metric the handler emits with its recordId. The truly unexpected (a record Firehose could not
+have produced, or a bug) is answered the same way. Only a thing name matching SAFE_THING ever
+reaches an S3 key (and then only through its shard number).
 
 Records are read through Powertools' KinesisFirehoseRecord and answered with its
 KinesisFirehoseDataTransformationRecord; the checks of what the rule put in a record are this
@@ -26,7 +30,6 @@ import binascii
 import json
 import os
 import re
-import time
 from datetime import date, datetime
 from typing import Any, Callable, Iterable
 
@@ -36,7 +39,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import 
     KinesisFirehoseRecord,
 )
 
-from telemetry.layout import s3_prefix
+from telemetry.layout import DEFAULT_SHARDS, MAX_SHARDS, partition_keys
 
 DEFAULT_MAX_PAYLOAD_BYTES = 8192
 MAX_METRICS = 100
@@ -63,6 +66,8 @@ SAFE_THING = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _safe_thing = SAFE_THING.fullmatch
 
 _MS_PER_DAY = 86_400_000
+_MS_PER_HOUR = 3_600_000
+_EXACT_INT = 2**53  # larger integers are not exact as a double (the metrics map's value type)
 _MAX_MS = 253_402_300_800_000  # 10000-01-01T00:00:00Z, exclusive: every date before it is yyyy-mm-dd
 _INT_LIMIT = 2**63 - 1  # integers must fit a signed 64-bit column downstream
 _EPOCH_ORDINAL = date(1970, 1, 1).toordinal()
@@ -71,8 +76,6 @@ _a2b = binascii.a2b_base64
 _b2a = binascii.b2a_base64
 _loads = json.loads
 _quote = json.encoder.encode_basestring_ascii  # a str -> its JSON string literal (C; what json.dumps uses)
-# For the error lines (not hot). allow_nan=False: never write NaN/Infinity, which are not JSON.
-_encode = json.JSONEncoder(separators=(",", ":"), allow_nan=False).encode
 _fromisoformat = datetime.fromisoformat
 
 
@@ -150,15 +153,42 @@ def _iso_text(ts: str) -> bool:
     return True
 
 
-def _answer(record: KinesisFirehoseRecord, line: str, partition_keys: dict[str, str]) -> dict[str, Any]:
-    """The Ok output record carrying one JSON line, under the prefix of `partition_keys`."""
+def _answer(record: KinesisFirehoseRecord, line: str, keys: dict[str, str]) -> dict[str, Any]:
+    """The Ok output record carrying one JSON line, under the prefix of partition `keys`."""
     return record.build_data_transformation_response(
         data=_b2a(line.encode(), newline=False).decode(),
-        metadata=KinesisFirehoseDataTransformationRecordMetadata(partition_keys=partition_keys),
+        metadata=KinesisFirehoseDataTransformationRecordMetadata(partition_keys=keys),
     ).asdict()
 
 
-def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dict[str, Any]:
+def shard_count(env: Any = None) -> int:
+    """TELEMETRY_SHARDS from the environment (set by the stack, the same N as the Glue projection),
+    or the default; ValueError if bad."""
+    value = (os.environ if env is None else env).get("TELEMETRY_SHARDS")
+    if value is None or value == "":
+        return DEFAULT_SHARDS
+    shards = int(value)
+    if not 1 <= shards <= MAX_SHARDS:
+        raise ValueError(f"TELEMETRY_SHARDS must be from 1 to {MAX_SHARDS}")
+    return shards
+
+
+_keys: dict[tuple[str, int, int], dict[str, str]] = {}
+
+
+def _partition(thing: str, received_at: int | float, shards: int) -> dict[str, str]:
+    """The partition keys of a valid record; cached per (thing, hour, N), asked per record."""
+    hour = int(received_at // _MS_PER_HOUR)
+    cached = _keys.get((thing, hour, shards))
+    if cached is None:
+        if len(_keys) >= 65536:
+            _keys.clear()
+        cached = _keys[(thing, hour, shards)] = partition_keys(
+            thing, utc_date(received_at), hour % 24, shards)
+    return cached
+
+
+def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards: int) -> dict[str, Any]:
     """The output record of a valid record; raises _Reject for an invalid one, anything else only
     on the unexpected. The hot path: every check is inline, in the cheapest order that still
     reports the most telling reason."""
@@ -217,12 +247,13 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dic
     kind = type(ts)
     # The decoder makes exact int, str, _Number (a JSON number with a fraction or an exponent),
     # and float only for NaN and ±Infinity. A bool is not an int here.
+    # The table's ts is a string: the device's own text (a number's literal, or the ISO text).
     if kind is _Number:
         if (len(ts) >= 300 or "e" in ts or "E" in ts) and not _finite(ts):
             raise _Reject(WRONG_TYPE, "ts is not a finite number or an ISO-8601 string", thing, received_at)
-        ts_json = ts
+        ts_json = f'"{ts}"'  # a JSON number literal needs no escaping
     elif kind is int and -_INT_LIMIT <= ts <= _INT_LIMIT:
-        ts_json = repr(ts)
+        ts_json = f'"{ts!r}"'
     elif kind is str and _iso_text(ts):
         ts_json = _quote(ts)
     else:
@@ -239,6 +270,7 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dic
     # targets (50,000/s, ratio 0.25): the hand-built line stays.
     parts = []
     add = parts.append
+    inexact = False  # an integer metric a double cannot hold exactly: the payload is kept in `raw`
     for key, value in metrics.items():
         kind = type(value)
         if kind is _Number:
@@ -247,6 +279,8 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dic
             add(f"{_quote(key)}:{value}")
         elif kind is int and -_INT_LIMIT <= value <= _INT_LIMIT:
             add(f"{_quote(key)}:{value!r}")
+            if not -_EXACT_INT <= value <= _EXACT_INT:
+                inexact = True
         else:
             raise _Reject(WRONG_TYPE, "a metric is not a finite number", thing, received_at)
 
@@ -254,32 +288,14 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int) -> dic
     line = (f'{{"thing":"{thing}","client_id":"{thing}",'
             f'"principal":{"null" if principal is None else _quote(principal)},'
             f'"received_at":{received_at!r},"ts":{ts_json},"seq":{seq!r},'
-            f'"metrics":{{{",".join(parts)}}}}}\n')
-    day = _dates.get(received_at // _MS_PER_DAY) or utc_date(received_at)
-    return _answer(record, line, {"stream": "telemetry", "partition": f"thing={thing}", "date": day})
-
-
-def _rejected(record: KinesisFirehoseRecord, rejection: _Reject, now: Callable[[], float]) -> dict[str, Any]:
-    """The error line of an invalid record: why, and the whole original record data in `raw`."""
-    reason = rejection.reason
-    received_at = rejection.received_at
-    if received_at is None:  # the day it arrived at Firehose instead
-        received_at = record.get("approximateArrivalTimestamp")
-        if not ((type(received_at) is int or type(received_at) is float) and 0 <= received_at < _MAX_MS):
-            received_at = now() * 1000
-        day = utc_date(received_at)
-        received_at = None
-    else:
-        day = utc_date(received_at)
-    line = _encode({"error": reason, "detail": rejection.detail, "recordId": record.record_id,
-                    "thing": rejection.thing, "received_at": received_at, "raw": record.data})
-    return _answer(record, line + "\n", {"stream": "telemetry-errors", "partition": f"reason={reason}",
-                                         "date": day})
+            f'"metrics":{{{",".join(parts)}}},"raw":{_quote(body.decode()) if inexact else "null"}}}\n')
+    return _answer(record, line, _partition(thing, received_at, shards))
 
 
 def _failed(record: KinesisFirehoseRecord) -> dict[str, Any]:
-    """The answer when something unexpected happened: Firehose keeps the original record. The
-    record may lack anything (even be no object): read as a plain dict, never raising."""
+    """The answer for an invalid record, or when something unexpected happened: ProcessingFailed
+    with the original data, which Firehose writes as JSON under telemetry-errors/processing-failed/.
+    The record may lack anything (even be no object): read as a plain dict, never raising."""
     fields = record.raw_event if type(record.raw_event) is dict else {}
     data = fields.get("data")
     return KinesisFirehoseDataTransformationRecord(
@@ -291,14 +307,14 @@ def _b64_limit(limit: int) -> int:
 
 
 def transform_record(
-    record: Any, *, max_payload_bytes: int | None = None, now: Callable[[], float] = time.time,
+    record: Any, *, max_payload_bytes: int | None = None, shards: int | None = None,
 ) -> dict[str, Any]:
     """One Firehose input record -> {"record": its output record, "reason": None if valid, else a
     rejection reason or PROCESSING_FAILED, "thing": the thing name if known and safe, else None,
     "detail": why (fixed text, or the exception type for a failure), else None}.
-    max_payload_bytes defaults to payload_limit() (the environment)."""
+    max_payload_bytes defaults to payload_limit(), shards to shard_count() (the environment)."""
     reported: list[tuple[Any, str, str | None, str]] = []
-    [output], _ = transform_batch([record], max_payload_bytes=max_payload_bytes, now=now,
+    [output], _ = transform_batch([record], max_payload_bytes=max_payload_bytes, shards=shards,
                                   on_reject=lambda *report: reported.append(report))
     if reported:
         [(_, reason, thing, detail)] = reported
@@ -311,7 +327,7 @@ def transform_batch(
     *,
     max_payload_bytes: int | None = None,
     on_reject: RejectCallback | None = None,
-    now: Callable[[], float] = time.time,
+    shards: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Firehose input records (the event's "records", as Firehose sends them) -> (output records,
     in the same order with the same recordIds; counts).
@@ -319,9 +335,11 @@ def transform_batch(
     counts = {"records", "valid", "rejected", "failed", "reasons": {reason: n}}, where
     valid + rejected + failed == records. on_reject(record_id, reason, thing, detail) is called for
     every record that is not valid (reason PROCESSING_FAILED and the exception type as detail for a
-    failure). max_payload_bytes defaults to payload_limit() (the environment).
+    failure); each of those is answered ProcessingFailed with its original data. max_payload_bytes
+    defaults to payload_limit(), shards (the N of shard_of) to shard_count() (the environment).
     """
     limit = payload_limit() if max_payload_bytes is None else max_payload_bytes
+    shards = shard_count() if shards is None else shards
     b64_limit = _b64_limit(limit)
     outputs: list[dict[str, Any]] = []
     append = outputs.append
@@ -331,11 +349,11 @@ def transform_batch(
         record = KinesisFirehoseRecord(raw)
         try:
             try:
-                append(_transform(record, limit, b64_limit))
+                append(_transform(record, limit, b64_limit, shards))
                 valid += 1
                 continue
             except _Reject as rejection:
-                output = _rejected(record, rejection, now)
+                output = _failed(record)
                 reason, thing, detail = rejection.reason, rejection.thing, rejection.detail
                 reasons[reason] = reasons.get(reason, 0) + 1
         except Exception as exc:  # noqa: BLE001 - caught per record: one bad record fails only itself
