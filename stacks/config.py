@@ -84,8 +84,12 @@ class StageConfig:
     declared_devices: tuple[DeclaredDevice, ...]
     powertools_layer_version: int
     telemetry_buffer_seconds: int
+    telemetry_processing_seconds: int
+    telemetry_shards: int
     telemetry_infrequent_access_days: int
+    telemetry_glacier_ir_days: int | None
     telemetry_retention_days: int
+    athena_bytes_scanned_limit_mb: int
     alert_retention_days: int
     max_telemetry_bytes: int
     max_alert_bytes: int
@@ -379,9 +383,20 @@ SETTINGS: dict[str, Setting] = {
     "declared_devices_cap": Setting(100, whole(0, 1000)),
     # Version of the AWS-managed "Powertools for AWS Lambda (Python) V3" layer.
     "powertools_layer_version": Setting(38, whole(1, 10_000)),
-    # Firehose buffers 60-900 s before writing a partition's file.
-    "telemetry_buffer_seconds": Setting(300, whole(60, 900)),
+    # Firehose buffers 60-900 s before writing a partition's file: the longer, the fewer objects
+    # (each costs a dynamic-partitioning object fee and an S3 PUT; see bench/README.md).
+    "telemetry_buffer_seconds": Setting(900, whole(60, 900)),
+    # Firehose buffers up to this long (or 1 MB) before invoking the transform: the first term of
+    # the detection latency (README, Telemetry). 0-900 s ("ProcessorParameter", Firehose API).
+    "telemetry_processing_seconds": Setting(60, whole(0, 900)),
+    # N of the stable hash shard (lambdas/telemetry/layout.py): partitions per hour.
+    "telemetry_shards": Setting(16, whole(1, 100)),
     "telemetry_infrequent_access_days": Setting(30, whole(30, 36500)),
+    # Standard-IA -> Glacier Instant Retrieval (null: stay in Standard-IA); after the IA transition.
+    "telemetry_glacier_ir_days": Setting(90, optional(whole(31, 36500))),
+    # Athena cancels a query of the telemetry workgroup that would scan more (10 MB is its minimum:
+    # "BytesScannedCutoffPerQuery", Athena API reference).
+    "athena_bytes_scanned_limit_mb": Setting(10_240, whole(10, 10**7)),
     "telemetry_retention_days": Setting(365, days),
     "alert_retention_days": Setting(2557, days),
     "max_telemetry_bytes": Setting(8192, whole(256, MQTT_MAX_PAYLOAD_BYTES)),
@@ -493,6 +508,14 @@ def _check_window(where: str, v: dict) -> None:
                           f"detect = {detect!r}; use one of: {', '.join(map(str, allowed))}")
 
 
+def _check_telemetry_tiers(where: str, v: dict) -> None:
+    """Glacier Instant Retrieval comes after Standard-IA, or not at all."""
+    glacier, ia = v["telemetry_glacier_ir_days"], v["telemetry_infrequent_access_days"]
+    if glacier is not None and glacier <= ia:
+        raise ConfigError(f"{where}.telemetry_glacier_ir_days = {glacier} must be later than "
+                          f"telemetry_infrequent_access_days = {ia} (or null)")
+
+
 def _check_device_domain(where: str, v: dict) -> None:
     """A customer-owned domain needs its server certificate, and only it takes a validation one."""
     named, certified = v["device_domain_name"] is not None, v["device_domain_certificate_arn"] is not None
@@ -518,6 +541,7 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
         v["owns_account_singletons"] = name == owner
     _check_device_domain(where, v)
     _check_window(where, v)
+    _check_telemetry_tiers(where, v)
     for file_key, pem_field in (("ca_certificate_file", "ca_certificate_pem"),
                                 ("ca_verification_certificate_file", "ca_verification_certificate_pem")):
         v[pem_field] = _pem_file(f"{where}.{file_key}", v.pop(file_key), base_dir, "CERTIFICATE")

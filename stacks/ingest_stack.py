@@ -13,6 +13,7 @@ from stacks.config import StageConfig
 from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
 from stacks.platform.key import allow_service, customer_key
+from stacks.telemetry.catalog import RESULTS_DAYS, RESULTS_PREFIX, TelemetryCatalog
 from stacks.telemetry.observations import observation_stream
 from stacks.telemetry.pipeline import TelemetryPipeline
 
@@ -43,7 +44,9 @@ class IngestStack(Stack):
             access_log_bucket=audit.access_log_bucket,
             access_log_prefix="telemetry-bucket/",
             infrequent_access_after_days=stage.telemetry_infrequent_access_days,
+            glacier_instant_after_days=stage.telemetry_glacier_ir_days,
             expire_after_days=stage.telemetry_retention_days,
+            expire_prefixes={RESULTS_PREFIX: RESULTS_DAYS},  # Athena query results
         ).bucket
         # A deterministic name: the alert queue's policy and the defense stack refer to it by name.
         self.alerts_bucket_name = f"{stage.prefix}-alerts-{Aws.ACCOUNT_ID}-{Aws.REGION}"
@@ -57,13 +60,21 @@ class IngestStack(Stack):
             expire_after_days=stage.alert_retention_days,
         ).bucket
 
+        # The Glue table Firehose converts to and Athena reads, and the workgroup to query it.
+        self.catalog = TelemetryCatalog(
+            self, "TelemetryCatalog", prefix=stage.prefix, bucket=self.telemetry_bucket, data_key=self.data_key,
+            shards=stage.telemetry_shards, bytes_scanned_limit_mb=stage.athena_bytes_scanned_limit_mb)
         self.telemetry = TelemetryPipeline(
             self, "Telemetry",
             prefix=stage.prefix, rule_name=identity.telemetry_rule_name,
             max_record_bytes=stage.max_telemetry_bytes, buffer_seconds=stage.telemetry_buffer_seconds,
+            processing_seconds=stage.telemetry_processing_seconds, shards=stage.telemetry_shards,
+            table_arns=self.catalog.table_arns, database_name=self.catalog.database_name,
+            table_name=self.catalog.table_name,
             bucket=self.telemetry_bucket, error_bucket=self.alerts_bucket,
             data_key=self.data_key, defaults=audit.defaults,
         )
+        self.telemetry.stream.node.add_dependency(self.catalog.table)  # conversion reads its schema
         # The built-in detector watches a tap of the telemetry path.
         self.observations = None
         if stage.detect in ("builtin", "both"):
@@ -96,4 +107,6 @@ class IngestStack(Stack):
         CfnOutput(self, "TelemetryBucketName", value=self.telemetry_bucket.bucket_name)
         CfnOutput(self, "AlertBucketName", value=self.alerts_bucket.bucket_name)
         CfnOutput(self, "TelemetryRuleName", value=identity.telemetry_rule_name)
+        CfnOutput(self, "TelemetryDatabase", value=self.catalog.database_name)
+        CfnOutput(self, "TelemetryWorkGroup", value=self.catalog.workgroup_name)
         CfnOutput(self, "AlertDeadLetterQueueUrl", value=self.alert_dead_letters.queue_url)

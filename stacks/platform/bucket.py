@@ -21,6 +21,10 @@ class SecureBucket(Construct):
     `encryption_key` given: SSE-KMS with a bucket key. Not given: SSE-S3, which only a
     bucket that a service cannot write with KMS may use (the server access-log target).
     `access_log_bucket` given: server access logs go there under `<prefix>/`.
+    `glacier_instant_after_days`: to Glacier Instant Retrieval (millisecond reads, for data that
+    is still queried now and then); `glacier_after_days`: to Glacier Flexible Retrieval.
+    `expire_prefixes` {prefix: days}: objects under a prefix expire sooner (S3 applies the
+    earliest expiration of the rules that match an object).
     """
 
     def __init__(
@@ -34,6 +38,8 @@ class SecureBucket(Construct):
         access_log_prefix: str | None = None,
         infrequent_access_after_days: int | None = None,
         glacier_after_days: int | None = None,
+        glacier_instant_after_days: int | None = None,
+        expire_prefixes: dict[str, int] | None = None,
         object_ownership: s3.ObjectOwnership = s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
         bucket_name: str | None = None,
     ) -> None:
@@ -44,6 +50,13 @@ class SecureBucket(Construct):
                 s3.Transition(
                     storage_class=s3.StorageClass.INFREQUENT_ACCESS,
                     transition_after=Duration.days(infrequent_access_after_days),
+                )
+            )
+        if glacier_instant_after_days and glacier_instant_after_days < expire_after_days:
+            transitions.append(
+                s3.Transition(
+                    storage_class=s3.StorageClass.GLACIER_INSTANT_RETRIEVAL,
+                    transition_after=Duration.days(glacier_instant_after_days),
                 )
             )
         if glacier_after_days and glacier_after_days < expire_after_days:
@@ -76,7 +89,14 @@ class SecureBucket(Construct):
                     noncurrent_version_expiration=Duration.days(30),
                     abort_incomplete_multipart_upload_after=Duration.days(7),
                     expired_object_delete_marker=False,
-                )
+                ),
+                *[s3.LifecycleRule(
+                    id=f"expire-{prefix.strip('/')}",
+                    prefix=prefix,
+                    expiration=Duration.days(days),
+                    noncurrent_version_expiration=Duration.days(1),
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ) for prefix, days in sorted((expire_prefixes or {}).items())],
             ],
         )
         acks = [Acknowledgment(id=rule, reason=_REPLICATION_REASON) for rule in (

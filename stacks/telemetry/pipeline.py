@@ -1,5 +1,20 @@
-"""Telemetry: Basic Ingest rule -> Firehose (validating transform, dynamic partitioning,
-GZIP, KMS) -> S3. Bad records are routed to an error prefix with their reason, never dropped."""
+"""Telemetry: Basic Ingest rule -> Firehose (validating transform, dynamic partitioning by day, hour
+and shard, record format conversion to Parquet/Snappy against the Glue table, KMS) -> S3. Bad
+records land as JSON under telemetry-errors/, never dropped.
+
+The three Firehose features combine on one stream, each documented with the others: a Lambda
+transform may turn any input into the JSON that format conversion reads ("Convert input data
+format in Amazon Data Firehose", record-format-conversion.html: "use AWS Lambda to transform it to
+JSON first"); dynamic partitioning takes its keys from that Lambda ("Understand partitioning keys",
+dynamic-partitioning-partitioning-keys.html: partitionKeys in the record's metadata; "Data
+transformation -> partition keys" is the order in dynamic-partitioning-multirecord-deaggergation.html).
+What does not combine is an "Ok" error line: with conversion on, every Ok record must be a row of
+the table, so the transform answers rejections ProcessingFailed and Firehose writes them (and any
+record that fails conversion) as JSON documents under the error prefix
+("Handle failure in data transformation"; "Handling errors for data format conversion",
+record-format-conversion-error-handling.html). Conversion turns S3 compression off and compresses
+the Parquet itself (Snappy) ("Enable record format conversion").
+"""
 
 from __future__ import annotations
 
@@ -14,7 +29,7 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from lambdas.shared import topics
-from lambdas.telemetry.layout import S3_PREFIX_TEMPLATE
+from lambdas.telemetry.layout import DATA_PREFIX, ERROR_PREFIX, ERROR_PREFIX_TEMPLATE, S3_PREFIX_TEMPLATE
 from stacks.platform.defaults import PlatformDefaults
 from stacks.platform.function import PythonFunction
 from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule
@@ -26,9 +41,8 @@ TELEMETRY_SQL = (
     "SELECT encode(*, 'base64') AS payload, topic(2) AS thing, clientid() AS client_id, "
     "principal() AS principal, timestamp() AS received_at FROM '{topic}'"
 )
-# The transform puts good records under the first prefix and rejected ones under the second.
-DATA_PREFIXES = ("telemetry/", "telemetry-errors/")
-FIREHOSE_FAILED_PREFIX = "firehose-failed/"
+# Firehose writes Parquet under the first prefix, JSON error documents under the second.
+DATA_PREFIXES = (DATA_PREFIX, ERROR_PREFIX)
 
 
 class TelemetryPipeline(Construct):
@@ -41,6 +55,11 @@ class TelemetryPipeline(Construct):
         rule_name: str,
         max_record_bytes: int,
         buffer_seconds: int,
+        processing_seconds: int,
+        shards: int,
+        table_arns: list[str],
+        database_name: str,
+        table_name: str,
         bucket: s3.IBucket,
         error_bucket: s3.IBucket,
         data_key: kms.IKey,
@@ -52,12 +71,12 @@ class TelemetryPipeline(Construct):
             handler="telemetry.transform.handler.lambda_handler",
             description="Validates every telemetry record and routes failures to an error prefix",
             service="telemetry-transform",
-            environment={"MAX_PAYLOAD_BYTES": str(max_record_bytes)},
+            environment={"MAX_PAYLOAD_BYTES": str(max_record_bytes), "TELEMETRY_SHARDS": str(shards)},
             defaults=defaults,
             reserved_concurrency=50,
             timeout=Duration.minutes(1),
             synchronous_reason="Firehose invokes the transform synchronously and retries it; "
-                               "records it still cannot process go to the firehose-failed/ prefix.",
+                               "records it still cannot process go to the telemetry-errors/ prefix.",
         ).function
 
         delivery_logs = defaults.log_group(self, "DeliveryLogs")
@@ -67,9 +86,12 @@ class TelemetryPipeline(Construct):
         role.add_to_policy(iam.PolicyStatement(
             actions=["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:ListBucket",
                      "s3:ListBucketMultipartUploads", "s3:PutObject"],
-            resources=[bucket.bucket_arn, *[bucket.arn_for_objects(f"{prefix}*") for prefix in (
-                *DATA_PREFIXES, FIREHOSE_FAILED_PREFIX)]],
+            resources=[bucket.bucket_arn, *[bucket.arn_for_objects(f"{prefix}*") for prefix in DATA_PREFIXES]],
         ))
+        # Record format conversion reads the table's schema ("Firehose access to AWS Glue for data
+        # format conversion", controlling-access.html: glue:GetTable, GetTableVersion, GetTableVersions).
+        role.add_to_policy(iam.PolicyStatement(
+            actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"], resources=table_arns))
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[data_key.key_arn]))
         role.add_to_policy(iam.PolicyStatement(
@@ -82,7 +104,7 @@ class TelemetryPipeline(Construct):
             id=f"AwsSolutions-IAM5[Resource::<{logical_id(bucket)}.Arn>/{prefix}*]",
             reason="Firehose writes one object per partition and buffer; object names are made at "
                    "run time under this one prefix.",
-        ) for prefix in (*DATA_PREFIXES, FIREHOSE_FAILED_PREFIX)] + [Acknowledgment(
+        ) for prefix in DATA_PREFIXES] + [Acknowledgment(
             id=f"AwsSolutions-IAM5[Resource::<{logical_id(delivery_logs)}.Arn>]",
             reason="Its own log group only (log streams are created inside it).",
         )])
@@ -98,14 +120,32 @@ class TelemetryPipeline(Construct):
             ExtendedS3DestinationConfigurationProperty(
                 bucket_arn=bucket.bucket_arn,
                 role_arn=role.role_arn,
-                # The transform names each record's partition: telemetry/thing=../date=../ for
-                # good records, telemetry-errors/reason=../date=../ for the rest.
+                # The transform names each record's partition: telemetry/day=../hour=../shard=../
+                # (24 x N partitions a day, however large the fleet). Everything Firehose could
+                # not deliver as a row: telemetry-errors/<processing-failed|format-conversion-failed|
+                # ...>/day=../, as JSON.
                 prefix=S3_PREFIX_TEMPLATE,
-                error_output_prefix=FIREHOSE_FAILED_PREFIX
-                + "!{firehose:error-output-type}/!{timestamp:yyyy/MM/dd}/",
+                error_output_prefix=ERROR_PREFIX_TEMPLATE,
+                # 64 MiB is the least dynamic partitioning takes ("Enable dynamic partitioning").
                 buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
                     interval_in_seconds=buffer_seconds, size_in_m_bs=64),
-                compression_format="GZIP",
+                compression_format="UNCOMPRESSED",  # conversion compresses the Parquet (Snappy) itself
+                data_format_conversion_configuration=firehose.CfnDeliveryStream.
+                DataFormatConversionConfigurationProperty(
+                    enabled=True,
+                    # OpenX, case-sensitive: metric names keep their case, columns match the
+                    # transform's keys exactly ("OpenXJsonSerDe", Firehose API reference).
+                    input_format_configuration=firehose.CfnDeliveryStream.InputFormatConfigurationProperty(
+                        deserializer=firehose.CfnDeliveryStream.DeserializerProperty(
+                            open_x_json_ser_de=firehose.CfnDeliveryStream.OpenXJsonSerDeProperty(
+                                case_insensitive=False, convert_dots_in_json_keys_to_underscores=False))),
+                    output_format_configuration=firehose.CfnDeliveryStream.OutputFormatConfigurationProperty(
+                        serializer=firehose.CfnDeliveryStream.SerializerProperty(
+                            parquet_ser_de=firehose.CfnDeliveryStream.ParquetSerDeProperty(compression="SNAPPY"))),
+                    schema_configuration=firehose.CfnDeliveryStream.SchemaConfigurationProperty(
+                        catalog_id=Aws.ACCOUNT_ID, database_name=database_name, table_name=table_name,
+                        region=Aws.REGION, role_arn=role.role_arn, version_id="LATEST"),
+                ),
                 encryption_configuration=firehose.CfnDeliveryStream.EncryptionConfigurationProperty(
                     kms_encryption_config=firehose.CfnDeliveryStream.KMSEncryptionConfigProperty(
                         awskms_key_arn=data_key.key_arn)),
@@ -123,7 +163,8 @@ class TelemetryPipeline(Construct):
                             firehose.CfnDeliveryStream.ProcessorParameterProperty(
                                 parameter_name="BufferSizeInMBs", parameter_value="1"),
                             firehose.CfnDeliveryStream.ProcessorParameterProperty(
-                                parameter_name="BufferIntervalInSeconds", parameter_value="60"),
+                                parameter_name="BufferIntervalInSeconds",
+                                parameter_value=str(processing_seconds)),
                             firehose.CfnDeliveryStream.ProcessorParameterProperty(
                                 parameter_name="NumberOfRetries", parameter_value="3"),
                         ],

@@ -1,8 +1,11 @@
 """Telemetry templates (ingest stack): the data buckets, the Basic Ingest rule, the validating
-Firehose delivery, and least-privilege roles."""
+Firehose delivery (partitions, Parquet conversion), the Glue table with partition projection, the
+Athena workgroup and named queries, and least-privilege roles."""
 
 import json
 
+from lambdas.telemetry.layout import s3_prefix
+from stacks.telemetry.catalog import COLUMNS
 from tests.infra.synth import actions_of, resources, role_actions, topic_rules
 
 
@@ -26,10 +29,16 @@ def test_telemetry_ages_to_infrequent_access_and_alerts_are_kept_longer(dev):
     buckets = resources(ingest(dev), "AWS::S3::Bucket")
     telemetry = next(b for k, b in buckets.items() if k.startswith("TelemetryData"))
     alerts = next(b for k, b in buckets.items() if k.startswith("AlertData"))
-    t_rule = telemetry["Properties"]["LifecycleConfiguration"]["Rules"][0]
+    t_rules = telemetry["Properties"]["LifecycleConfiguration"]["Rules"]
+    t_rule = t_rules[0]
     a_rule = alerts["Properties"]["LifecycleConfiguration"]["Rules"][0]
-    assert {"StorageClass": "STANDARD_IA", "TransitionInDays": 30} in t_rule["Transitions"]
-    assert t_rule["ExpirationInDays"] == 365
+    assert t_rule["Transitions"] == [{"StorageClass": "STANDARD_IA", "TransitionInDays": 30},
+                                     {"StorageClass": "GLACIER_IR", "TransitionInDays": 90}]
+    assert t_rule["ExpirationInDays"] == 365 and "Prefix" not in t_rule
+    # Athena's results are kept a week, whatever the telemetry's retention.
+    [results] = [r for r in t_rules if r.get("Prefix") == "athena-results/"]
+    assert results["ExpirationInDays"] == 7 and results["Status"] == "Enabled"
+    assert len(t_rules) == 2
     assert a_rule["ExpirationInDays"] == 2557 > t_rule["ExpirationInDays"]
 
 
@@ -71,22 +80,103 @@ def test_telemetry_rule_role_only_delivers(dev):
 
 # --- Firehose ------------------------------------------------------------------------------
 
-def test_firehose_compresses_encrypts_partitions_and_validates(dev):
+def test_firehose_partitions_by_day_hour_shard_converts_to_parquet_and_validates(dev):
     stream = next(iter(resources(ingest(dev), "AWS::KinesisFirehose::DeliveryStream").values()))["Properties"]
     assert stream["DeliveryStreamEncryptionConfigurationInput"]["KeyType"] == "CUSTOMER_MANAGED_CMK"
     s3_config = stream["ExtendedS3DestinationConfiguration"]
-    assert s3_config["CompressionFormat"] == "GZIP"
+    assert s3_config["CompressionFormat"] == "UNCOMPRESSED"  # the Parquet is Snappy-compressed instead
     assert s3_config["EncryptionConfiguration"]["KMSEncryptionConfig"]["AWSKMSKeyARN"]["Fn::GetAtt"][0].startswith("DataKey")
     assert s3_config["DynamicPartitioningConfiguration"]["Enabled"] is True
-    assert s3_config["Prefix"] == ("!{partitionKeyFromLambda:stream}/!{partitionKeyFromLambda:partition}/"
-                                   "date=!{partitionKeyFromLambda:date}/")
-    assert s3_config["ErrorOutputPrefix"].startswith("firehose-failed/!{firehose:error-output-type}/")
-    assert s3_config["BufferingHints"]["IntervalInSeconds"] == 300
+    assert s3_config["Prefix"] == ("telemetry/day=!{partitionKeyFromLambda:day}/"
+                                   "hour=!{partitionKeyFromLambda:hour}/shard=!{partitionKeyFromLambda:shard}/")
+    assert s3_config["ErrorOutputPrefix"] == (
+        "telemetry-errors/!{firehose:error-output-type}/day=!{timestamp:yyyy-MM-dd}/")
+    assert s3_config["BufferingHints"] == {"IntervalInSeconds": 900, "SizeInMBs": 64}
+
+    conversion = s3_config["DataFormatConversionConfiguration"]
+    assert conversion["Enabled"] is True
+    assert conversion["InputFormatConfiguration"]["Deserializer"] == {"OpenXJsonSerDe": {
+        "CaseInsensitive": False, "ConvertDotsInJsonKeysToUnderscores": False}}
+    assert conversion["OutputFormatConfiguration"]["Serializer"] == {"ParquetSerDe": {"Compression": "SNAPPY"}}
+    schema = conversion["SchemaConfiguration"]
+    assert (schema["DatabaseName"], schema["TableName"], schema["VersionId"]) == (
+        "fleetwarden_dev_telemetry", "telemetry", "LATEST")
+    assert schema["RoleARN"]["Fn::GetAtt"][0].startswith("TelemetryDeliveryRole")
+
     processor = s3_config["ProcessingConfiguration"]["Processors"][0]
     assert processor["Type"] == "Lambda"
-    lambda_arn = next(p["ParameterValue"] for p in processor["Parameters"] if p["ParameterName"] == "LambdaArn")
-    assert lambda_arn["Fn::GetAtt"][0].startswith("TelemetryTransform")
+    params = {p["ParameterName"]: p["ParameterValue"] for p in processor["Parameters"]}
+    assert params["LambdaArn"]["Fn::GetAtt"][0].startswith("TelemetryTransform")
+    assert (params["BufferIntervalInSeconds"], params["BufferSizeInMBs"]) == ("60", "1")
     assert s3_config["CloudWatchLoggingOptions"]["Enabled"] is True
+
+
+def test_the_transform_and_the_projection_use_the_same_shard_count(dev):
+    template = ingest(dev)
+    transform = next(f for k, f in resources(template, "AWS::Lambda::Function").items()
+                     if k.startswith("TelemetryTransform"))
+    assert transform["Properties"]["Environment"]["Variables"]["TELEMETRY_SHARDS"] == "16"
+    [table] = resources(template, "AWS::Glue::Table").values()
+    assert table["Properties"]["TableInput"]["Parameters"]["projection.shard.range"] == "0,15"
+
+
+def test_glue_table_is_the_transforms_row_in_parquet_with_partition_projection(dev):
+    template = ingest(dev)
+    [database] = resources(template, "AWS::Glue::Database").values()
+    assert database["Properties"]["DatabaseInput"]["Name"] == "fleetwarden_dev_telemetry"
+    [table] = resources(template, "AWS::Glue::Table").values()
+    assert not resources(template, "AWS::Glue::Crawler")  # projection: nothing registers partitions
+    props = table["Properties"]
+    assert props["DatabaseName"] == "fleetwarden_dev_telemetry"
+    table_input = props["TableInput"]
+    assert table_input["Name"] == "telemetry" and table_input["TableType"] == "EXTERNAL_TABLE"
+    columns = table_input["StorageDescriptor"]["Columns"]
+    assert [(c["Name"], c["Type"]) for c in columns] == [
+        ("thing", "string"), ("client_id", "string"), ("principal", "string"), ("received_at", "bigint"),
+        ("ts", "string"), ("seq", "bigint"), ("metrics", "map<string,double>"), ("raw", "string")]
+    assert [c[0] for c in COLUMNS] == [c["Name"] for c in columns]
+    assert table_input["PartitionKeys"] == [{"Name": n, "Type": "string"} for n in ("day", "hour", "shard")]
+    descriptor = table_input["StorageDescriptor"]
+    assert descriptor["SerdeInfo"]["SerializationLibrary"] == (
+        "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+    assert descriptor["InputFormat"].endswith("MapredParquetInputFormat")
+    assert json.dumps(descriptor["Location"]).count("/telemetry/") == 1
+    params = table_input["Parameters"]
+    assert params["projection.enabled"] == "true"
+    assert (params["projection.day.type"], params["projection.day.format"]) == ("date", "yyyy-MM-dd")
+    assert params["projection.day.range"].endswith(",NOW")
+    assert (params["projection.hour.type"], params["projection.hour.range"], params["projection.hour.digits"]) == (
+        "integer", "0,23", "2")
+    assert (params["projection.shard.type"], params["projection.shard.digits"]) == ("integer", "2")
+    location = json.dumps(params["storage.location.template"])
+    assert "/telemetry/day=${day}/hour=${hour}/shard=${shard}/" in location
+    # The template names the same prefix the transform's keys make Firehose write.
+    keys = {"day": "2025-05-01", "hour": "07", "shard": "03"}
+    assert s3_prefix(keys) in location.replace("${day}", "2025-05-01").replace("${hour}", "07").replace(
+        "${shard}", "03")
+
+
+def test_athena_workgroup_is_enforced_encrypted_limited_and_has_the_named_queries(dev):
+    template = ingest(dev)
+    [workgroup] = resources(template, "AWS::Athena::WorkGroup").values()
+    props = workgroup["Properties"]
+    assert props["Name"] == "fleetwarden-dev-telemetry"
+    config = props["WorkGroupConfiguration"]
+    assert config["EnforceWorkGroupConfiguration"] is True
+    assert config["BytesScannedCutoffPerQuery"] == 10_240 * 1_000_000
+    assert config["PublishCloudWatchMetricsEnabled"] is True
+    results = config["ResultConfiguration"]
+    assert results["EncryptionConfiguration"]["EncryptionOption"] == "SSE_KMS"
+    assert results["EncryptionConfiguration"]["KmsKey"]["Fn::GetAtt"][0].startswith("DataKey")
+    assert "/athena-results/" in json.dumps(results["OutputLocation"])
+    queries = {q["Properties"]["Name"]: q["Properties"] for q in resources(template, "AWS::Athena::NamedQuery").values()}
+    assert set(queries) == {"last-report-per-device", "devices-silent-for-24-hours"}
+    for query in queries.values():
+        assert (query["Database"], query["WorkGroup"]) == ("fleetwarden_dev_telemetry", "fleetwarden-dev-telemetry")
+        assert '"fleetwarden_dev_telemetry"."telemetry"' in query["QueryString"]
+        assert "WHERE day >=" in query["QueryString"]  # always pruned by day
+    assert "max_by(metrics, received_at)" in queries["last-report-per-device"]["QueryString"]
+    assert "interval '24' hour" in queries["devices-silent-for-24-hours"]["QueryString"]
 
 
 def test_firehose_role_writes_only_its_prefixes_and_invokes_only_the_transform(dev):
@@ -95,8 +185,11 @@ def test_firehose_role_writes_only_its_prefixes_and_invokes_only_the_transform(d
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     puts = next(s for s in statements if "s3:PutObject" in actions_of(s))
     text = json.dumps(puts["Resource"])
-    for prefix in ("/telemetry/*", "/telemetry-errors/*", "/firehose-failed/*"):
+    for prefix in ("/telemetry/*", "/telemetry-errors/*"):
         assert prefix in text
-    assert '"/*"' not in text
+    assert '"/*"' not in text and "athena-results" not in text
+    glue = next(s for s in statements if "glue:GetTable" in actions_of(s))
+    assert set(actions_of(glue)) == {"glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"}
+    assert "table/fleetwarden_dev_telemetry/telemetry" in json.dumps(glue["Resource"])
     invoke = next(s for s in statements if "lambda:InvokeFunction" in actions_of(s))
     assert "TelemetryTransform" in json.dumps(invoke["Resource"])

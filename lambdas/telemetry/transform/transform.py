@@ -284,10 +284,11 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards
         else:
             raise _Reject(WRONG_TYPE, "a metric is not a finite number", thing, received_at)
 
-    # thing (== client_id) matched SAFE_THING: nothing in it needs escaping.
+    # thing (== client_id) matched SAFE_THING: nothing in it needs escaping. received_at is whole
+    # ms (the table's bigint; timestamp() gives whole ms, a fraction could only fail conversion).
     line = (f'{{"thing":"{thing}","client_id":"{thing}",'
             f'"principal":{"null" if principal is None else _quote(principal)},'
-            f'"received_at":{received_at!r},"ts":{ts_json},"seq":{seq!r},'
+            f'"received_at":{int(received_at)!r},"ts":{ts_json},"seq":{seq!r},'
             f'"metrics":{{{",".join(parts)}}},"raw":{_quote(body.decode()) if inexact else "null"}}}\n')
     return _answer(record, line, _partition(thing, received_at, shards))
 
