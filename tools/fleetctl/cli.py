@@ -10,7 +10,7 @@ import os
 import sys
 from pathlib import Path
 
-from . import commands, defense, files, pki, tokens
+from . import commands, defense, files, pki, telemetry, tokens
 from .errors import InputError, RemoteError
 from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
 
@@ -163,6 +163,14 @@ def _command_public_key(args) -> int:
     return 0
 
 
+def _telemetry_query(args) -> int:
+    header, rows = telemetry.query(defense.client_factory(args.region), thing=args.thing, start=args.start,
+                                   end=args.end, metric=args.metric, database=args.database,
+                                   workgroup=args.workgroup, table=args.table)
+    print(telemetry.format_rows(header, rows, args.json))
+    return 0
+
+
 # --- parser -------------------------------------------------------------------------------------------
 
 def _add_force(parser) -> None:
@@ -255,6 +263,25 @@ def _incidents_parsers(commands) -> None:
     listing.set_defaults(handler=_incidents_list)
 
 
+def _telemetry_parsers(subcommands) -> None:
+    group = subcommands.add_parser("telemetry", help="device telemetry in S3, queried through Athena")
+    sub = group.add_subparsers(dest="telemetry_command", metavar="{query}", required=True)
+
+    q = sub.add_parser("query", help="one device's telemetry in a time range (reads only its shard)")
+    q.add_argument("--thing", required=True, help="IoT thing name (the device serial)")
+    q.add_argument("--from", dest="start", required=True, metavar="ISO-8601",
+                   help="from this instant, inclusive (UTC if it has no offset)")
+    q.add_argument("--to", dest="end", required=True, metavar="ISO-8601",
+                   help="to this instant, exclusive (UTC if it has no offset)")
+    q.add_argument("--metric", help="only this metric's value (rows that have it)")
+    q.add_argument("--database", required=True, help="Glue database (stack output TelemetryDatabase)")
+    q.add_argument("--workgroup", required=True, help="Athena workgroup (stack output TelemetryWorkGroup)")
+    q.add_argument("--table", default=telemetry.DEFAULT_TABLE, help="Glue table (default: %(default)s)")
+    q.add_argument("--json", action="store_true", help="print a JSON array instead of a table")
+    _add_region(q)
+    q.set_defaults(handler=_telemetry_query)
+
+
 def _token_parsers(commands) -> None:
     token = commands.add_parser("token", help="provisioning tokens")
     sub = token.add_subparsers(dest="token_command", metavar="{issue}", required=True)
@@ -332,12 +359,13 @@ def _command_parsers(commands_parser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog=PROG, description="Fleetwarden operator CLI: device PKI and provisioning tokens.")
-    subcommands = parser.add_subparsers(dest="command", metavar="{ca,device,token,incidents,command}", required=True)
+    subcommands = parser.add_subparsers(dest="command", metavar="{ca,device,token,incidents,command,telemetry}", required=True)
     _ca_parsers(subcommands)
     _device_parsers(subcommands)
     _token_parsers(subcommands)
     _incidents_parsers(subcommands)
     _command_parsers(subcommands)
+    _telemetry_parsers(subcommands)
     return parser
 
 
