@@ -119,6 +119,7 @@ def check(records: list[dict], limit: int = LIMIT) -> list[dict | None]:
         received = datetime.fromtimestamp(line["received_at"] / 1000, timezone.utc)
         assert (keys["day"], keys["hour"]) == (received.strftime("%Y-%m-%d"), received.strftime("%H"))
         assert type(line["seq"]) is int and 0 <= line["seq"] <= INT64
+        assert type(line["received_at"]) is int  # the table's bigint
         assert type(line["ts"]) is str  # the table's ts column is a string
         assert isinstance(line["metrics"], dict) and len(line["metrics"]) <= 100
         inexact = False
@@ -158,7 +159,7 @@ def test_any_envelope_with_any_payload(envs):
         assert (line["thing"], line["client_id"], line["principal"]) == (
             env["thing"], env["client_id"], env.get("principal"))
         doc = json.loads(base64.b64decode(env["payload"]))
-        assert (line["received_at"], line["seq"]) == (env["received_at"], doc["seq"])
+        assert (line["received_at"], line["seq"]) == (int(env["received_at"]), doc["seq"])
         assert line["ts"] == (doc["ts"] if isinstance(doc["ts"], str) else json.dumps(doc["ts"]))
         assert line["metrics"] == doc["metrics"]
         event("valid")
@@ -173,7 +174,7 @@ def test_valid_records_are_kept_faithfully_and_spoofing_is_always_caught(envs, o
         doc = json.loads(base64.b64decode(env["payload"]))
         assert line["metrics"] == doc["metrics"] and line["seq"] == doc["seq"]
         assert line["ts"] == (doc["ts"] if isinstance(doc["ts"], str) else json.dumps(doc["ts"]))
-        assert line["received_at"] == env["received_at"]
+        assert line["received_at"] == int(env["received_at"])
 
     # The same messages published by another client: each one is caught, whatever its payload.
     spoofed = [{**env, "client_id": other if other != env["thing"] else other + "x"} for env in envs]
