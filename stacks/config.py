@@ -388,7 +388,7 @@ SETTINGS: dict[str, Setting] = {
     "telemetry_buffer_seconds": Setting(900, whole(60, 900)),
     # Firehose buffers up to this long (or 1 MB) before invoking the transform: the first term of
     # the detection latency (README, Telemetry). 0-900 s ("ProcessorParameter", Firehose API).
-    "telemetry_processing_seconds": Setting(60, whole(0, 900)),
+    "telemetry_processing_seconds": Setting(30, whole(0, 900)),
     # N of the stable hash shard (lambdas/telemetry/layout.py): partitions per hour.
     "telemetry_shards": Setting(16, whole(1, 100)),
     "telemetry_infrequent_access_days": Setting(30, whole(30, 36500)),

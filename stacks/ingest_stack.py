@@ -75,13 +75,13 @@ class IngestStack(Stack):
             data_key=self.data_key, defaults=audit.defaults,
         )
         self.telemetry.stream.node.add_dependency(self.catalog.table)  # conversion reads its schema
-        # The built-in detector watches a tap of the telemetry path.
+        # The built-in detector counts telemetry from the transform's per-batch aggregates.
         self.observations = None
         if stage.detect in ("builtin", "both"):
             self.observations = observation_stream(
                 self, "Observations", name=f"{stage.prefix}-observations", key=self.data_key)
             # Keyed by the connection, so even a spoofed topic counts against its sender.
-            self.telemetry.tap(self.observations, partition_key="${clientid()}")
+            self.telemetry.feed_detector(self.observations)
             CfnOutput(self, "ObservationStreamName", value=self.observations.stream_name)
 
         self.alerts = AlertPipeline(

@@ -1,7 +1,7 @@
 """The built-in detector, for accounts where Device Defender Detect is not offered.
 
-Telemetry (tapped from the telemetry rule), every other message a device sends (alerts, shadow
-requests, metric reports), presence events and refused connections go into one Kinesis stream
+Telemetry (one aggregate per connection per Firehose batch, from the telemetry transform), every
+other message a device sends (alerts, shadow requests, metric reports), presence events and refused connections go into one Kinesis stream
 keyed by the connection (refused connections by certificate); the detector folds each shard's
 records into per-subject counts held in Lambda tumbling-window state, so a healthy device costs
 no database write and a flood spread over many batches still adds up. Authorisation failures
@@ -110,7 +110,7 @@ class BuiltinDetector(Construct):
         # The alert bucket has a deterministic name; referencing it by name keeps this stack
         # from exporting anything back to the ingest stack.
         error_bucket = s3.Bucket.from_bucket_name(self, "ErrorBucket", error_bucket_name)
-        # --- presence and device reports join the telemetry tap on the stream -------------------
+        # --- presence and device reports join the telemetry aggregates on the stream -----------
         role = rule_role(self, "Detector rules: put presence events and device reports")
         self.rules = [
             topic_rule(

@@ -105,7 +105,7 @@ class TelemetryCatalog(Construct):
                 ),
             ),
         )
-        self.table.add_dependency(self.database)
+        self.table.node.add_dependency(self.database)
         catalog = f"arn:{Aws.PARTITION}:glue:{Aws.REGION}:{Aws.ACCOUNT_ID}"
         self.table_arns = [f"{catalog}:catalog", f"{catalog}:database/{self.database_name}",
                            f"{catalog}:table/{self.database_name}/{TABLE}"]
@@ -143,6 +143,5 @@ class TelemetryCatalog(Construct):
             query = athena.CfnNamedQuery(
                 self, construct_name, name=name, description=description, database=self.database_name,
                 work_group=self.workgroup_name, query_string=sql)
-            query.add_dependency(self.workgroup)
-            query.add_dependency(self.table)
+            query.node.add_dependency(self.workgroup, self.table)
             self.named_queries.append(query)

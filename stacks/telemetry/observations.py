@@ -1,5 +1,6 @@
-"""The observation stream: what the built-in detector reads (the telemetry tap, presence
-events, device reports), keyed by device so one shard and one detector window see a device."""
+"""The observation stream: what the built-in detector reads (the telemetry transform's per-batch
+aggregates, presence events, device reports), keyed by device so one shard and one detector window
+see a device."""
 
 from __future__ import annotations
 

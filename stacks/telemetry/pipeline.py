@@ -193,6 +193,15 @@ class TelemetryPipeline(Construct):
         )
         finish_rule_role(self.rule_role, key=data_key, purpose="the telemetry rule", error_bucket=error_bucket)
 
-    def tap(self, stream: kinesis.IStream, *, partition_key: str) -> None:
-        """Send every telemetry record to `stream` as well (the rule's second action)."""
-        self.rule.add_action(actions.KinesisPutRecordAction(stream, partition_key=partition_key, role=self.rule_role))
+    def feed_detector(self, stream: kinesis.IStream) -> None:
+        """The transform sends each batch's per-connection aggregates to `stream` (the built-in
+        detector's): no second rule action, one Kinesis record per connection per batch."""
+        self.transform.add_environment("OBSERVATION_STREAM", stream.stream_name)
+        # PutRecords only, and the stream key for server-side encryption of what it puts
+        # ("Permissions to use user-generated KMS master keys", Kinesis developer guide:
+        # producers need kms:GenerateDataKey).
+        self.transform.add_to_role_policy(iam.PolicyStatement(
+            actions=["kinesis:PutRecords"], resources=[stream.stream_arn]))
+        if stream.encryption_key is not None:
+            self.transform.add_to_role_policy(iam.PolicyStatement(
+                actions=["kms:GenerateDataKey"], resources=[stream.encryption_key.key_arn]))

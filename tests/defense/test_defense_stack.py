@@ -140,6 +140,11 @@ def test_detection_source_is_selectable(tmp_path, detect, profile, detector):
     assert bool(resources(defense(s), "AWS::IoT::SecurityProfile")) is profile
     assert bool(resources(defense(s), "AWS::Lambda::EventSourceMapping")) is detector
     assert bool(resources(s.template_json(s.stacks.ingest), "AWS::Kinesis::Stream")) is detector
+    # The telemetry transform feeds the built-in detector only when there is one.
+    transform = next(f["Properties"] for k, f in resources(s.template_json(s.stacks.ingest),
+                                                           "AWS::Lambda::Function").items()
+                     if k.startswith("TelemetryTransform"))
+    assert ("OBSERVATION_STREAM" in transform["Environment"]["Variables"]) is detector
 
 
 def test_builtin_detector_folds_device_keyed_records_in_tumbling_windows(dev):

@@ -60,16 +60,24 @@ def test_telemetry_rule_is_basic_ingest_into_firehose_with_identity_fields(dev):
     for part in ("encode(*, 'base64') AS payload", "topic(2) AS thing", "clientid() AS client_id",
                  "principal() AS principal", "timestamp() AS received_at", "FROM 'dt/+/telemetry'"):
         assert part in sql
-    targets = {next(iter(action)) for action in payload["Actions"]}
-    # Firehose stores it; with the built-in detector on (default "both") Kinesis taps it too.
-    assert targets == {"Firehose", "Kinesis"}
-    kinesis = next(a["Kinesis"] for a in payload["Actions"] if "Kinesis" in a)
-    assert kinesis["PartitionKey"] == "${clientid()}"  # one connection -> one shard -> one window state
+    # One action, even with the built-in detector on (default "both"): the transform feeds it.
+    assert [next(iter(action)) for action in payload["Actions"]] == ["Firehose"]
     # The device policy publishes to exactly this rule's Basic Ingest topic.
     policy = next(r for k, r in dev.template_json(dev.stacks.identity)["Resources"].items()
                   if k.startswith("RegistryDevicePolicy"))
     assert "$aws/rules/fleetwarden_dev_telemetry/dt/${iot:Connection.Thing.ThingName}/telemetry" in \
         json.dumps(policy["Properties"]["PolicyDocument"])
+
+
+def test_the_transform_feeds_the_detector_stream_and_may_only_put_records(dev):
+    template = ingest(dev)
+    transform = next(f for k, f in resources(template, "AWS::Lambda::Function").items()
+                     if k.startswith("TelemetryTransform"))
+    stream = transform["Properties"]["Environment"]["Variables"]["OBSERVATION_STREAM"]
+    assert stream["Ref"].startswith("Observations")
+    actions = role_actions(template, "TelemetryTransform")
+    assert "kinesis:PutRecords" in actions and "kms:GenerateDataKey" in actions
+    assert not {a for a in actions if a.startswith("kinesis:") and a != "kinesis:PutRecords"}
 
 
 def test_telemetry_rule_role_only_delivers(dev):
@@ -107,7 +115,7 @@ def test_firehose_partitions_by_day_hour_shard_converts_to_parquet_and_validates
     assert processor["Type"] == "Lambda"
     params = {p["ParameterName"]: p["ParameterValue"] for p in processor["Parameters"]}
     assert params["LambdaArn"]["Fn::GetAtt"][0].startswith("TelemetryTransform")
-    assert (params["BufferIntervalInSeconds"], params["BufferSizeInMBs"]) == ("60", "1")
+    assert (params["BufferIntervalInSeconds"], params["BufferSizeInMBs"]) == ("30", "1")
     assert s3_config["CloudWatchLoggingOptions"]["Enabled"] is True
 
 

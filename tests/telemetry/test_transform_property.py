@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from telemetry.transform.transform import REASONS, SAFE_THING, transform_batch
 from telemetry.layout import shard_of
+from telemetry.transform.aggregates import BATCH_KEY_BASE, BatchAggregates
 from tests.telemetry.test_transform import ARRIVED_AT, COLUMNS, VALID_PREFIX, b64, line_of, prefix_of
 
 PROPERTY = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -96,8 +97,16 @@ def firehose_records(datas: list[str]) -> list[dict]:
 
 def check(records: list[dict], limit: int = LIMIT) -> list[dict | None]:
     """Run a batch; assert the invariants; returns each record's line if valid, else None."""
-    outputs, counts = transform_batch(records, max_payload_bytes=limit)
+    aggregates = BatchAggregates()
+    outputs, counts = transform_batch(records, max_payload_bytes=limit, aggregates=aggregates)
     assert [o["recordId"] for o in outputs] == [r["recordId"] for r in records]
+    # The detector's aggregates: one per connection, every valid message counted, none invented.
+    sent = aggregates.records()
+    assert len({a["client_id"] for a in sent}) == len(sent)
+    assert counts["valid"] <= sum(a["messages"] for a in sent) <= len(records) - aggregates.unnamed
+    for a in sent:
+        assert 0 <= a["spoofed"] <= a["messages"] and 0 <= a["max_bytes"] <= a["bytes"]
+        assert BATCH_KEY_BASE <= a["batch"] < 2 * BATCH_KEY_BASE
     assert {o["result"] for o in outputs} <= {"Ok", "ProcessingFailed"}  # never "Dropped"
     assert counts["records"] == len(records) == counts["valid"] + counts["rejected"] + counts["failed"]
     assert counts["failed"] == 0 and sum(counts["reasons"].values()) == counts["rejected"]

@@ -8,6 +8,12 @@ shard's window the state the previous batch returned:
     telemetry  {"payload": "<base64>", "thing", "client_id", "principal", "received_at"}
                (the telemetry rule's envelope) -> messages +1, bytes += decoded payload length,
                and the message itself judged against MAX_TELEMETRY_BYTES
+    telemetry-batch  {"kind": "telemetry-batch", "client_id", "batch", "messages", "bytes",
+               "max_bytes", "spoofed"} (one per connection per Firehose batch, from the telemetry
+               transform: telemetry/transform/aggregates.py; it replaces the telemetry tap) ->
+               messages += messages, bytes += bytes, the largest message judged against
+               MAX_TELEMETRY_BYTES; a batch key seen before for the subject in this window is a
+               Firehose retry of that batch and counts nothing (kept like presence fingerprints)
     alert      {"kind": "alert", "client_id", "b64_length"} (the alert count rule: the length of
                the payload's base64, so the alert itself stays off the stream) -> messages +1,
                bytes += its size, and the message judged against MAX_ALERT_BYTES
@@ -105,6 +111,9 @@ ENTRY_OVERHEAD = 52  # state bytes per subject besides its id: quotes, brackets,
 PRINTS_OVERHEAD = 6  # state bytes per subject with fingerprints besides its id: quotes, colon, brackets
 PRINT_BYTES = 11  # state bytes per fingerprint: up to 10 digits and a comma
 MAX_INVALID_REPORTS_NOTED = 20
+# Batch keys (telemetry/transform/aggregates.py: 2**32 + a 32-bit digest) share the fingerprint
+# lists with presence CRC-32s (below 2**32), so neither can be taken for the other.
+BATCH_KEY_MIN, BATCH_KEY_END = 1 << 32, 1 << 33
 CERTIFICATE_KEY = "@"  # a certificate's subject key: "@<id>" ('@' is in no thing name)
 
 # An entry: [messages, bytes, connects, disconnects, alarmed bitmask, authorization failures]
@@ -479,6 +488,30 @@ class _WindowCounts:
             self._alarm(client, entry, TELEMETRY_MESSAGE_SIZE, self.limits.max_telemetry_bytes, nbytes,
                         windowed=False)
 
+    def telemetry_batch(self, doc: dict[str, Any]) -> None:
+        """A connection's telemetry in one Firehose batch, counted once per batch key."""
+        client, batch = doc.get("client_id"), doc.get("batch")
+        counts = [doc.get(name) for name in ("messages", "bytes", "max_bytes", "spoofed")]
+        if (type(client) is not str or type(batch) is not int or not BATCH_KEY_MIN <= batch < BATCH_KEY_END
+                or any(type(n) is not int or n < 0 for n in counts)):
+            raise _Skipped(BAD_FIELDS)
+        messages, nbytes, largest, spoofed = counts
+        if messages < 1 or spoofed > messages or largest > nbytes:
+            raise _Skipped(BAD_FIELDS)
+        entry = self.entry(client)
+        limits = self.limits
+        if not self._first_time(client, batch, entry[MESSAGES] < limits.max_messages
+                                or entry[BYTES] < limits.max_bytes):
+            return  # a retried batch: counted already
+        entry[MESSAGES] += messages
+        entry[BYTES] += nbytes
+        stats = self.stats
+        stats.telemetry += messages
+        stats.spoofed += spoofed
+        if largest > limits.max_telemetry_bytes:
+            self._alarm(client, entry, TELEMETRY_MESSAGE_SIZE, limits.max_telemetry_bytes, largest,
+                        windowed=False)
+
     def alert(self, doc: dict[str, Any]) -> None:
         """An alert: one more message of its size, judged against the alert limit. The size is the
         least the base64 length allows (up to 2 bytes under the truth): never over, so an alert
@@ -629,8 +662,10 @@ def fold(
         try:
             doc = _decode(record)
             kind = doc.get("kind")
-            if kind is None or kind == "telemetry":  # the hot path
-                counts.telemetry(doc)
+            if kind == "telemetry-batch":  # the hot path
+                counts.telemetry_batch(doc)
+            elif kind is None or kind == "telemetry":  # the rule's envelope: the former tap, whose
+                counts.telemetry(doc)                   # records may still be on the stream (24 h)
             elif kind == "alert":
                 counts.alert(doc)
             elif kind == "message":

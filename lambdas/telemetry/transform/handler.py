@@ -3,17 +3,24 @@ processor of the telemetry delivery stream.
 
 Answers every record (see transform.py); never logs payload contents: per rejected record only
 its recordId, reason, fixed detail text and the thing name if safe; per batch one line of counts.
+When OBSERVATION_STREAM is set (the built-in detector is deployed), the batch's per-connection
+aggregates (transform/aggregates.py) go to that Kinesis stream before the records are answered; if
+Kinesis will not take them the invocation fails and Firehose retries the batch, which the detector
+then counts once (batch keys). boto3 is imported on the first such batch only.
 No Powertools Tracer: it would load the X-Ray SDK (~120 ms of cold start) to trace a function that
-calls nothing (Lambda's active tracing still records each invocation).
+makes one call per batch at most (Lambda's active tracing still records each invocation).
 """
 
 from __future__ import annotations
 
+import functools
+import os
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import KinesisFirehoseEvent
-from shared.runtime import handler_runtime
+from shared.runtime import client, handler_runtime
 from telemetry.layout import DEFAULT_SHARDS
+from telemetry.transform.aggregates import BatchAggregates, send
 from telemetry.transform.transform import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PROCESSING_FAILED,
@@ -46,6 +53,11 @@ def _shard_count() -> int:
         return DEFAULT_SHARDS
 
 
+@functools.cache
+def _kinesis() -> Any:
+    return client("kinesis", synchronous=True)
+
+
 def _report(record_id: Any, reason: str, thing: str | None, detail: str) -> None:
     fields = {"record_id": record_id, "reason": reason, "thing": thing, "detail": detail}
     if reason == PROCESSING_FAILED:
@@ -66,8 +78,18 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
         return {"records": []}
 
     # The records as Firehose sent them: transform_batch reads each through KinesisFirehoseRecord.
+    stream = os.environ.get("OBSERVATION_STREAM")
+    aggregates = BatchAggregates() if stream else None
     outputs, counts = transform_batch(firehose["records"], max_payload_bytes=_payload_limit(),
-                                      shards=_shard_count(), on_reject=_report)
+                                      shards=_shard_count(), on_reject=_report, aggregates=aggregates)
+    if aggregates is not None:
+        observed = aggregates.records()
+        if observed:
+            # Raises if Kinesis keeps refusing: Firehose retries the batch, counted once downstream.
+            send(_kinesis(), stream, observed)
+        runtime.count("TelemetryAggregatesSent", value=len(observed))
+        if aggregates.unnamed:
+            runtime.count("TelemetryClientIdsUnnamed", value=aggregates.unnamed)
 
     # Every batch reports all three, zeros included, so an alarm always has data; the rejections
     # also broken down by reason (one emission per reason per batch).

@@ -40,6 +40,7 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import 
 )
 
 from telemetry.layout import DEFAULT_SHARDS, MAX_SHARDS, partition_keys
+from telemetry.transform.aggregates import BatchAggregates
 
 DEFAULT_MAX_PAYLOAD_BYTES = 8192
 MAX_METRICS = 100
@@ -188,7 +189,8 @@ def _partition(thing: str, received_at: int | float, shards: int) -> dict[str, s
     return cached
 
 
-def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards: int) -> dict[str, Any]:
+def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards: int,
+               aggregates: BatchAggregates | None) -> dict[str, Any]:
     """The output record of a valid record; raises _Reject for an invalid one, anything else only
     on the unexpected. The hot path: every check is inline, in the cheapest order that still
     reports the most telling reason."""
@@ -202,6 +204,10 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards
         raise _Reject(INVALID_ENVELOPE, "record data is not base64-encoded JSON") from None
     if type(envelope) is not dict:
         raise _Reject(INVALID_ENVELOPE, "envelope is not a JSON object")
+    if aggregates is not None:  # every message counts for the detector, valid or not
+        client_id, payload = envelope.get("client_id"), envelope.get("payload")
+        if type(client_id) is str and type(payload) is str:
+            aggregates.add(client_id, payload, envelope.get("thing"), data)
 
     # What is known (and safe) first, for the error line, before judging the rest.
     received_at = envelope.get("received_at")
@@ -329,6 +335,7 @@ def transform_batch(
     max_payload_bytes: int | None = None,
     on_reject: RejectCallback | None = None,
     shards: int | None = None,
+    aggregates: BatchAggregates | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Firehose input records (the event's "records", as Firehose sends them) -> (output records,
     in the same order with the same recordIds; counts).
@@ -338,6 +345,7 @@ def transform_batch(
     every record that is not valid (reason PROCESSING_FAILED and the exception type as detail for a
     failure); each of those is answered ProcessingFailed with its original data. max_payload_bytes
     defaults to payload_limit(), shards (the N of shard_of) to shard_count() (the environment).
+    aggregates, if given, is told every record with a client id and a payload (for the detector).
     """
     limit = payload_limit() if max_payload_bytes is None else max_payload_bytes
     shards = shard_count() if shards is None else shards
@@ -350,7 +358,7 @@ def transform_batch(
         record = KinesisFirehoseRecord(raw)
         try:
             try:
-                append(_transform(record, limit, b64_limit, shards))
+                append(_transform(record, limit, b64_limit, shards, aggregates))
                 valid += 1
                 continue
             except _Reject as rejection:
