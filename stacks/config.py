@@ -387,7 +387,8 @@ SETTINGS: dict[str, Setting] = {
     # (each costs a dynamic-partitioning object fee and an S3 PUT; see bench/README.md).
     "telemetry_buffer_seconds": Setting(900, whole(60, 900)),
     # Firehose buffers up to this long (or 1 MB) before invoking the transform: the first term of
-    # the detection latency (README, Telemetry). 0-900 s ("ProcessorParameter", Firehose API).
+    # the detection latency (README, Telemetry). "ProcessorParameter" (Firehose API reference)
+    # gives only the default, 60 s; 0-900 is BufferingHints' range, unverified for processors.
     "telemetry_processing_seconds": Setting(30, whole(0, 900)),
     # N of the stable hash shard (lambdas/telemetry/layout.py): partitions per hour.
     "telemetry_shards": Setting(16, whole(1, 100)),
