@@ -49,6 +49,7 @@ from shared.api import ApiError
 from shared.violations import parse_violation, violation_json
 from stacks.config import load_config
 from telemetry.transform import handler as transform_handler
+from telemetry import layout
 from telemetry.transform import transform
 from tests.identity.iot_policy_eval import Connection, client, is_allowed, resolve, topic, topicfilter
 from tests.infra.synth import cdk_context, topic_rules
@@ -181,11 +182,13 @@ def firehose_event(thing: str) -> dict:
     }
 
 
-def test_telemetry_of_the_odd_device_lands_under_its_own_partition(context, capsys):
+def test_telemetry_of_the_odd_device_lands_under_its_own_shard(context, capsys):
     [output] = transform_handler.lambda_handler(firehose_event(ODD), context)["records"]
     assert output["result"] == "Ok"
-    prefix = transform.s3_prefix(output["metadata"]["partitionKeys"])
-    assert prefix == f"telemetry/thing={ODD}/date=2024-03-05/"
+    prefix = layout.s3_prefix(output["metadata"]["partitionKeys"])
+    received = time.gmtime(RECEIVED_AT / 1000)
+    assert prefix == (f"telemetry/day=2024-03-05/hour={received.tm_hour:02d}/"
+                      f"shard={layout.shard_of(ODD):02d}/")
     line = json.loads(base64.b64decode(output["data"]))
     assert (line["thing"], line["client_id"]) == (ODD, ODD)
     capsys.readouterr()
