@@ -174,18 +174,21 @@ def shard_count(env: Any = None) -> int:
     return shards
 
 
-_keys: dict[tuple[str, int, int], dict[str, str]] = {}
+_keys: dict[tuple[str, Any], dict[str, str]] = {}
+_keys_shards = [DEFAULT_SHARDS]  # the N the cached keys were made with
 
 
 def _partition(thing: str, received_at: int | float, shards: int) -> dict[str, str]:
-    """The partition keys of a valid record; cached per (thing, hour, N), asked per record."""
-    hour = int(received_at // _MS_PER_HOUR)
-    cached = _keys.get((thing, hour, shards))
+    """The partition keys of a valid record; cached per (thing, hour), asked per record."""
+    hour = received_at // _MS_PER_HOUR
+    if shards != _keys_shards[0]:
+        _keys.clear()
+        _keys_shards[0] = shards
+    cached = _keys.get((thing, hour))
     if cached is None:
         if len(_keys) >= 65536:
             _keys.clear()
-        cached = _keys[(thing, hour, shards)] = partition_keys(
-            thing, utc_date(received_at), hour % 24, shards)
+        cached = _keys[(thing, hour)] = partition_keys(thing, utc_date(received_at), int(hour) % 24, shards)
     return cached
 
 
@@ -209,7 +212,7 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards
         if type(client_id) is str and type(payload) is str:
             aggregates.add(client_id, payload, envelope.get("thing"), data)
 
-    # What is known (and safe) first, for the error line, before judging the rest.
+    # What is known (and safe) first, for the rejection's log line, before judging the rest.
     received_at = envelope.get("received_at")
     if not ((type(received_at) is int or type(received_at) is float) and 0 <= received_at < _MAX_MS):
         received_at = None
@@ -294,7 +297,8 @@ def _transform(record: KinesisFirehoseRecord, limit: int, b64_limit: int, shards
     # ms (the table's bigint; timestamp() gives whole ms, a fraction could only fail conversion).
     line = (f'{{"thing":"{thing}","client_id":"{thing}",'
             f'"principal":{"null" if principal is None else _quote(principal)},'
-            f'"received_at":{int(received_at)!r},"ts":{ts_json},"seq":{seq!r},'
+            f'"received_at":{received_at if type(received_at) is int else int(received_at)},'
+            f'"ts":{ts_json},"seq":{seq!r},'
             f'"metrics":{{{",".join(parts)}}},"raw":{_quote(body.decode()) if inexact else "null"}}}\n')
     return _answer(record, line, _partition(thing, received_at, shards))
 
