@@ -44,6 +44,7 @@ PRICES = {
     "kinesis_on_demand_in_per_gb": 0.08,
     "kinesis_on_demand_out_per_gb": 0.04,
     "kinesis_on_demand_stream_hour": 0.04,
+    "dynamodb_write_per_million": 1.25,     # on-demand write request units
 }
 MESSAGES = 1_000_000
 GB = 1024 ** 3
@@ -94,6 +95,7 @@ def synthesised_pipeline() -> dict:
         "transform_feeds_detector": "OBSERVATION_STREAM" in env,
         "detector_batch": mapping["BatchSize"] if mapping else None,
         "detector_memory_mb": detector["MemorySize"] if detector else None,
+        "sent_batches_table": "BATCH_TABLE" in env,
         "stream_on_demand": bool(kinesis_streams) and all(
             k.get("StreamModeDetails", {}).get("StreamMode") == "ON_DEMAND" for k in kinesis_streams),
     }
@@ -144,7 +146,10 @@ def fleetwarden_cost(p: dict, message_bytes: int, devices: int, per_device_minut
     detection = 0.0
     if aggregates:
         detector_invocations = aggregates / p["detector_batch"]
-        detection = (kinesis_gb * (PRICES["kinesis_on_demand_in_per_gb"] + PRICES["kinesis_on_demand_out_per_gb"])
+        # Once per batch: an idempotency record written in progress, then completed (2 writes).
+        once = invocations * 2 * PRICES["dynamodb_write_per_million"] / 1e6 if p["sent_batches_table"] else 0.0
+        detection = (once + kinesis_gb * (PRICES["kinesis_on_demand_in_per_gb"]
+                                          + PRICES["kinesis_on_demand_out_per_gb"])
                      + detector_invocations * PRICES["lambda_per_million_requests"] / 1e6
                      + aggregates * DETECTOR_MS_PER_RECORD / 1000 * p["detector_memory_mb"] / 1024
                      * PRICES["lambda_per_gb_second"])

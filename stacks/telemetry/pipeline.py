@@ -18,7 +18,7 @@ the Parquet itself (Snappy) ("Enable record format conversion").
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Aws, Duration, Stack, Validations
+from aws_cdk import Acknowledgment, Aws, Duration, RemovalPolicy, Stack, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_iot_actions_alpha as actions
 from aws_cdk import aws_kinesis as kinesis
@@ -31,7 +31,8 @@ from constructs import Construct
 from lambdas.shared import topics
 from lambdas.telemetry.layout import DATA_PREFIX, ERROR_PREFIX, ERROR_PREFIX_TEMPLATE, S3_PREFIX_TEMPLATE
 from stacks.platform.defaults import PlatformDefaults
-from stacks.platform.function import PythonFunction
+from stacks.platform.function import PythonFunction, allow_key_use
+from stacks.platform.table import secure_table
 from stacks.platform.iot_rule import finish_rule_role, rule_role, topic_rule
 from stacks.platform.nag import acknowledge_role_policy, logical_id
 
@@ -66,6 +67,7 @@ class TelemetryPipeline(Construct):
         defaults: PlatformDefaults,
     ) -> None:
         super().__init__(scope, construct_id)
+        self.prefix, self.data_key = prefix, data_key
         self.transform = PythonFunction(
             self, "Transform",
             handler="telemetry.transform.handler.lambda_handler",
@@ -195,7 +197,24 @@ class TelemetryPipeline(Construct):
 
     def feed_detector(self, stream: kinesis.IStream) -> None:
         """The transform sends each batch's per-connection aggregates to `stream` (the built-in
-        detector's): no second rule action, one Kinesis record per connection per batch."""
+        detector's): no second rule action, one Kinesis record per connection per batch, once per
+        batch (Powertools idempotency records in their own table, expiring after an hour)."""
+        self.batches = secure_table(
+            self, "SentBatches",
+            table_name=f"{self.prefix}-telemetry-sent-batches",
+            partition_key="id",  # Powertools idempotency's key attribute
+            key=self.data_key,
+            time_to_live_attribute="expiration",
+            removal_policy=RemovalPolicy.DESTROY,
+            backup_reason="Each record only stops a Firehose retry from sending a batch's aggregates "
+                          "twice and expires within an hour; losing them costs at most a double count "
+                          "of one batch.",
+        )
+        self.transform.add_environment("BATCH_TABLE", self.batches.table_name)
+        self.transform.add_to_role_policy(iam.PolicyStatement(
+            actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+            resources=[self.batches.table_arn]))
+        allow_key_use(self.transform, self.data_key)
         self.transform.add_environment("OBSERVATION_STREAM", stream.stream_name)
         # PutRecords only, and the stream key for server-side encryption of what it puts
         # ("Permissions to use user-generated KMS master keys", Kinesis developer guide:

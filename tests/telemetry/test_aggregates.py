@@ -26,7 +26,7 @@ from telemetry.transform.aggregates import (
 )
 from telemetry.transform.transform import transform_batch
 from tests.defense.test_detector import NOW_MS, WINDOW, kinesis_record
-from tests.helpers import captured_logs
+from tests.helpers import LambdaContext, captured_logs
 from tests.telemetry.test_transform import envelope, firehose_event, message, record
 
 STREAM = "fleetwarden-test-observations"
@@ -100,19 +100,6 @@ def fold_all(batches: list[list[dict]], stats: FoldStats | None = None):
     return state, violations
 
 
-def test_a_retried_firehose_batch_is_counted_once_and_cannot_contain_a_device():
-    # 60 + 30 messages: under the limit of 100 ...
-    first = as_kinesis(aggregates_of(batch_of(["sensor-0001"] * 60)))
-    second = as_kinesis(aggregates_of(batch_of(["sensor-0001"] * 30, first=1000)))
-    # ... but Firehose retries the first batch (the transform had put its aggregates): 60 again.
-    retried = as_kinesis(aggregates_of(batch_of(["sensor-0001"] * 60)))
-    stats = FoldStats()
-    state, violations = fold_all([first, second, retried], stats)
-    assert violations == []  # 150 would have crossed 100: the retry counted nothing
-    assert state["t"]["sensor-0001"][0] == 90
-    assert stats.duplicates == 1 and stats.telemetry == 90
-
-
 def test_a_flood_spread_over_batches_still_adds_up_to_one_violation():
     batches = [as_kinesis(aggregates_of(batch_of(["sensor-0001"] * 40 + ["sensor-0002"], first=1000 * i)))
                for i in range(3)]
@@ -154,38 +141,99 @@ def stream_records(kinesis) -> list[dict]:
     return found
 
 
+BATCH_TABLE = "fleetwarden-test-telemetry-sent-batches"
+
+
+class Context(LambdaContext):
+    """A Lambda context with the remaining time (Powertools idempotency reads it)."""
+
+    def get_remaining_time_in_millis(self) -> int:
+        return 60_000
+
+
+@pytest.fixture
+def context():
+    return Context()
+
+
 @pytest.fixture
 def observation_stream(monkeypatch):
+    """moto Kinesis (4 shards) and the sent-batches table as the stack makes it (key `id`, TTL)."""
     with mock_aws():
         kinesis = boto3.client("kinesis", region_name=REGION)
         kinesis.create_stream(StreamName=STREAM, ShardCount=4)
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=BATCH_TABLE, KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}], BillingMode="PAY_PER_REQUEST")
         monkeypatch.setenv("OBSERVATION_STREAM", STREAM)
+        monkeypatch.setenv("BATCH_TABLE", BATCH_TABLE)
         handler._kinesis.cache_clear()
+        handler._send_once.cache_clear()
         yield kinesis
         handler._kinesis.cache_clear()
+        handler._send_once.cache_clear()
 
 
-def test_the_handler_puts_one_record_per_connection_keyed_by_it_and_a_retry_counts_once(
+def fold_shards(found: list[dict], stats: FoldStats) -> dict[str, list]:
+    """Each shard's records folded as its detector window would; the subjects' entries."""
+    entries = {}
+    for shard in {f["shard"] for f in found}:
+        state, _ = fold({}, [f["record"] for f in found if f["shard"] == shard], LIMITS, WINDOW,
+                        now_ms=NOW_MS, stats=stats)
+        entries.update(state["t"])
+    return entries
+
+
+def test_the_handler_puts_one_record_per_connection_keyed_by_it_and_a_retry_sends_nothing(
         observation_stream, context, capsys):
     things = [f"sensor-{i:04d}" for i in range(20)]
     event = firehose_event(batch_of([t for t in things for _ in range(6)]))
-    with captured_logs(handler.logger):
+    with captured_logs(handler.logger) as logs:
         response = handler.lambda_handler(event, context)
         assert {o["result"] for o in response["records"]} == {"Ok"}
-        handler.lambda_handler(event, context)  # Firehose retries the same batch
+        retried = handler.lambda_handler(event, context)  # Firehose retries the same batch
+    assert retried == response  # the records are answered the same way
     found = stream_records(observation_stream)
-    assert len(found) == 40  # 20 connections, twice
+    assert len(found) == 20  # 20 connections, once
     assert {f["partitionKey"] for f in found} == set(things)
     shards = {f["partitionKey"]: f["shard"] for f in found}
     assert len(set(shards.values())) > 1  # spread over shards, each connection on one
-    # Fold each shard's records as its detector window would: each device counted 6 times, not 12.
     stats = FoldStats()
-    for shard in set(shards.values()):
-        state, _ = fold({}, [f["record"] for f in found if f["shard"] == shard], LIMITS, WINDOW,
-                        now_ms=NOW_MS, stats=stats)
-        assert all(entry[0] == 6 for entry in state["t"].values())
-    assert stats.telemetry == 120 and stats.duplicates == 20
-    assert '"TelemetryAggregatesSent":[20.0]' in capsys.readouterr().out.replace(" ", "")
+    assert {thing: entry[0] for thing, entry in fold_shards(found, stats).items()} == {t: 6 for t in things}
+    assert stats.telemetry == 120
+    metrics = capsys.readouterr().out.replace(" ", "")
+    assert '"TelemetryAggregatesSent":[20.0]' in metrics and '"TelemetryAggregatesSent":[0.0]' in metrics
+    assert '"TelemetryBatchesReplayed":[1.0]' in metrics
+    assert "a Firehose retry, not sent again" in logs.getvalue()
+
+
+def test_a_retried_batch_cannot_push_a_device_into_containment(observation_stream, context, capsys):
+    # 60 + 30 messages in two batches: under the limit of 100; the first batch retried (60 again)
+    # would have crossed it.
+    first = firehose_event(batch_of(["sensor-0001"] * 60))
+    second = firehose_event(batch_of(["sensor-0001"] * 30, first=1000))
+    with captured_logs(handler.logger):
+        for event in (first, second, first):
+            handler.lambda_handler(event, context)
+    state, violations = fold({}, [f["record"] for f in stream_records(observation_stream)], LIMITS, WINDOW,
+                             now_ms=NOW_MS)
+    assert violations == [] and state["t"]["sensor-0001"][0] == 90
+
+
+def test_a_batch_whose_aggregates_were_refused_is_sent_by_firehoses_retry(
+        observation_stream, context, capsys, monkeypatch):
+    event = firehose_event(batch_of(["sensor-0001"] * 5 + ["sensor-0002"] * 3))
+    refusing = FlakyKinesis([{0, 1}] * 3)
+    monkeypatch.setattr(handler, "_kinesis", lambda: refusing)
+    with captured_logs(handler.logger), pytest.raises(SendError):
+        handler.lambda_handler(event, context)  # Firehose will retry the invocation
+    monkeypatch.undo()
+    monkeypatch.setenv("OBSERVATION_STREAM", STREAM)
+    monkeypatch.setenv("BATCH_TABLE", BATCH_TABLE)
+    with captured_logs(handler.logger):
+        handler.lambda_handler(event, context)
+    found = stream_records(observation_stream)
+    assert sorted(json.loads(base64.b64decode(f["record"]["kinesis"]["data"]))["messages"] for f in found) == [3, 5]
 
 
 def test_without_the_stream_setting_nothing_is_sent(context, monkeypatch):

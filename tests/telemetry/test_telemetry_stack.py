@@ -78,6 +78,14 @@ def test_the_transform_feeds_the_detector_stream_and_may_only_put_records(dev):
     actions = role_actions(template, "TelemetryTransform")
     assert "kinesis:PutRecords" in actions and "kms:GenerateDataKey" in actions
     assert not {a for a in actions if a.startswith("kinesis:") and a != "kinesis:PutRecords"}
+    # Once per batch: Powertools idempotency records in their own table, expiring.
+    table_ref = transform["Properties"]["Environment"]["Variables"]["BATCH_TABLE"]["Ref"]
+    table = resources(template, "AWS::DynamoDB::Table")[table_ref]["Properties"]
+    assert table["TableName"] == "fleetwarden-dev-telemetry-sent-batches"
+    assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+    assert {a for a in actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"}
 
 
 def test_telemetry_rule_role_only_delivers(dev):

@@ -12,8 +12,8 @@ shard's window the state the previous batch returned:
                "max_bytes", "spoofed"} (one per connection per Firehose batch, from the telemetry
                transform: telemetry/transform/aggregates.py; it replaces the telemetry tap) ->
                messages += messages, bytes += bytes, the largest message judged against
-               MAX_TELEMETRY_BYTES; a batch key seen before for the subject in this window is a
-               Firehose retry of that batch and counts nothing (kept like presence fingerprints)
+               MAX_TELEMETRY_BYTES (the transform sends a batch's aggregates once: a Firehose
+               retry sends none, so nothing about batches is kept here)
     alert      {"kind": "alert", "client_id", "b64_length"} (the alert count rule: the length of
                the payload's base64, so the alert itself stays off the stream) -> messages +1,
                bytes += its size, and the message judged against MAX_ALERT_BYTES
@@ -111,8 +111,7 @@ ENTRY_OVERHEAD = 52  # state bytes per subject besides its id: quotes, brackets,
 PRINTS_OVERHEAD = 6  # state bytes per subject with fingerprints besides its id: quotes, colon, brackets
 PRINT_BYTES = 11  # state bytes per fingerprint: up to 10 digits and a comma
 MAX_INVALID_REPORTS_NOTED = 20
-# Batch keys (telemetry/transform/aggregates.py: 2**32 + a 32-bit digest) share the fingerprint
-# lists with presence CRC-32s (below 2**32), so neither can be taken for the other.
+# A telemetry-batch record's `batch` (telemetry/transform/aggregates.py: 2**32 + a 32-bit digest).
 BATCH_KEY_MIN, BATCH_KEY_END = 1 << 32, 1 << 33
 CERTIFICATE_KEY = "@"  # a certificate's subject key: "@<id>" ('@' is in no thing name)
 
@@ -489,7 +488,7 @@ class _WindowCounts:
                         windowed=False)
 
     def telemetry_batch(self, doc: dict[str, Any]) -> None:
-        """A connection's telemetry in one Firehose batch, counted once per batch key."""
+        """A connection's telemetry in one Firehose batch."""
         client, batch = doc.get("client_id"), doc.get("batch")
         counts = [doc.get(name) for name in ("messages", "bytes", "max_bytes", "spoofed")]
         if (type(client) is not str or type(batch) is not int or not BATCH_KEY_MIN <= batch < BATCH_KEY_END
@@ -500,9 +499,6 @@ class _WindowCounts:
             raise _Skipped(BAD_FIELDS)
         entry = self.entry(client)
         limits = self.limits
-        if not self._first_time(client, batch, entry[MESSAGES] < limits.max_messages
-                                or entry[BYTES] < limits.max_bytes):
-            return  # a retried batch: counted already
         entry[MESSAGES] += messages
         entry[BYTES] += nbytes
         stats = self.stats

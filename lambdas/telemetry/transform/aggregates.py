@@ -12,13 +12,14 @@ policy admits a connection only as its own thing), never against the topic's thi
 counts those whose topic named another thing. Client ids that are not thing names (the detector's
 THING_ID) are not sent: the detector could not name them (counted in `unnamed`).
 
-The batch key lets the detector count a batch once: Firehose retries a failed invocation with the
-same records ("Handle failure in data transformation", data-transformation-failure-handling.html),
-and the transform may have put its aggregates before failing. The key is 2**32 + a 32-bit digest
-of the SUM of BLAKE2b digests of the connection's record data in the batch: the same records give
-the same key in any order, and a device cannot aim a batch at an earlier key without knowing IoT's
-millisecond timestamps of each of its messages and how Firehose will batch them. 2**32 + ... keeps
-batch keys apart from the detector's presence fingerprints (CRC-32s, below 2**32) in the same lists.
+A Firehose retry must not count a batch twice. Firehose retries a failed invocation with the same
+records ("Handle failure in data transformation", data-transformation-failure-handling.html), and
+the transform may have put that batch's aggregates before failing. So the handler sends a batch's
+aggregates at most once, through Powertools idempotency keyed on batch_id() (a digest of every
+record in the batch that counted): a retry finds the batch done and sends nothing; a send that
+failed removes its idempotency record, so the retry sends. The detector's state then needs no
+memory of batches. Each aggregate still carries `batch` (2**32 + 32 bits of the same digests,
+per connection) to trace it.
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ class BatchAggregates:
             entry[3] += 1
         entry[4] = (entry[4] + int.from_bytes(blake2b(data.encode(), digest_size=8).digest(), "big")) & _MASK64
 
+    def batch_id(self) -> str:
+        """The batch's identity: the same records (in any order) give the same id."""
+        total = sum(entry[4] for entry in self._entries.values()) & _MASK64
+        count = sum(entry[0] for entry in self._entries.values())
+        return blake2b(f"{count}:{total}".encode(), digest_size=16).hexdigest()
+
     def records(self) -> list[dict[str, Any]]:
         """One record per connection, in the order the connections first appeared."""
         return [{"kind": KIND, "client_id": client_id,
@@ -86,7 +93,7 @@ PUT_ATTEMPTS = 3
 
 class SendError(RuntimeError):
     """Some aggregates were not accepted: the invocation must fail so Firehose retries the batch
-    (the batch keys make the retry count once)."""
+    (and the retry sends them, idempotently)."""
 
 
 def send(kinesis: Any, stream: str, records: list[dict[str, Any]], *, attempts: int = PUT_ATTEMPTS) -> int:

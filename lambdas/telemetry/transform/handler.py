@@ -4,9 +4,11 @@ processor of the telemetry delivery stream.
 Answers every record (see transform.py); never logs payload contents: per rejected record only
 its recordId, reason, fixed detail text and the thing name if safe; per batch one line of counts.
 When OBSERVATION_STREAM is set (the built-in detector is deployed), the batch's per-connection
-aggregates (transform/aggregates.py) go to that Kinesis stream before the records are answered; if
-Kinesis will not take them the invocation fails and Firehose retries the batch, which the detector
-then counts once (batch keys). boto3 is imported on the first such batch only.
+aggregates (transform/aggregates.py) go to that Kinesis stream before the records are answered, at
+most once per batch: Powertools idempotency on BATCH_TABLE, keyed on the batch's digest, so a
+Firehose retry of a batch whose aggregates were sent sends nothing. If Kinesis will not take them
+the invocation fails (the idempotency record is removed) and Firehose retries the batch. boto3
+and the idempotency utility are imported on the first such batch only.
 No Powertools Tracer: it would load the X-Ray SDK (~120 ms of cold start) to trace a function that
 makes one call per batch at most (Lambda's active tracing still records each invocation).
 """
@@ -53,9 +55,38 @@ def _shard_count() -> int:
         return DEFAULT_SHARDS
 
 
+# Firehose retries within minutes; an hour also covers the longest detection window (900 s).
+BATCH_MEMORY_SECONDS = 3600
+
+
 @functools.cache
 def _kinesis() -> Any:
     return client("kinesis", synchronous=True)
+
+
+def _replayed(response: Any, record: Any) -> Any:
+    return {**response, "replayed": True}
+
+
+@functools.cache
+def _send_once() -> tuple[Any, Any]:
+    """(idempotency config, send_once(sent={"batch", "records"}) -> {"aggregates", "calls"[, "replayed"]})."""
+    from aws_lambda_powertools.utilities.idempotency import (
+        DynamoDBPersistenceLayer,
+        IdempotencyConfig,
+        idempotent_function,
+    )
+
+    config = IdempotencyConfig(event_key_jmespath="batch", raise_on_no_idempotency_key=True,
+                               expires_after_seconds=BATCH_MEMORY_SECONDS, response_hook=_replayed)
+    store = DynamoDBPersistenceLayer(table_name=os.environ["BATCH_TABLE"], boto3_client=client("dynamodb"))
+
+    @idempotent_function(data_keyword_argument="sent", persistence_store=store, config=config)
+    def send_once(sent: dict[str, Any]) -> dict[str, Any]:
+        calls = send(_kinesis(), os.environ["OBSERVATION_STREAM"], sent["records"])
+        return {"aggregates": len(sent["records"]), "calls": calls}
+
+    return config, send_once
 
 
 def _report(record_id: Any, reason: str, thing: str | None, detail: str) -> None:
@@ -84,10 +115,19 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
                                       shards=_shard_count(), on_reject=_report, aggregates=aggregates)
     if aggregates is not None:
         observed = aggregates.records()
+        sent = 0
         if observed:
-            # Raises if Kinesis keeps refusing: Firehose retries the batch, counted once downstream.
-            send(_kinesis(), stream, observed)
-        runtime.count("TelemetryAggregatesSent", value=len(observed))
+            config, send_once = _send_once()
+            config.register_lambda_context(context)
+            # Raises if Kinesis keeps refusing: Firehose retries the batch, which then sends.
+            result = send_once(sent={"batch": aggregates.batch_id(), "records": observed})
+            if result.get("replayed"):
+                logger.warning("aggregates of this batch were sent before: a Firehose retry, not sent again",
+                               extra={"aggregates": len(observed)})
+                runtime.count("TelemetryBatchesReplayed")
+            else:
+                sent = len(observed)
+        runtime.count("TelemetryAggregatesSent", value=sent)
         if aggregates.unnamed:
             runtime.count("TelemetryClientIdsUnnamed", value=aggregates.unnamed)
 
