@@ -139,13 +139,17 @@ def fleetwarden_cost(p: dict, message_bytes: int, devices: int, per_device_minut
                  + (MESSAGES * transform_ms_per_record + invocations * put_ms) / 1000
                  * p["transform_memory_mb"] / 1024 * PRICES["lambda_per_gb_second"])
 
-    # Detection: one aggregate per distinct connection per batch, through on-demand Kinesis to the
-    # detector function. (With the former tap: one rule action + one Kinesis record per message.)
-    aggregates = invocations * _distinct(devices, per_batch) if p["transform_feeds_detector"] else 0.0
-    kinesis_gb = aggregates * max(1024, AGGREGATE_BYTES) / GB
+    # Detection: one aggregate per distinct connection per batch, packed into one Kinesis record per
+    # shard (on-demand: at least 4 shards, one more per MiB/s written; each record billed as >= 1 KB),
+    # to the detector function. (With the former tap: one rule action + one Kinesis record per message.)
+    distinct = _distinct(devices, per_batch)
+    aggregates = invocations * distinct if p["transform_feeds_detector"] else 0.0
+    stream_shards = max(4, math.ceil(aggregates / seconds * AGGREGATE_BYTES / 2**20)) if aggregates else 0
+    kinesis_records = invocations * min(distinct, stream_shards) if aggregates else 0.0
+    kinesis_gb = max(aggregates * AGGREGATE_BYTES, kinesis_records * 1024) / GB
     detection = 0.0
     if aggregates:
-        detector_invocations = aggregates / p["detector_batch"]
+        detector_invocations = kinesis_records / p["detector_batch"]
         # Once per batch: an idempotency record written in progress, then completed (2 writes).
         once = invocations * 2 * PRICES["dynamodb_write_per_million"] / 1e6 if p["sent_batches_table"] else 0.0
         detection = (once + kinesis_gb * (PRICES["kinesis_on_demand_in_per_gb"]
@@ -157,7 +161,8 @@ def fleetwarden_cost(p: dict, message_bytes: int, devices: int, per_device_minut
              "Firehose ingestion (5 KB records)": ingest, "Parquet conversion (5 KB records)": conversion,
              "Dynamic partitioning": partitioning, "S3 PUTs": s3_puts, "Transform Lambda": transform,
              "Detection (aggregates, Kinesis, detector)": detection}
-    return {**items, "total": sum(items.values()), "objects": objects, "aggregates": aggregates}
+    return {**items, "total": sum(items.values()), "objects": objects, "aggregates": aggregates,
+            "kinesis_records": kinesis_records}
 
 
 def naive_cost() -> dict:
@@ -184,23 +189,24 @@ def main() -> int:
     naive = naive_cost()
     print(f"\nper million {args.message_bytes}-byte messages, detection included "
           f"(naive: ${naive['total']:.3f}, no detection)\n")
-    print("| devices | msg/device | Fleetwarden | naive | objects | aggregates | of which conversion |"
-          " of which detection |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| devices | msg/device | Fleetwarden | naive | objects | aggregates | Kinesis records |"
+          " of which conversion | of which detection |")
+    print("|---|---|---|---|---|---|---|---|---|")
     worst = 0.0
     for devices, rate in CORNERS:
         ours = fleetwarden_cost(pipeline, args.message_bytes, devices, rate, args.transform_ms_per_record)
         worst = max(worst, ours["total"])
         label = "1/s" if rate == 60 else "1/min" if rate == 1 else f"{rate:g}/min"
         print(f"| {devices:,} | {label} | ${ours['total']:.3f} | ${naive['total']:.2f} | {ours['objects']:,.0f} "
-              f"| {ours['aggregates']:,.0f} | ${ours['Parquet conversion (5 KB records)']:.3f} "
+              f"| {ours['aggregates']:,.0f} | {ours['kinesis_records']:,.0f} "
+              f"| ${ours['Parquet conversion (5 KB records)']:.3f} "
               f"| ${ours['Detection (aggregates, Kinesis, detector)']:.3f} |")
     print("\nbreakdown at the dearest corner:")
     dearest = max(CORNERS, key=lambda c: fleetwarden_cost(pipeline, args.message_bytes, *c,
                                                             args.transform_ms_per_record)["total"])
     ours = fleetwarden_cost(pipeline, args.message_bytes, *dearest, args.transform_ms_per_record)
     for item, value in ours.items():
-        if item not in ("total", "objects", "aggregates"):
+        if item not in ("total", "objects", "aggregates", "kinesis_records"):
             print(f"    {item:<44} ${value:.4f}")
     print(f"fixed: observation stream ${fixed_monthly(pipeline):.2f}/month (on-demand stream-hours)")
     print(f"target <= ${args.target:.2f} at every corner: {'ok' if worst <= args.target else 'MISSED'} "

@@ -216,11 +216,12 @@ class TelemetryPipeline(Construct):
             resources=[self.batches.table_arn]))
         allow_key_use(self.transform, self.data_key)
         self.transform.add_environment("OBSERVATION_STREAM", stream.stream_name)
-        # PutRecords only, and the stream key for server-side encryption of what it puts
+        # PutRecords, ListShards (to pack each shard's aggregates in one record), and the stream
+        # key for server-side encryption of what it puts
         # ("Permissions to use user-generated KMS master keys", Kinesis developer guide:
         # producers need kms:GenerateDataKey).
         self.transform.add_to_role_policy(iam.PolicyStatement(
-            actions=["kinesis:PutRecords"], resources=[stream.stream_arn]))
+            actions=["kinesis:PutRecords", "kinesis:ListShards"], resources=[stream.stream_arn]))
         if stream.encryption_key is not None:
             self.transform.add_to_role_policy(iam.PolicyStatement(
                 actions=["kms:GenerateDataKey"], resources=[stream.encryption_key.key_arn]))

@@ -15,13 +15,18 @@ from moto import mock_aws
 
 from defense.detector.windows import BAD_FIELDS, FoldStats, Limits, fold
 from telemetry.transform import handler
+from telemetry.transform import aggregates as aggregates_module
 from telemetry.transform.aggregates import (
     BATCH_KEY_BASE,
     KIND,
+    PACKED_KIND,
     PUT_RECORDS_MAX,
     BatchAggregates,
     SendError,
     decoded_length,
+    entries,
+    hash_key,
+    open_shard_starts,
     send,
 )
 from telemetry.transform.transform import transform_batch
@@ -169,9 +174,17 @@ def observation_stream(monkeypatch):
         monkeypatch.setenv("BATCH_TABLE", BATCH_TABLE)
         handler._kinesis.cache_clear()
         handler._send_once.cache_clear()
+        handler._shard_map.update(at=None, starts=None)
         yield kinesis
-        handler._kinesis.cache_clear()
-        handler._send_once.cache_clear()
+        for cached in (handler._kinesis, handler._send_once):  # a test may have replaced one
+            getattr(cached, "cache_clear", lambda: None)()
+        handler._shard_map.update(at=None, starts=None)
+
+
+def aggregates_in(found: list[dict]) -> list[dict]:
+    """The aggregates the stream's records carry, packed or alone."""
+    docs = [json.loads(base64.b64decode(f["record"]["kinesis"]["data"])) for f in found]
+    return [a for d in docs for a in (d["aggregates"] if d["kind"] == PACKED_KIND else [d])]
 
 
 def fold_shards(found: list[dict], stats: FoldStats) -> dict[str, list]:
@@ -194,10 +207,15 @@ def test_the_handler_puts_one_record_per_connection_keyed_by_it_and_a_retry_send
         retried = handler.lambda_handler(event, context)  # Firehose retries the same batch
     assert retried == response  # the records are answered the same way
     found = stream_records(observation_stream)
-    assert len(found) == 20  # 20 connections, once
-    assert {f["partitionKey"] for f in found} == set(things)
-    shards = {f["partitionKey"]: f["shard"] for f in found}
-    assert len(set(shards.values())) > 1  # spread over shards, each connection on one
+    # Packed: one Kinesis record per shard that takes any of the 20 connections, sent once.
+    packed = [json.loads(base64.b64decode(f["record"]["kinesis"]["data"])) for f in found]
+    assert {p["kind"] for p in packed} == {PACKED_KIND} and 1 < len(found) <= 4
+    members = {a["client_id"]: f["shard"] for f, p in zip(found, packed) for a in p["aggregates"]}
+    assert sorted(members) == sorted(things)  # each connection once
+    # Each connection's aggregate is on the shard its client id as a partition key goes to
+    # (where its presence and other messages are).
+    for thing, shard in members.items():
+        assert observation_stream.put_record(StreamName=STREAM, Data=b"{}", PartitionKey=thing)["ShardId"] == shard
     stats = FoldStats()
     assert {thing: entry[0] for thing, entry in fold_shards(found, stats).items()} == {t: 6 for t in things}
     assert stats.telemetry == 120
@@ -232,8 +250,7 @@ def test_a_batch_whose_aggregates_were_refused_is_sent_by_firehoses_retry(
     monkeypatch.setenv("BATCH_TABLE", BATCH_TABLE)
     with captured_logs(handler.logger):
         handler.lambda_handler(event, context)
-    found = stream_records(observation_stream)
-    assert sorted(json.loads(base64.b64decode(f["record"]["kinesis"]["data"]))["messages"] for f in found) == [3, 5]
+    assert sorted(a["messages"] for a in aggregates_in(stream_records(observation_stream))) == [3, 5]
 
 
 def test_without_the_stream_setting_nothing_is_sent(context, monkeypatch):
@@ -259,12 +276,70 @@ class FlakyKinesis:
             for i in range(len(Records))]}
 
 
+def test_without_the_shard_map_each_aggregate_goes_alone_keyed_by_its_client_id():
+    records = aggregates_of(batch_of(["sensor-0001", "sensor-0002"]))
+    assert [(e["PartitionKey"], "ExplicitHashKey" in e, json.loads(e["Data"])) for e in entries(records, None)] == [
+        ("sensor-0001", False, records[0]), ("sensor-0002", False, records[1])]
+
+
+def test_packed_records_split_at_the_size_cap_and_stay_on_their_shard(monkeypatch):
+    monkeypatch.setattr(aggregates_module, "MAX_PACKED_BYTES", 600)
+    records = aggregates_of(batch_of([f"sensor-{i:04d}" for i in range(40)]))
+    starts = [0, 2**126, 2**127, 3 * 2**126]
+    packed = entries(records, starts)
+    assert all(len(e["Data"]) < 600 + 200 for e in packed)  # one aggregate may start a record alone
+    seen = []
+    for entry in packed:
+        doc = json.loads(entry["Data"])
+        shard = max(i for i, start in enumerate(starts) if int(entry["ExplicitHashKey"]) >= start)
+        for aggregate in doc["aggregates"]:
+            assert max(i for i, start in enumerate(starts) if hash_key(aggregate["client_id"]) >= start) == shard
+            seen.append(aggregate["client_id"])
+    assert sorted(seen) == sorted(r["client_id"] for r in records) and len(packed) > 4
+
+
+def test_only_open_shards_take_records():
+    shards = [{"ShardId": "0", "HashKeyRange": {"StartingHashKey": "0"},
+               "SequenceNumberRange": {"StartingSequenceNumber": "1", "EndingSequenceNumber": "9"}},
+              {"ShardId": "1", "HashKeyRange": {"StartingHashKey": "5"}, "SequenceNumberRange": {}},
+              {"ShardId": "2", "HashKeyRange": {"StartingHashKey": "0"}, "SequenceNumberRange": {}}]
+    assert open_shard_starts(shards) == [0, 5]
+
+
+def test_a_stream_that_cannot_be_listed_still_gets_every_aggregate(observation_stream, context, capsys,
+                                                                     monkeypatch):
+    class Unlistable:
+        def list_shards(self, **kwargs):
+            raise RuntimeError("AccessDenied")
+
+        def put_records(self, **kwargs):
+            return observation_stream.put_records(**kwargs)
+
+    monkeypatch.setattr(handler, "_kinesis", lambda: Unlistable())
+    with captured_logs(handler.logger) as logs:
+        handler.lambda_handler(firehose_event(batch_of(["sensor-0001", "sensor-0002"])), context)
+    found = stream_records(observation_stream)
+    assert sorted(f["partitionKey"] for f in found) == ["sensor-0001", "sensor-0002"]
+    assert "aggregates sent one per record" in logs.getvalue()
+
+
+def test_packed_aggregates_are_counted_each_and_a_malformed_one_alone():
+    good = aggregates_of(batch_of(["sensor-0001"] * 3 + ["sensor-0002"] * 2))
+    doc = {"kind": PACKED_KIND, "aggregates": [*good, {"client_id": "sensor-0003"}, "junk"]}
+    stats = FoldStats()
+    state, _ = fold_all([[kinesis_record(doc)]], stats)
+    assert (state["t"]["sensor-0001"][0], state["t"]["sensor-0002"][0]) == (3, 2)
+    assert stats.malformed == {BAD_FIELDS: 1, "not-object": 1}
+    _, _ = fold_all([[kinesis_record({"kind": PACKED_KIND, "aggregates": "x"})]], stats)
+    assert stats.malformed[BAD_FIELDS] == 2
+
+
 def test_refused_records_are_sent_again_and_persistent_refusal_fails_the_invocation():
     records = [{"client_id": f"c{i}", "batch": BATCH_KEY_BASE + i} for i in range(3)]
     flaky = FlakyKinesis([{0, 2}, set()])
     assert send(flaky, STREAM, records) == 2
     assert flaky.calls == [["c0", "c1", "c2"], ["c0", "c2"]]
-    with pytest.raises(SendError, match="1 detector aggregates not accepted after 3 attempts"):
+    with pytest.raises(SendError, match="1 detector aggregate records not accepted after 3 attempts"):
         send(FlakyKinesis([{1}, {0}, {0}]), STREAM, records)
 
 

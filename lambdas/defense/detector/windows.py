@@ -14,6 +14,9 @@ shard's window the state the previous batch returned:
                messages += messages, bytes += bytes, the largest message judged against
                MAX_TELEMETRY_BYTES (the transform sends a batch's aggregates once: a Firehose
                retry sends none, so nothing about batches is kept here)
+    telemetry-batches  {"kind": "telemetry-batches", "aggregates": [<telemetry-batch>, ...]}: the
+               aggregates of the connections one shard takes, packed in one record (the
+               transform routes it with ExplicitHashKey to that shard) -> each as above
     alert      {"kind": "alert", "client_id", "b64_length"} (the alert count rule: the length of
                the payload's base64, so the alert itself stays off the stream) -> messages +1,
                bytes += its size, and the message judged against MAX_ALERT_BYTES
@@ -508,6 +511,20 @@ class _WindowCounts:
             self._alarm(client, entry, TELEMETRY_MESSAGE_SIZE, limits.max_telemetry_bytes, largest,
                         windowed=False)
 
+    def telemetry_batches(self, doc: dict[str, Any]) -> None:
+        """Packed aggregates: each counted as a telemetry-batch record, a malformed one skipped alone."""
+        aggregates = doc.get("aggregates")
+        if type(aggregates) is not list:
+            raise _Skipped(BAD_FIELDS)
+        malformed = self.stats.malformed
+        for aggregate in aggregates:
+            try:
+                if type(aggregate) is not dict:
+                    raise _Skipped(NOT_OBJECT)
+                self.telemetry_batch(aggregate)
+            except _Skipped as skipped:
+                malformed[skipped.reason] = malformed.get(skipped.reason, 0) + 1
+
     def alert(self, doc: dict[str, Any]) -> None:
         """An alert: one more message of its size, judged against the alert limit. The size is the
         least the base64 length allows (up to 2 bytes under the truth): never over, so an alert
@@ -658,7 +675,9 @@ def fold(
         try:
             doc = _decode(record)
             kind = doc.get("kind")
-            if kind == "telemetry-batch":  # the hot path
+            if kind == "telemetry-batches":  # the hot path
+                counts.telemetry_batches(doc)
+            elif kind == "telemetry-batch":
                 counts.telemetry_batch(doc)
             elif kind is None or kind == "telemetry":  # the rule's envelope: the former tap, whose
                 counts.telemetry(doc)                   # records may still be on the stream (24 h)

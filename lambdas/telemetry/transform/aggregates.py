@@ -24,11 +24,15 @@ per connection) to trace it.
 
 from __future__ import annotations
 
+import json
 import re
-from hashlib import blake2b
+from bisect import bisect_right
+from hashlib import blake2b, md5
 from typing import Any
 
 KIND = "telemetry-batch"
+PACKED_KIND = "telemetry-batches"  # {"kind": PACKED_KIND, "aggregates": [<KIND records>]}
+MAX_PACKED_BYTES = 512 * 1024  # per packed record; Kinesis takes up to 1 MiB of data per record
 BATCH_KEY_BASE = 1 << 32
 # The detector's THING_ID (defense/detector/windows.py): the ids it can count and name.
 THING_ID = re.compile(r"[A-Za-z0-9:_-]{1,128}")
@@ -96,18 +100,56 @@ class SendError(RuntimeError):
     (and the retry sends them, idempotently)."""
 
 
-def send(kinesis: Any, stream: str, records: list[dict[str, Any]], *, attempts: int = PUT_ATTEMPTS) -> int:
-    """Put `records` on the observation stream, partition key = client id (so a connection's
-    aggregates land on the shard, and the detector window, its presence and other messages use).
-    PutRecords is not atomic: the records it reports failed (FailedRecordCount, ErrorCode per
-    record) are sent again, up to `attempts` times; SendError if some still fail. Returns the
-    number of PutRecords calls."""
-    import json
+def hash_key(partition_key: str) -> int:
+    """Where Kinesis puts a partition key: "an MD5 hash function is used to map partition keys to
+    128-bit integer values" ("Amazon Kinesis Data Streams terminology and concepts", key-concepts.html)."""
+    return int.from_bytes(md5(partition_key.encode(), usedforsecurity=False).digest(), "big")
 
+
+def entries(records: list[dict[str, Any]], shard_starts: list[int] | None) -> list[dict[str, Any]]:
+    """PutRecords entries for `records`. With the stream's open shards (their StartingHashKeys,
+    sorted), the aggregates of the connections one shard takes are packed into one Kinesis record
+    (split at MAX_PACKED_BYTES) with ExplicitHashKey = a member's own hash key, so each connection's
+    counts still land on the shard its client id would (and the detector window its presence uses),
+    at a fraction of the records: on-demand Kinesis bills each record as at least 1 KB, an aggregate
+    is ~150 bytes. Without the shard map: one record per aggregate, partition key = client id."""
+    if not shard_starts:
+        return [{"Data": json.dumps(r, separators=(",", ":")).encode(), "PartitionKey": r["client_id"]}
+                for r in records]
+    groups: dict[int, list[tuple[int, str, str]]] = {}
+    for record in records:
+        key = hash_key(record["client_id"])
+        shard = max(0, bisect_right(shard_starts, key) - 1)
+        groups.setdefault(shard, []).append((key, record["client_id"], json.dumps(record, separators=(",", ":"))))
+    packed = []
+    for members in groups.values():
+        first = 0
+        while first < len(members):
+            last, size = first, 0
+            while last < len(members) and (last == first or size + len(members[last][2]) < MAX_PACKED_BYTES):
+                size += len(members[last][2]) + 1
+                last += 1
+            key, client_id, _ = members[first]
+            packed.append({
+                "Data": (f'{{"kind":"{PACKED_KIND}","aggregates":['
+                         + ",".join(text for _, _, text in members[first:last]) + "]}").encode(),
+                "PartitionKey": client_id, "ExplicitHashKey": str(key)})
+            first = last
+    return packed
+
+
+def send(kinesis: Any, stream: str, records: list[dict[str, Any]], *, shard_starts: list[int] | None = None,
+         attempts: int = PUT_ATTEMPTS) -> int:
+    """Put `records` on the observation stream (entries(): packed per shard when `shard_starts` is
+    known, else one per aggregate keyed by client id). PutRecords is not atomic: the entries it
+    reports failed (FailedRecordCount, ErrorCode per record) are sent again, up to `attempts`
+    times; SendError if some still fail. Returns the number of PutRecords calls."""
     calls = 0
-    for first in range(0, len(records), PUT_RECORDS_MAX):
-        pending = [{"Data": json.dumps(r, separators=(",", ":")).encode(), "PartitionKey": r["client_id"]}
-                   for r in records[first:first + PUT_RECORDS_MAX]]
+    # A batch's aggregates are smaller than the batch (<= 3 MB, Firehose's processing buffer), so
+    # 500 entries never exceed PutRecords' request size.
+    all_entries = entries(records, shard_starts)
+    for first in range(0, len(all_entries), PUT_RECORDS_MAX):
+        pending = all_entries[first:first + PUT_RECORDS_MAX]
         for _ in range(attempts):
             calls += 1
             response = kinesis.put_records(StreamName=stream, Records=pending)
@@ -116,5 +158,12 @@ def send(kinesis: Any, stream: str, records: list[dict[str, Any]], *, attempts: 
                 break
             pending = [entry for entry, result in zip(pending, response["Records"]) if result.get("ErrorCode")]
         if pending:
-            raise SendError(f"{len(pending)} detector aggregates not accepted after {attempts} attempts")
+            raise SendError(f"{len(pending)} detector aggregate records not accepted after {attempts} attempts")
     return calls
+
+
+def open_shard_starts(shards: list[dict[str, Any]]) -> list[int]:
+    """The sorted StartingHashKeys of the open shards of a ListShards answer (a closed shard, the
+    parent of a split or merge, has an EndingSequenceNumber and takes no more records)."""
+    return sorted(int(s["HashKeyRange"]["StartingHashKey"]) for s in shards
+                  if "EndingSequenceNumber" not in s.get("SequenceNumberRange", {}))

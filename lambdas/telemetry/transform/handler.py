@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import functools
 import os
+import time
 from typing import Any
 
 from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import KinesisFirehoseEvent
 from shared.runtime import client, handler_runtime
 from telemetry.layout import DEFAULT_SHARDS
-from telemetry.transform.aggregates import BatchAggregates, send
+from telemetry.transform.aggregates import BatchAggregates, open_shard_starts, send
 from telemetry.transform.transform import (
     DEFAULT_MAX_PAYLOAD_BYTES,
     PROCESSING_FAILED,
@@ -64,6 +65,35 @@ def _kinesis() -> Any:
     return client("kinesis", synchronous=True)
 
 
+SHARD_MAP_SECONDS = 60  # how long a container trusts the stream's shard map
+_shard_map: dict[str, Any] = {"at": None, "starts": None}
+
+
+def _shard_starts(stream: str) -> list[int] | None:
+    """The stream's open shards (ListShards), refreshed every SHARD_MAP_SECONDS; None if it cannot
+    be read (then each aggregate goes alone, keyed by client id: dearer, never wrong). After
+    on-demand resharding a stale map sends some connections' counts to a neighbouring shard for at
+    most SHARD_MAP_SECONDS (the windows of a resharded stream start over anyway)."""
+    now = time.monotonic()
+    if _shard_map["at"] is not None and now - _shard_map["at"] < SHARD_MAP_SECONDS:
+        return _shard_map["starts"]
+    try:
+        shards, token = [], None
+        while True:
+            page = (_kinesis().list_shards(NextToken=token) if token
+                    else _kinesis().list_shards(StreamName=stream))
+            shards += page.get("Shards", [])
+            token = page.get("NextToken")
+            if not token:
+                break
+        starts = open_shard_starts(shards) or None
+    except Exception:  # noqa: BLE001 - any failure: send unpacked, which is always correct
+        logger.warning("observation stream shards not listed; aggregates sent one per record", exc_info=True)
+        starts = None
+    _shard_map.update(at=now, starts=starts)
+    return starts
+
+
 def _replayed(response: Any, record: Any) -> Any:
     return {**response, "replayed": True}
 
@@ -83,7 +113,8 @@ def _send_once() -> tuple[Any, Any]:
 
     @idempotent_function(data_keyword_argument="sent", persistence_store=store, config=config)
     def send_once(sent: dict[str, Any]) -> dict[str, Any]:
-        calls = send(_kinesis(), os.environ["OBSERVATION_STREAM"], sent["records"])
+        stream = os.environ["OBSERVATION_STREAM"]
+        calls = send(_kinesis(), stream, sent["records"], shard_starts=_shard_starts(stream))
         return {"aggregates": len(sent["records"]), "calls": calls}
 
     return config, send_once
