@@ -86,6 +86,7 @@ class StageConfig:
     telemetry_buffer_seconds: int
     telemetry_processing_seconds: int
     telemetry_shards: int
+    telemetry_format: str
     telemetry_infrequent_access_days: int
     telemetry_glacier_ir_days: int | None
     telemetry_retention_days: int
@@ -392,6 +393,9 @@ SETTINGS: dict[str, Setting] = {
     "telemetry_processing_seconds": Setting(30, whole(0, 900)),
     # N of the stable hash shard (lambdas/telemetry/layout.py): partitions per hour.
     "telemetry_shards": Setting(16, whole(1, 100)),
+    # parquet: Firehose converts to Parquet (columnar; conversion is billed per 5 KB record).
+    # json: GZIP JSON lines, the same table, partitions and queries (see bench/README.md for cost).
+    "telemetry_format": Setting("parquet", one_of(("parquet", "json"))),
     "telemetry_infrequent_access_days": Setting(30, whole(30, 36500)),
     # Standard-IA -> Glacier Instant Retrieval (null: stay in Standard-IA); after the IA transition.
     "telemetry_glacier_ir_days": Setting(90, optional(whole(31, 36500))),

@@ -63,14 +63,15 @@ class IngestStack(Stack):
         # The Glue table Firehose converts to and Athena reads, and the workgroup to query it.
         self.catalog = TelemetryCatalog(
             self, "TelemetryCatalog", prefix=stage.prefix, bucket=self.telemetry_bucket, data_key=self.data_key,
-            shards=stage.telemetry_shards, bytes_scanned_limit_mb=stage.athena_bytes_scanned_limit_mb)
+            shards=stage.telemetry_shards, bytes_scanned_limit_mb=stage.athena_bytes_scanned_limit_mb,
+            file_format=stage.telemetry_format)
         self.telemetry = TelemetryPipeline(
             self, "Telemetry",
             prefix=stage.prefix, rule_name=identity.telemetry_rule_name,
             max_record_bytes=stage.max_telemetry_bytes, buffer_seconds=stage.telemetry_buffer_seconds,
             processing_seconds=stage.telemetry_processing_seconds, shards=stage.telemetry_shards,
             table_arns=self.catalog.table_arns, database_name=self.catalog.database_name,
-            table_name=self.catalog.table_name,
+            table_name=self.catalog.table_name, parquet=stage.telemetry_format == "parquet",
             bucket=self.telemetry_bucket, error_bucket=self.alerts_bucket,
             data_key=self.data_key, defaults=audit.defaults,
         )

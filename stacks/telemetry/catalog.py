@@ -1,7 +1,8 @@
 """Telemetry, queryable where it lands: the Glue table Firehose converts to (and Athena reads) and the
 Athena workgroup operators query it through.
 
-* Glue database `<prefix>_telemetry` (underscores: Athena names), table `telemetry`: Parquet under
+* Glue database `<prefix>_telemetry` (underscores: Athena names), table `telemetry`: Parquet (or,
+  with telemetry_format json, GZIP JSON lines) under
   s3://<bucket>/telemetry/, partitioned by (day, hour, shard) with partition projection
   (telemetry.layout.projection_parameters): no crawler, no MSCK REPAIR, a new hour or shard is
   found the moment Firehose writes it.
@@ -44,6 +45,22 @@ COLUMNS = (
 )
 
 
+# How Athena reads each telemetry_format: Parquet, or the transform's JSON lines GZIP-compressed
+# (Athena reads .gz objects as gzip; "OpenX JSON SerDe", Athena user guide: case.insensitive=false
+# keeps metric names as written).
+FORMATS = {
+    "parquet": {"parameters": {"classification": "parquet", "parquet.compression": "SNAPPY"},
+                "input": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "output": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "serde": "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
+    "json": {"parameters": {"classification": "json", "compressionType": "gzip"},
+             "input": "org.apache.hadoop.mapred.TextInputFormat",
+             "output": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
+             "serde": "org.openx.data.jsonserde.JsonSerDe",
+             "serde_parameters": {"case.insensitive": "false"}},
+}
+
+
 def database_name(prefix: str) -> str:
     return f"{prefix.replace('-', '_')}_telemetry"
 
@@ -76,7 +93,7 @@ def silent_sql(database: str, hours: int = 24, days: int = 7) -> str:
 class TelemetryCatalog(Construct):
     def __init__(
         self, scope: Construct, construct_id: str, *, prefix: str, bucket: s3.IBucket, data_key: kms.IKey,
-        shards: int, bytes_scanned_limit_mb: int,
+        shards: int, bytes_scanned_limit_mb: int, file_format: str = "parquet",
     ) -> None:
         super().__init__(scope, construct_id)
         self.database_name = database_name(prefix)
@@ -91,17 +108,18 @@ class TelemetryCatalog(Construct):
                 name=TABLE,
                 description="One row per accepted telemetry message",
                 table_type="EXTERNAL_TABLE",
-                parameters={"classification": "parquet", "parquet.compression": "SNAPPY",
+                parameters={**FORMATS[file_format]["parameters"],
                             **projection_parameters(f"s3://{bucket.bucket_name}", shards, FIRST_DAY)},
                 partition_keys=[glue.CfnTable.ColumnProperty(name=name, type="string")
                                 for name in PARTITION_COLUMNS],
                 storage_descriptor=glue.CfnTable.StorageDescriptorProperty(
                     columns=[glue.CfnTable.ColumnProperty(name=n, type=t, comment=c) for n, t, c in COLUMNS],
                     location=f"s3://{bucket.bucket_name}/{DATA_PREFIX}",
-                    input_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
-                    output_format="org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                    input_format=FORMATS[file_format]["input"],
+                    output_format=FORMATS[file_format]["output"],
                     serde_info=glue.CfnTable.SerdeInfoProperty(
-                        serialization_library="org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"),
+                        serialization_library=FORMATS[file_format]["serde"],
+                        parameters=FORMATS[file_format].get("serde_parameters")),
                 ),
             ),
         )

@@ -61,6 +61,7 @@ class TelemetryPipeline(Construct):
         table_arns: list[str],
         database_name: str,
         table_name: str,
+        parquet: bool,
         bucket: s3.IBucket,
         error_bucket: s3.IBucket,
         data_key: kms.IKey,
@@ -90,10 +91,11 @@ class TelemetryPipeline(Construct):
                      "s3:ListBucketMultipartUploads", "s3:PutObject"],
             resources=[bucket.bucket_arn, *[bucket.arn_for_objects(f"{prefix}*") for prefix in DATA_PREFIXES]],
         ))
-        # Record format conversion reads the table's schema ("Firehose access to AWS Glue for data
-        # format conversion", controlling-access.html: glue:GetTable, GetTableVersion, GetTableVersions).
-        role.add_to_policy(iam.PolicyStatement(
-            actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"], resources=table_arns))
+        if parquet:
+            # Record format conversion reads the table's schema ("Firehose access to AWS Glue for
+            # data format conversion", controlling-access.html: GetTable, GetTableVersion(s)).
+            role.add_to_policy(iam.PolicyStatement(
+                actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"], resources=table_arns))
         role.add_to_policy(iam.PolicyStatement(
             actions=["kms:GenerateDataKey", "kms:Decrypt"], resources=[data_key.key_arn]))
         role.add_to_policy(iam.PolicyStatement(
@@ -131,8 +133,9 @@ class TelemetryPipeline(Construct):
                 # 64 MiB is the least dynamic partitioning takes ("Enable dynamic partitioning").
                 buffering_hints=firehose.CfnDeliveryStream.BufferingHintsProperty(
                     interval_in_seconds=buffer_seconds, size_in_m_bs=64),
-                compression_format="UNCOMPRESSED",  # conversion compresses the Parquet (Snappy) itself
-                data_format_conversion_configuration=firehose.CfnDeliveryStream.
+                # Conversion compresses the Parquet (Snappy) itself; JSON lines are GZIP-compressed.
+                compression_format="UNCOMPRESSED" if parquet else "GZIP",
+                data_format_conversion_configuration=None if not parquet else firehose.CfnDeliveryStream.
                 DataFormatConversionConfigurationProperty(
                     enabled=True,
                     # OpenX, case-sensitive: metric names keep their case, columns match the

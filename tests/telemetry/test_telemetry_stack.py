@@ -209,3 +209,22 @@ def test_firehose_role_writes_only_its_prefixes_and_invokes_only_the_transform(d
     assert "table/fleetwarden_dev_telemetry/telemetry" in json.dumps(glue["Resource"])
     invoke = next(s for s in statements if "lambda:InvokeFunction" in actions_of(s))
     assert "TelemetryTransform" in json.dumps(invoke["Resource"])
+
+
+def test_telemetry_format_json_writes_gzip_json_lines_the_same_table_reads(tmp_path):
+    from tests.infra.synth import synthesise
+
+    s = synthesise("dev", tmp_path, {"telemetry_format": "json"})
+    template = ingest(s)
+    stream = next(iter(resources(template, "AWS::KinesisFirehose::DeliveryStream").values()))["Properties"]
+    s3_config = stream["ExtendedS3DestinationConfiguration"]
+    assert s3_config["CompressionFormat"] == "GZIP" and "DataFormatConversionConfiguration" not in s3_config
+    assert s3_config["Prefix"].startswith("telemetry/day=")  # the same partitions
+    [table] = resources(template, "AWS::Glue::Table").values()
+    table_input = table["Properties"]["TableInput"]
+    descriptor = table_input["StorageDescriptor"]
+    assert descriptor["SerdeInfo"] == {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe",
+                                       "Parameters": {"case.insensitive": "false"}}
+    assert [c["Name"] for c in descriptor["Columns"]] == [c[0] for c in COLUMNS]
+    assert table_input["Parameters"]["projection.enabled"] == "true"
+    assert not {a for a in role_actions(template, "TelemetryDeliveryRole") if a.startswith("glue:")}
