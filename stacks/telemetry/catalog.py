@@ -46,8 +46,8 @@ COLUMNS = (
 
 
 # How Athena reads each telemetry_format: Parquet, or the transform's JSON lines GZIP-compressed
-# (Athena reads .gz objects as gzip; "OpenX JSON SerDe", Athena user guide: case.insensitive=false
-# keeps metric names as written).
+# with the Hive JSON SerDe ("OpenX JSON SerDe", Athena user guide: with OpenX "the number of
+# results and their values can be non-deterministic ... use the Hive JSON SerDe").
 FORMATS = {
     "parquet": {"parameters": {"classification": "parquet", "parquet.compression": "SNAPPY"},
                 "input": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
@@ -56,8 +56,7 @@ FORMATS = {
     "json": {"parameters": {"classification": "json", "compressionType": "gzip"},
              "input": "org.apache.hadoop.mapred.TextInputFormat",
              "output": "org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat",
-             "serde": "org.openx.data.jsonserde.JsonSerDe",
-             "serde_parameters": {"case.insensitive": "false"}},
+             "serde": "org.apache.hive.hcatalog.data.JsonSerDe"},
 }
 
 

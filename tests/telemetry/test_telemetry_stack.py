@@ -223,8 +223,7 @@ def test_telemetry_format_json_writes_gzip_json_lines_the_same_table_reads(tmp_p
     [table] = resources(template, "AWS::Glue::Table").values()
     table_input = table["Properties"]["TableInput"]
     descriptor = table_input["StorageDescriptor"]
-    assert descriptor["SerdeInfo"] == {"SerializationLibrary": "org.openx.data.jsonserde.JsonSerDe",
-                                       "Parameters": {"case.insensitive": "false"}}
+    assert descriptor["SerdeInfo"] == {"SerializationLibrary": "org.apache.hive.hcatalog.data.JsonSerDe"}
     assert [c["Name"] for c in descriptor["Columns"]] == [c[0] for c in COLUMNS]
     assert table_input["Parameters"]["projection.enabled"] == "true"
     assert not {a for a in role_actions(template, "TelemetryDeliveryRole") if a.startswith("glue:")}
