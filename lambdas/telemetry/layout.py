@@ -4,7 +4,7 @@ partition keys), the stack (Firehose prefix, Glue table and its partition projec
 synthesis, where the Lambda runtime's libraries (Powertools, boto3) are not installed.
 
 Layout (partitions that do not grow with the fleet: 24 hours x N shards a day, whatever its size):
-    telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/<Firehose object>   Parquet rows, one per message
+    telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/<Firehose object>   GZIP JSON lines (or Parquet), a row per message
     telemetry-errors/<error-output-type>/day=<yyyy-mm-dd>/...            JSON, written by Firehose
 day and hour are the UTC time IoT received the message (the rule's timestamp(), not a device claim);
 shard = shard_of(thing, N), a stable hash of the thing name into N buckets (N = telemetry_shards).
@@ -24,7 +24,7 @@ ERROR_PREFIX = "telemetry-errors/"
 # dynamic-partitioning-s3bucketprefix.html): !{partitionKeyFromLambda:<key>}.
 S3_PREFIX_TEMPLATE = ("telemetry/day=!{partitionKeyFromLambda:day}/hour=!{partitionKeyFromLambda:hour}/"
                       "shard=!{partitionKeyFromLambda:shard}/")
-# Records Firehose could not deliver as Parquet: our rejections (answered ProcessingFailed), format
+# Records Firehose could not deliver as rows: our rejections (answered ProcessingFailed), format
 # conversion failures, partitioning failures. The error prefix may use only !{firehose:...} and
 # !{timestamp:...} expressions ("Custom prefixes for Amazon S3 objects", s3-prefixes.html).
 ERROR_PREFIX_TEMPLATE = ERROR_PREFIX + "!{firehose:error-output-type}/day=!{timestamp:yyyy-MM-dd}/"

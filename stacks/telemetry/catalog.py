@@ -1,8 +1,8 @@
 """Telemetry, queryable where it lands: the Glue table Firehose converts to (and Athena reads) and the
 Athena workgroup operators query it through.
 
-* Glue database `<prefix>_telemetry` (underscores: Athena names), table `telemetry`: Parquet (or,
-  with telemetry_format json, GZIP JSON lines) under
+* Glue database `<prefix>_telemetry` (underscores: Athena names), table `telemetry`: GZIP JSON
+  lines (telemetry_format json, the default) or Parquet (telemetry_format parquet) under
   s3://<bucket>/telemetry/, partitioned by (day, hour, shard) with partition projection
   (telemetry.layout.projection_parameters): no crawler, no MSCK REPAIR, a new hour or shard is
   found the moment Firehose writes it.
@@ -92,7 +92,7 @@ def silent_sql(database: str, hours: int = 24, days: int = 7) -> str:
 class TelemetryCatalog(Construct):
     def __init__(
         self, scope: Construct, construct_id: str, *, prefix: str, bucket: s3.IBucket, data_key: kms.IKey,
-        shards: int, bytes_scanned_limit_mb: int, file_format: str = "parquet",
+        shards: int, bytes_scanned_limit_mb: int, file_format: str = "json",
     ) -> None:
         super().__init__(scope, construct_id)
         self.database_name = database_name(prefix)
@@ -100,7 +100,7 @@ class TelemetryCatalog(Construct):
         self.database = glue.CfnDatabase(
             self, "Database", catalog_id=Aws.ACCOUNT_ID,
             database_input=glue.CfnDatabase.DatabaseInputProperty(
-                name=self.database_name, description="Fleetwarden device telemetry (Parquet, projected)"))
+                name=self.database_name, description="Fleetwarden device telemetry (projected)"))
         self.table = glue.CfnTable(
             self, "Table", catalog_id=Aws.ACCOUNT_ID, database_name=self.database_name,
             table_input=glue.CfnTable.TableInputProperty(

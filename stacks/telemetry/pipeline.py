@@ -1,6 +1,7 @@
 """Telemetry: Basic Ingest rule -> Firehose (validating transform, dynamic partitioning by day, hour
-and shard, record format conversion to Parquet/Snappy against the Glue table, KMS) -> S3. Bad
-records land as JSON under telemetry-errors/, never dropped.
+and shard, KMS) -> S3 as GZIP JSON lines (telemetry_format json, the default: the cost goal), or with
+record format conversion to Parquet/Snappy against the Glue table (telemetry_format parquet, for
+fleets that query a lot). Bad records land as JSON under telemetry-errors/, never dropped.
 
 The three Firehose features combine on one stream, each documented with the others: a Lambda
 transform may turn any input into the JSON that format conversion reads ("Convert input data
@@ -42,7 +43,7 @@ TELEMETRY_SQL = (
     "SELECT encode(*, 'base64') AS payload, topic(2) AS thing, clientid() AS client_id, "
     "principal() AS principal, timestamp() AS received_at FROM '{topic}'"
 )
-# Firehose writes Parquet under the first prefix, JSON error documents under the second.
+# Firehose writes rows (JSON lines or Parquet) under the first prefix, JSON error documents under the second.
 DATA_PREFIXES = (DATA_PREFIX, ERROR_PREFIX)
 
 

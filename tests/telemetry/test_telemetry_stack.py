@@ -1,5 +1,6 @@
 """Telemetry templates (ingest stack): the data buckets, the Basic Ingest rule, the validating
-Firehose delivery (partitions, Parquet conversion), the Glue table with partition projection, the
+Firehose delivery (partitions, GZIP JSON lines by default, Parquet conversion as an option), the Glue
+table with partition projection, the
 Athena workgroup and named queries, and least-privilege roles."""
 
 import json
@@ -96,11 +97,12 @@ def test_telemetry_rule_role_only_delivers(dev):
 
 # --- Firehose ------------------------------------------------------------------------------
 
-def test_firehose_partitions_by_day_hour_shard_converts_to_parquet_and_validates(dev):
+def test_firehose_partitions_by_day_hour_shard_writes_gzip_json_lines_and_validates(dev):
     stream = next(iter(resources(ingest(dev), "AWS::KinesisFirehose::DeliveryStream").values()))["Properties"]
     assert stream["DeliveryStreamEncryptionConfigurationInput"]["KeyType"] == "CUSTOMER_MANAGED_CMK"
     s3_config = stream["ExtendedS3DestinationConfiguration"]
-    assert s3_config["CompressionFormat"] == "UNCOMPRESSED"  # the Parquet is Snappy-compressed instead
+    # The default telemetry_format json: no conversion (billed per 5 KB record), GZIP JSON lines.
+    assert s3_config["CompressionFormat"] == "GZIP" and "DataFormatConversionConfiguration" not in s3_config
     assert s3_config["EncryptionConfiguration"]["KMSEncryptionConfig"]["AWSKMSKeyARN"]["Fn::GetAtt"][0].startswith("DataKey")
     assert s3_config["DynamicPartitioningConfiguration"]["Enabled"] is True
     assert s3_config["Prefix"] == ("telemetry/day=!{partitionKeyFromLambda:day}/"
@@ -108,16 +110,6 @@ def test_firehose_partitions_by_day_hour_shard_converts_to_parquet_and_validates
     assert s3_config["ErrorOutputPrefix"] == (
         "telemetry-errors/!{firehose:error-output-type}/day=!{timestamp:yyyy-MM-dd}/")
     assert s3_config["BufferingHints"] == {"IntervalInSeconds": 900, "SizeInMBs": 64}
-
-    conversion = s3_config["DataFormatConversionConfiguration"]
-    assert conversion["Enabled"] is True
-    assert conversion["InputFormatConfiguration"]["Deserializer"] == {"OpenXJsonSerDe": {
-        "CaseInsensitive": False, "ConvertDotsInJsonKeysToUnderscores": False}}
-    assert conversion["OutputFormatConfiguration"]["Serializer"] == {"ParquetSerDe": {"Compression": "SNAPPY"}}
-    schema = conversion["SchemaConfiguration"]
-    assert (schema["DatabaseName"], schema["TableName"], schema["VersionId"]) == (
-        "fleetwarden_dev_telemetry", "telemetry", "LATEST")
-    assert schema["RoleARN"]["Fn::GetAtt"][0].startswith("TelemetryDeliveryRole")
 
     processor = s3_config["ProcessingConfiguration"]["Processors"][0]
     assert processor["Type"] == "Lambda"
@@ -136,7 +128,7 @@ def test_the_transform_and_the_projection_use_the_same_shard_count(dev):
     assert table["Properties"]["TableInput"]["Parameters"]["projection.shard.range"] == "0,15"
 
 
-def test_glue_table_is_the_transforms_row_in_parquet_with_partition_projection(dev):
+def test_glue_table_is_the_transforms_json_line_with_partition_projection(dev):
     template = ingest(dev)
     [database] = resources(template, "AWS::Glue::Database").values()
     assert database["Properties"]["DatabaseInput"]["Name"] == "fleetwarden_dev_telemetry"
@@ -153,9 +145,9 @@ def test_glue_table_is_the_transforms_row_in_parquet_with_partition_projection(d
     assert [c[0] for c in COLUMNS] == [c["Name"] for c in columns]
     assert table_input["PartitionKeys"] == [{"Name": n, "Type": "string"} for n in ("day", "hour", "shard")]
     descriptor = table_input["StorageDescriptor"]
-    assert descriptor["SerdeInfo"]["SerializationLibrary"] == (
-        "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
-    assert descriptor["InputFormat"].endswith("MapredParquetInputFormat")
+    assert descriptor["SerdeInfo"] == {"SerializationLibrary": "org.apache.hive.hcatalog.data.JsonSerDe"}
+    assert descriptor["InputFormat"] == "org.apache.hadoop.mapred.TextInputFormat"
+    assert table_input["Parameters"]["compressionType"] == "gzip"
     assert json.dumps(descriptor["Location"]).count("/telemetry/") == 1
     params = table_input["Parameters"]
     assert params["projection.enabled"] == "true"
@@ -204,26 +196,44 @@ def test_firehose_role_writes_only_its_prefixes_and_invokes_only_the_transform(d
     for prefix in ("/telemetry/*", "/telemetry-errors/*"):
         assert prefix in text
     assert '"/*"' not in text and "athena-results" not in text
-    glue = next(s for s in statements if "glue:GetTable" in actions_of(s))
-    assert set(actions_of(glue)) == {"glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"}
-    assert "table/fleetwarden_dev_telemetry/telemetry" in json.dumps(glue["Resource"])
+    # No conversion by default: Firehose never reads the Glue table.
+    assert not {a for s in statements for a in actions_of(s) if a.startswith("glue:")}
     invoke = next(s for s in statements if "lambda:InvokeFunction" in actions_of(s))
     assert "TelemetryTransform" in json.dumps(invoke["Resource"])
 
 
-def test_telemetry_format_json_writes_gzip_json_lines_the_same_table_reads(tmp_path):
+def test_telemetry_format_parquet_converts_against_the_same_table(tmp_path):
+    """The option for fleets that query a lot: Firehose converts each JSON line to a Parquet row
+    (Snappy) against the Glue table, whose schema its role may read; the same partitions."""
     from tests.infra.synth import synthesise
 
-    s = synthesise("dev", tmp_path, {"telemetry_format": "json"})
+    s = synthesise("dev", tmp_path, {"telemetry_format": "parquet"})
     template = ingest(s)
     stream = next(iter(resources(template, "AWS::KinesisFirehose::DeliveryStream").values()))["Properties"]
     s3_config = stream["ExtendedS3DestinationConfiguration"]
-    assert s3_config["CompressionFormat"] == "GZIP" and "DataFormatConversionConfiguration" not in s3_config
+    assert s3_config["CompressionFormat"] == "UNCOMPRESSED"  # the Parquet is Snappy-compressed instead
     assert s3_config["Prefix"].startswith("telemetry/day=")  # the same partitions
+    conversion = s3_config["DataFormatConversionConfiguration"]
+    assert conversion["Enabled"] is True
+    assert conversion["InputFormatConfiguration"]["Deserializer"] == {"OpenXJsonSerDe": {
+        "CaseInsensitive": False, "ConvertDotsInJsonKeysToUnderscores": False}}
+    assert conversion["OutputFormatConfiguration"]["Serializer"] == {"ParquetSerDe": {"Compression": "SNAPPY"}}
+    schema = conversion["SchemaConfiguration"]
+    assert (schema["DatabaseName"], schema["TableName"], schema["VersionId"]) == (
+        "fleetwarden_dev_telemetry", "telemetry", "LATEST")
+    assert schema["RoleARN"]["Fn::GetAtt"][0].startswith("TelemetryDeliveryRole")
     [table] = resources(template, "AWS::Glue::Table").values()
     table_input = table["Properties"]["TableInput"]
     descriptor = table_input["StorageDescriptor"]
-    assert descriptor["SerdeInfo"] == {"SerializationLibrary": "org.apache.hive.hcatalog.data.JsonSerDe"}
+    assert descriptor["SerdeInfo"]["SerializationLibrary"] == (
+        "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe")
+    assert descriptor["InputFormat"].endswith("MapredParquetInputFormat")
     assert [c["Name"] for c in descriptor["Columns"]] == [c[0] for c in COLUMNS]
     assert table_input["Parameters"]["projection.enabled"] == "true"
-    assert not {a for a in role_actions(template, "TelemetryDeliveryRole") if a.startswith("glue:")}
+    assert {a for a in role_actions(template, "TelemetryDeliveryRole") if a.startswith("glue:")} == {
+        "glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"}
+    policies = [p for p in resources(template, "AWS::IAM::Policy").values()
+                if any(r["Ref"].startswith("TelemetryDeliveryRole") for r in p["Properties"]["Roles"])]
+    glue = next(st for p in policies for st in p["Properties"]["PolicyDocument"]["Statement"]
+                if "glue:GetTable" in actions_of(st))
+    assert "table/fleetwarden_dev_telemetry/telemetry" in json.dumps(glue["Resource"])

@@ -7,7 +7,8 @@ and Firehose hands batches of them to the transformation Lambda, base64-encoded.
 
 Every record is answered, in order, with one output of the same recordId, and none is ever
 "Dropped". A valid record becomes one compact JSON line with exactly the Glue table's columns
-(stacks/telemetry/catalog.py), which Firehose converts to a Parquet row under
+(stacks/telemetry/catalog.py), which Firehose writes GZIP-compressed (or, with telemetry_format
+parquet, converts to a Parquet row) under
     telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/        (telemetry.layout)
 day and hour from received_at (IoT's timestamp(), not the device's), shard = shard_of(thing).
 An invalid record is answered "ProcessingFailed" with its original data: with record format
