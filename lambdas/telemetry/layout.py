@@ -4,7 +4,8 @@ partition keys), the stack (Firehose prefix, Glue table and its partition projec
 synthesis, where the Lambda runtime's libraries (Powertools, boto3) are not installed.
 
 Layout (partitions that do not grow with the fleet: 24 hours x N shards a day, whatever its size):
-    telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/<Firehose object>   GZIP JSON lines (or Parquet), a row per message
+    telemetry/day=<yyyy-mm-dd>/hour=<hh>/shard=<ss>/<Firehose object>   a row per message: GZIP JSON
+                                                                        lines (or Parquet)
     telemetry-errors/<error-output-type>/day=<yyyy-mm-dd>/...            JSON, written by Firehose
 day and hour are the UTC time IoT received the message (the rule's timestamp(), not a device claim);
 shard = shard_of(thing, N), a stable hash of the thing name into N buckets (N = telemetry_shards).

@@ -230,6 +230,24 @@ class Demo:
         create_alert_tables(dynamodb)
         create_incidents_table(dynamodb)
         create_tables(dynamodb)
+        # The telemetry path as the ingest stack builds it: the dev stage's settings (cdk.json), the
+        # observation stream (on-demand, as stacks/telemetry/observations.py) and the transform's
+        # sent-batches table (Powertools idempotency's key "id", as TelemetryPipeline.feed_detector).
+        from stacks.config import load_config
+
+        root = Path(__file__).resolve().parents[2]
+        self.stage = load_config(json.loads((root / "cdk.json").read_text())["context"]).stage
+        observations = f"fleetwarden-{STAGE}-observations"
+        batches = f"fleetwarden-{STAGE}-telemetry-sent-batches"
+        boto3.client("kinesis").create_stream(
+            StreamName=observations, StreamModeDetails={"StreamMode": "ON_DEMAND"}
+        )
+        dynamodb.create_table(
+            TableName=batches,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
         secrets = boto3.client("secretsmanager")
         secrets.create_secret(Name=API_KEY_SECRET, SecretString=API_KEY)
         secrets.create_secret(Name=DEVICE_REF_SECRET, SecretString=DEVICE_REF_KEY)
@@ -259,6 +277,12 @@ class Demo:
                 "MAX_CONNECTS": "50",
                 "MAX_DISCONNECTS": "50",
                 "MAX_ESTABLISHED_TCP": "1000",
+                "MAX_TELEMETRY_BYTES": str(self.stage.max_telemetry_bytes),
+                # the telemetry transform's (stacks/telemetry/pipeline.py)
+                "MAX_PAYLOAD_BYTES": str(self.stage.max_telemetry_bytes),
+                "TELEMETRY_SHARDS": str(self.stage.telemetry_shards),
+                "OBSERVATION_STREAM": observations,
+                "BATCH_TABLE": batches,
                 "INCIDENTS_TABLE": INCIDENTS_TABLE,
                 "QUARANTINE_GROUP": QUARANTINE_GROUP,
                 "REVOCATION": "deactivate",
@@ -309,6 +333,7 @@ class Demo:
             bucket=BUCKET,
             region=REGION,
             violations_inbox=self.violations_inbox,
+            telemetry_format=self.stage.telemetry_format,
         )
         self.vendor = VendorStub(self.pki)
         self.closers.append(self.vendor.close)
@@ -523,14 +548,31 @@ class Demo:
         )
 
     def telemetry(self) -> str:
-        def landed():
-            listing = self.bridge.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"telemetry/thing={THING}/")
-            return listing.get("Contents")
+        """A report of the agent's, through the transform, lands as a JSON line in its thing's shard of
+        the hour it was received (GZIP, as Firehose writes json), and its aggregate reached the detector."""
+        import gzip
+        from datetime import datetime, timezone
 
-        objects = self.wait(landed, 20, "a telemetry object in S3")
-        line = json.loads(self.bridge.s3.get_object(Bucket=BUCKET, Key=objects[0]["Key"])["Body"].read())
-        check(line["thing"] == THING and "uptime_s" in line["metrics"], f"unexpected line {line}")
-        return f"s3://{BUCKET}/{objects[0]['Key'].rsplit('/', 1)[0]}/ holds {sorted(line['metrics'])}"
+        from telemetry.layout import partition_keys, s3_prefix
+
+        def landed():
+            now = datetime.now(timezone.utc)
+            keys = partition_keys(THING, now.strftime("%Y-%m-%d"), now.hour, self.stage.telemetry_shards)
+            prefix = s3_prefix(keys)
+            for listed in self.bridge.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", []):
+                body = self.bridge.s3.get_object(Bucket=BUCKET, Key=listed["Key"])["Body"].read()
+                for line in gzip.decompress(body).decode().splitlines():
+                    row = json.loads(line)
+                    if row["thing"] == THING and "uptime_s" in row["metrics"]:
+                        return listed["Key"], row
+            return None
+
+        key, row = self.wait(landed, 20, "a telemetry object in its thing's partition")
+        self.wait(lambda: self.bridge.delivered["aggregates"], 10, "an aggregate on the observation stream")
+        return (
+            f"s3://{BUCKET}/{key.rsplit('/', 1)[0]}/ holds {sorted(row['metrics'])} (GZIP JSON lines); "
+            f"{self.bridge.delivered['aggregates']} per-batch aggregate(s) -> observation stream -> detector"
+        )
 
     def alert(self) -> str:
         trace = self.workdir / "trace.bin"
@@ -573,7 +615,10 @@ class Demo:
         for n in range(FLOOD):
             write_outbox(config, "telemetry", {"flood": n})
         self.wait(lambda: self.bridge.delivered["responses"], 40, "a violation and its response")
-        return f"{self.bridge.delivered['violations']} violation(s) (aws:num-messages-sent > {MAX_MESSAGES})"
+        return (
+            f"{self.bridge.delivered['violations']} violation(s) (aws:num-messages-sent > {MAX_MESSAGES}) "
+            "counted from the transform's per-batch aggregates"
+        )
 
     def containment(self) -> str:
         groups = {
