@@ -4,8 +4,9 @@ naive pipeline (broker messaging + one rule per message writing one S3 object).
 
 Usage: .venv/bin/python bench/bench_cost.py [--message-bytes 1024] [--transform-ms-per-record 0.025]
 
-Both telemetry formats are priced: the default (Parquet, Firehose record format conversion) and
-telemetry_format json (GZIP JSON lines), each from its own synthesis.
+Both telemetry formats are priced, each from its own synthesis: the default (telemetry_format json,
+GZIP JSON lines, the one that meets the goal) and telemetry_format parquet (Firehose record format
+conversion, billed per 5 KB-rounded record). The exit status is the default's.
 
 Everything the bill depends on is read from the synthesised dev stacks, not assumed: rule actions
 and Basic Ingest, Firehose buffering, dynamic partitioning, record format conversion, the shard
@@ -188,25 +189,26 @@ def main() -> int:
     parser.add_argument("--target", type=float, default=0.50)
     args = parser.parse_args()
     pipeline = synthesised_pipeline()
-    json_lines = synthesised_pipeline({"telemetry_format": "json"})
+    parquet = synthesised_pipeline({"telemetry_format": "parquet"})
     print("synthesised pipeline (default):", json.dumps(pipeline))
     naive = naive_cost()
     print(f"\nper million {args.message_bytes}-byte messages, detection included "
           f"(naive: ${naive['total']:.3f}, no detection)\n")
-    print("| devices | msg/device | Fleetwarden parquet (default) | telemetry_format json | naive | objects "
-          "| aggregates | Kinesis records | of which conversion | of which detection |")
+    print("| devices | msg/device | Fleetwarden json (default) | telemetry_format parquet | naive | objects "
+          "| aggregates | Kinesis records | parquet's conversion | of which detection |")
     print("|---|---|---|---|---|---|---|---|---|---|")
-    worst = {"parquet": 0.0, "json": 0.0}
+    worst = {"json (default)": 0.0, "parquet": 0.0}
     for devices, rate in CORNERS:
         ours = fleetwarden_cost(pipeline, args.message_bytes, devices, rate, args.transform_ms_per_record)
-        lines = fleetwarden_cost(json_lines, args.message_bytes, devices, rate, args.transform_ms_per_record)
-        worst["parquet"], worst["json"] = max(worst["parquet"], ours["total"]), max(worst["json"], lines["total"])
+        columnar = fleetwarden_cost(parquet, args.message_bytes, devices, rate, args.transform_ms_per_record)
+        worst["json (default)"] = max(worst["json (default)"], ours["total"])
+        worst["parquet"] = max(worst["parquet"], columnar["total"])
         label = "1/s" if rate == 60 else "1/min" if rate == 1 else f"{rate:g}/min"
-        print(f"| {devices:,} | {label} | ${ours['total']:.3f} | ${lines['total']:.3f} | ${naive['total']:.2f} "
+        print(f"| {devices:,} | {label} | ${ours['total']:.3f} | ${columnar['total']:.3f} | ${naive['total']:.2f} "
               f"| {ours['objects']:,.0f} | {ours['aggregates']:,.0f} | {ours['kinesis_records']:,.0f} "
-              f"| ${ours['Parquet conversion (5 KB records)']:.3f} "
+              f"| ${columnar['Parquet conversion (5 KB records)']:.3f} "
               f"| ${ours['Detection (aggregates, Kinesis, detector)']:.3f} |")
-    print("\nbreakdown at the dearest corner (parquet):")
+    print("\nbreakdown at the dearest corner (default):")
     dearest = max(CORNERS, key=lambda c: fleetwarden_cost(pipeline, args.message_bytes, *c,
                                                             args.transform_ms_per_record)["total"])
     ours = fleetwarden_cost(pipeline, args.message_bytes, *dearest, args.transform_ms_per_record)
@@ -217,7 +219,7 @@ def main() -> int:
     for name, value in worst.items():
         print(f"target <= ${args.target:.2f} at every corner, {name}: "
               f"{'ok' if value <= args.target else 'MISSED'} (dearest ${value:.3f})")
-    return 0 if worst["parquet"] <= args.target else 1
+    return 0 if worst["json (default)"] <= args.target else 1
 
 
 if __name__ == "__main__":
