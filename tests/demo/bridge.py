@@ -312,8 +312,9 @@ class Bridge:
         """One Firehose batch: the data-transformation event ("Transform source data in Amazon Data
         Firehose", data-transformation.html) -> the real transform (which sends the batch's aggregates to
         the observation stream itself) -> the objects Firehose writes with GZIP and no conversion: the Ok
-        records' lines per partition under `<prefix><stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid>.gz`
-        ("Configure Amazon S3 object name format", s3-object-name.html), and each ProcessingFailed record
+        records' lines per partition under `<prefix><stream>-<version>-<yyyy-MM-dd-HH-mm-ss>-<uuid><file
+        extension>` ("Configure Amazon S3 object name format", s3-object-name.html; `.gz` for GZIP is
+        unverified, nothing reads the extension), and each ProcessingFailed record
         as Firehose's error document under the error prefix ("Handle failure in data transformation",
         data-transformation-failure-handling.html; that error output is GZIP-compressed too: unverified)."""
         from telemetry.layout import ERROR_PREFIX, s3_prefix
