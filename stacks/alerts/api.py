@@ -98,4 +98,4 @@ class AlertsApi(Construct):
         })
         trace = alerts.add_resource("{id}").add_resource("trace")
         self.rest.add_method(trace, "GET", fn, request_parameters={"method.request.path.id": True})
-        CfnOutput(self, "AlertsApiUrl", value=api.url, description="Alerts API for the analysis tool")
+        CfnOutput(self, "AlertsApiUrl", key="AlertsApiUrl", value=api.url, description="Alerts API for the analysis tool")

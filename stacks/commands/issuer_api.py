@@ -132,7 +132,7 @@ class CommandIssuerApi(Construct):
         retire = api.root.add_resource("rotations").add_resource("{thing}").add_resource("retire")
         self.rest.add_method(retire, "POST", fn, request_parameters={"method.request.path.thing": True})
         self.url = api.url
-        CfnOutput(self, "CommandApiUrl", value=api.url, description="fleetctl command ... --api-url <this>")
+        CfnOutput(self, "CommandApiUrl", key="CommandApiUrl", value=api.url, description="fleetctl command ... --api-url <this>")
 
 
 def _object_model(api: apigw.RestApi, name: str, required: list[str]) -> apigw.Model:

@@ -61,8 +61,8 @@ class OperatorDirectory(Construct):
             prevent_user_existence_errors=True,
             enable_token_revocation=True,
         )
-        CfnOutput(self, "UserPoolId", value=self.user_pool.user_pool_id)
-        CfnOutput(self, "FleetctlClientId", value=self.cli_client.user_pool_client_id)
+        CfnOutput(self, "UserPoolId", key="UserPoolId", value=self.user_pool.user_pool_id)
+        CfnOutput(self, "FleetctlClientId", key="FleetctlClientId", value=self.cli_client.user_pool_client_id)
 
 
 class ProvisioningTokenApi(Construct):
@@ -128,5 +128,5 @@ class ProvisioningTokenApi(Construct):
         self.rest.add_method(self.api.root.add_resource("provisioning-tokens"), "POST", self.function,
                              request_models={"application/json": body_model})
         self.url = self.api.url
-        CfnOutput(self, "ProvisioningTokenApiUrl", value=self.api.url,
+        CfnOutput(self, "ProvisioningTokenApiUrl", key="ProvisioningTokenApiUrl", value=self.api.url,
                   description="fleetctl token issue --api-url <this>")

@@ -11,3 +11,10 @@ class RemoteError(Exception):
     """The remote API refused or failed the request, or could not be reached. Exit code 1."""
 
     exit_code = 1
+
+
+class AuthRequired(InputError):
+    """No usable operator session (never signed in, expired, revoked). Exit code 2."""
+
+    def __init__(self, message: str = "not signed in or the session expired: run fleetctl login") -> None:
+        super().__init__(message)

@@ -98,6 +98,20 @@ def write_file(path: Path, data: bytes, mode: int, force: bool) -> None:
         out.write(data)
 
 
+def write_private_text(path: Path, text: str) -> None:
+    """Replace `path` atomically with a 0600 file: written to a 0600 temp file beside it, then renamed, so a
+    reader sees the old or the new content, never half, and the content is never readable by others."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise InputError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+
 def write_private_key(path: Path, key: CertificateIssuerPrivateKeyTypes, force: bool) -> None:
     # Unencrypted PKCS#8: the device (or dev CA) must load it unattended; mode 0600 protects it.
     pem = key.private_bytes(
