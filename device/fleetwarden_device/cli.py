@@ -5,7 +5,7 @@ provision (fleet provisioning with a claim certificate and a one-time token).
     fleetwarden-device run --config device.json      # connects and serves until SIGTERM / Ctrl-C
     fleetwarden-device alert --config device.json --code 1042 --field 3=17.5 --trace-file dump.bin
     fleetwarden-device provision --config device.json --claim-cert claim.pem --claim-key claim.key \\
-        --template fleetwarden-prod-field --token <the one-time token>
+        --template fleetwarden-prod-field --token=<the one-time token>   # "=": a token may begin with "-"
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     provision.add_argument("--claim-key", required=True, type=Path)
     provision.add_argument("--template", required=True, help="the fleet-provisioning template name")
     provision.add_argument(
-        "--token", required=True, help="the one-time token an admin obtained for this serial"
+        "--token", required=True, help="the one-time token an admin obtained for this serial; pass it as --token=TOKEN, since a token may begin with '-'"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(

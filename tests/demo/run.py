@@ -516,8 +516,8 @@ class Demo:
                     str(claim.key_file),
                     "--template",
                     CLAIM_TEMPLATE,
-                    "--token",
-                    token,
+                    # One argument: a token may begin with '-' (base64url), which argparse would read as a flag.
+                    f"--token={token}",
                 ],
                 capture_output=True,
                 text=True,

@@ -330,3 +330,21 @@ def test_a_finished_job_redelivered_gets_the_same_report_and_never_runs_twice(tm
         updates[1]["statusDetails"] == updates[2]["statusDetails"] == {"command": "reboot", "action": "done"}
     )
     assert len(ran) == 1
+
+
+def test_provision_takes_a_token_that_begins_with_a_dash(tmp_path, monkeypatch, capsys):
+    """base64url tokens begin with '-' one time in 64: `--token=TOKEN` must carry them (the demo once failed)."""
+    from fleetwarden_device import cli, provisioning
+
+    seen = {}
+
+    def provision(*args, **kwargs):
+        seen.update(kwargs)
+        return "SN-0001"
+
+    monkeypatch.setattr(provisioning, "provision", provision)
+    path = _config_file(tmp_path)
+    code = cli.main(["provision", "--config", str(path), "--claim-cert", "c.pem", "--claim-key", "c.key",
+                     "--template", "t", "--token=-Abc_123"])
+    assert code == 0, capsys.readouterr().err
+    assert seen["token"] == "-Abc_123"

@@ -87,7 +87,7 @@ def _detail(text: Any) -> str:
 
 
 @contextmanager
-def _aws(what: str, missing: str | None = None) -> Iterator[None]:
+def aws_errors(what: str, missing: str | None = None) -> Iterator[None]:
     """Turn boto3/botocore failures while doing `what` into InputError/RemoteError with one clear line."""
     try:
         yield
@@ -217,7 +217,7 @@ def list_incidents(table: str, *, thing: str | None = None, since: str | None = 
     since = since_key(since) if since is not None else None
     validate_region(region)
     clients = clients or client_factory(region)
-    with _aws(f"read table {table}", missing=f"table {table}"):
+    with aws_errors(f"read table {table}", missing=f"table {table}"):
         dynamodb = clients("dynamodb")
         if thing is not None:
             raw = _query_thing(dynamodb, table, thing, since, limit, page_size)
@@ -326,10 +326,10 @@ def device_action(action: str, thing: str, *, function: str, reason: str | None 
     reason = validate_reason(reason)
     validate_region(region)
     clients = clients or client_factory(region)
-    with _aws("determine your identity (sts get-caller-identity)"):
+    with aws_errors("determine your identity (sts get-caller-identity)"):
         actor = clients("sts").get_caller_identity()["Arn"]
     payload = {"action": action, "thing": thing, "actor": actor, "reason": reason}
-    with _aws(f"invoke {function}", missing=f"function {function}"):
+    with aws_errors(f"invoke {function}", missing=f"function {function}"):
         response = clients("lambda").invoke(FunctionName=function, InvocationType="RequestResponse",
                                             Payload=json.dumps(payload).encode())
         body = response["Payload"].read()

@@ -136,7 +136,8 @@ def configure(cloudformation, stage: str, region: str) -> tuple[Settings, list[s
 
 
 def _describe(cloudformation, name: str) -> dict | None:
-    from botocore.exceptions import BotoCoreError, ClientError
+    """The stack, or None if it does not exist; other failures propagate (the CLI explains them)."""
+    from botocore.exceptions import ClientError
 
     try:
         stacks = cloudformation.describe_stacks(StackName=name)["Stacks"]
@@ -146,7 +147,5 @@ def _describe(cloudformation, name: str) -> dict | None:
         error = exc.response.get("Error", {})
         if error.get("Code") == "ValidationError" and "does not exist" in error.get("Message", ""):
             return None
-        raise RemoteError(f"DescribeStacks {name} failed: {error.get('Code')}: {error.get('Message')}") from None
-    except BotoCoreError as exc:
-        raise RemoteError(f"DescribeStacks {name} failed: {exc}") from None
+        raise
     return stacks[0] if stacks else None

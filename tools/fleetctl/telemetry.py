@@ -22,7 +22,7 @@ from botocore.exceptions import ClientError
 
 from lambdas.telemetry.layout import shard_of, shard_text
 
-from .defense import Clients, _aws, validate_thing
+from .defense import Clients, aws_errors, validate_thing
 from .errors import InputError, RemoteError
 
 DEFAULT_TABLE = "telemetry"
@@ -113,20 +113,20 @@ def run_query(clients: Clients, *, workgroup: str, database: str, sql: str, para
     progress = progress or sys.stderr
     sleep = sleep or _sleep
     athena = clients("athena")
-    with _aws("start the Athena query", missing=f"workgroup {workgroup!r}"):
+    with aws_errors("start the Athena query", missing=f"workgroup {workgroup!r}"):
         query_id = athena.start_query_execution(
             QueryString=sql, QueryExecutionContext={"Database": database}, WorkGroup=workgroup,
             ExecutionParameters=parameters)["QueryExecutionId"]
     waited = 0.0
     while True:
-        with _aws("follow the Athena query"):
+        with aws_errors("follow the Athena query"):
             execution = athena.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]
         _progress(progress, execution, waited)
         state = execution.get("Status", {}).get("State")
         if state in DONE:
             break
         if waited >= timeout_seconds:
-            with _aws("cancel the Athena query"):
+            with aws_errors("cancel the Athena query"):
                 athena.stop_query_execution(QueryExecutionId=query_id)
             raise RemoteError(f"query {query_id} still running after {timeout_seconds:.0f} s: cancelled")
         sleep(poll_seconds)
@@ -134,7 +134,7 @@ def run_query(clients: Clients, *, workgroup: str, database: str, sql: str, para
     if state != "SUCCEEDED":
         reason = execution.get("Status", {}).get("StateChangeReason") or "no reason given"
         raise RemoteError(f"query {query_id} {state.lower()}: {' '.join(str(reason).split())[:300]}")
-    with _aws("read the Athena results"):
+    with aws_errors("read the Athena results"):
         for page in athena.get_paginator("get_query_results").paginate(QueryExecutionId=query_id):
             for row in page["ResultSet"]["Rows"]:
                 yield [cell.get("VarCharValue") for cell in row.get("Data", [])]
@@ -147,7 +147,7 @@ def query(clients: Clients, *, thing: str, start: str, end: str, metric: str | N
     validate_thing(thing)
     metric = validate_metric(metric)
     begin, finish = parse_instant(start, "--from"), parse_instant(end, "--to")
-    with _aws("read the telemetry table"):
+    with aws_errors("read the telemetry table"):
         try:
             described = clients("glue").get_table(DatabaseName=database, Name=table)["Table"]
         except ClientError as exc:
