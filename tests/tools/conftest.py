@@ -4,6 +4,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tools.fleetctl import settings
 from cryptography import x509
 
 from tools.fleetctl.cli import main
@@ -50,3 +52,24 @@ def ca_dir(run, tmp_path) -> Path:
 @pytest.fixture
 def ca_cert(ca_dir) -> x509.Certificate:
     return x509.load_pem_x509_certificate((ca_dir / "ca.cert.pem").read_bytes())
+
+
+REGION = "eu-west-1"
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch, tmp_path):
+    """Fake credentials, a default region and an empty fleetctl config directory: nothing from the operator's
+    own AWS or fleetctl set-up leaks in."""
+    monkeypatch.setenv(settings.CONFIG_DIR_ENV, str(tmp_path / "fleetctl-config"))
+    monkeypatch.delenv(settings.STAGE_ENV, raising=False)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_REGION", "AWS_SESSION_TOKEN",
+                 "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                 "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)

@@ -78,7 +78,8 @@ def test_send_to_a_group_with_a_desired_state_file(run, api, tmp_path):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (["SN-0001", "format-disk"], "invalid choice"),
+    (["SN-0001", "format-disk"], "invalid TYPE 'format-disk'"),
+    (["SN-0001", "reboot", "extra"], "expected [THING] TYPE"),
     (["reboot"], "exactly one target"),
     (["SN-0001", "reboot", "--group", "g"], "exactly one target"),
     (["SN-0001", "reboot", "--param", "novalue"], "KEY=VALUE"),

@@ -33,7 +33,7 @@ def good_csr(run, tmp_path):
     "argv, fragment",
     [
         ([], "required"),
-        (["nope"], "invalid choice"),
+        (["nope"], "No such command"),
         (["device", "sign"], "--csr"),
         (["ca", "create", "--out-dir", "x", "--key-type", "dsa"], "--key-type"),
         (["device", "sign", "--csr", "c", "--ca-dir", "d", "--out", "o", "--days", "ten"], "--days"),

@@ -1,7 +1,9 @@
 """fleetctl configure: a stage's stack outputs read once with DescribeStacks and stored 0600 under a 0700 dir."""
 
 import json
+import os
 import stat
+from pathlib import Path
 
 import boto3
 import pytest
@@ -22,10 +24,9 @@ def _template(outputs: dict[str, str]) -> str:
 
 
 @pytest.fixture
-def config_home(tmp_path, monkeypatch):
-    monkeypatch.setenv(settings.CONFIG_DIR_ENV, str(tmp_path / "cfg"))
-    monkeypatch.delenv(settings.STAGE_ENV, raising=False)
-    return tmp_path / "cfg"
+def config_home():
+    # conftest's aws_env points FLEETCTL_CONFIG_DIR at an empty directory of the test's own.
+    return Path(os.environ[settings.CONFIG_DIR_ENV])
 
 
 @pytest.fixture
@@ -118,3 +119,49 @@ def test_the_synthesised_stacks_export_what_fleetctl_reads_under_stable_keys(dev
     outputs = templates[f"{settings.STACK_PREFIX}-dev-{part}"].get("Outputs", {})
     missing = [key for key in OUTPUTS_READ[part] if key not in outputs]
     assert not missing, (part, missing, sorted(outputs))
+
+
+# --- through the CLI ----------------------------------------------------------------------------------------
+
+INCIDENTS = "fleetwarden-dev-incidents"
+
+
+def _incidents_table():
+    boto3.client("dynamodb", region_name=REGION).create_table(
+        TableName=INCIDENTS, BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "violation_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "violation_id", "KeyType": "HASH"}])
+
+
+def test_configure_then_commands_find_their_resources_without_flags(run, cloudformation):
+    _incidents_table()
+    result = run("configure", "--stage", "dev", "--region", REGION)
+    assert result.code == 0, result.err
+    assert "stage dev (eu-west-1): 4 stack outputs stored" in result.out
+    assert "Fleetwarden-dev-Commands is not deployed" in result.out
+
+    listed = run("incidents", "list", "--json")  # table and region come from the stage
+    assert listed.code == 0, listed.err
+    assert json.loads(listed.out) == []
+
+
+def test_a_command_needing_an_undeployed_stack_says_which_output_is_missing(run, cloudformation):
+    assert run("configure", "--stage", "dev", "--region", REGION).code == 0
+    run("command", "list").assert_one_error_line(2, "no stack output CommandApiUrl")
+
+
+def test_commands_before_configure_say_how_to_configure(run):
+    run("incidents", "list").assert_one_error_line(2, "run fleetctl configure --stage STAGE")
+
+
+def test_configure_without_credentials_is_one_clear_line(run, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    run("configure", "--stage", "dev", "--region", REGION).assert_one_error_line(1, "no usable AWS credentials")
+
+
+def test_shell_completion_comes_from_click(run, monkeypatch):
+    monkeypatch.setenv("_FLEETCTL_COMPLETE", "bash_source")
+    result = run()
+    assert result.code == 0
+    assert "_FLEETCTL_COMPLETE=bash_complete" in result.out and "complete " in result.out

@@ -15,7 +15,7 @@ from lambdas.telemetry.layout import projection_parameters, shard_of
 from stacks.telemetry.catalog import COLUMNS, TABLE
 from tools.fleetctl import telemetry
 from tools.fleetctl.errors import InputError, RemoteError
-from tests.tools.test_defense import REGION, aws_env  # noqa: F401 - the same fake-credentials fixture
+from tests.tools.test_defense import REGION
 
 ACCOUNT = "123456789012"
 DATABASE = "fleetwarden_dev_telemetry"
