@@ -22,13 +22,13 @@ A bad file is one clear line (`ConfigError`), before any connection is attempted
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fleetwarden_contracts.topics import THING_NAME
+
 # Thing names (CreateThing): 1-128 of [a-zA-Z0-9:_-]. A name outside that set could also break out of a topic
 # level ('/', '+', '#'), so it is refused here rather than trusted.
-THING_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
 TLS_VERSIONS = ("1.2", "1.3")  # AWS IoT Core: "TLS version 1.2 and TLS version 1.3" (protocols.html)
 
 
@@ -118,7 +118,7 @@ def from_dict(raw: object, base: Path, source: Path | None = None) -> Config:
         return (base / text(key, default)).resolve()
 
     thing = text("thing")
-    if not THING_NAME.match(thing):
+    if not THING_NAME.fullmatch(thing):
         raise ConfigError(f"config {where}: thing {thing!r} is not a thing name (1-128 of A-Za-z0-9:_-)")
     if raw.get("tls_min_version", "1.2") not in TLS_VERSIONS:
         raise ConfigError(

@@ -30,11 +30,12 @@ import re
 import time
 from typing import Any, Callable
 
+from shared.topics import THING_NAME
+
 # UpdateCertificate: certificateId "Fixed length of 64. Pattern: (0x)?[a-fA-F0-9]+"
 # (https://docs.aws.amazon.com/iot/latest/apireference/API_UpdateCertificate.html). IoT writes
 # them in lowercase; one spelling per certificate keeps its counts and incidents together.
 _CERTIFICATE_ID = re.compile(r"[0-9a-fA-F]{64}")
-THING_NAME = re.compile(r"[A-Za-z0-9:_-]{1,128}")
 # The claim policy's client ids (identity.tokens.CLAIM_CLIENT_PREFIX; a test keeps them equal).
 # Importing it would load `secrets` and `random` into the detector's cold start for one string.
 CLAIM_CLIENT_PREFIX = "claim-"

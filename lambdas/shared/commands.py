@@ -40,6 +40,8 @@ import secrets
 from collections.abc import Callable, Collection, Mapping
 from typing import Any, Protocol
 
+from .topics import THING_NAME  # relative: also imported as fleetwarden_contracts (the device agent)
+
 FORMAT_VERSION = 1
 COMMANDS = ("config", "reboot", "shutdown", "software-update", "remote-access", "rotate-certificate")
 SIGNING_ALGORITHM = "ECDSA_SHA_256"  # KMS SigningAlgorithm for an ECC_NIST_P256 key
@@ -49,7 +51,7 @@ CLOCK_SKEW_SECONDS = 300  # a device clock this far behind still accepts a fresh
 _MAX_SAFE_INT = 2**53 - 1  # integers every JSON parser reads exactly
 _NONCE = re.compile(r"^[A-Za-z0-9_-]{22}$")  # 16 random bytes, base64url without padding
 _KEY_ID = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # thing and thing group names (CreateThing/CreateThingGroup)
+_NAME = THING_NAME  # thing and thing group names (CreateThing/CreateThingGroup)
 _SIGNED_FIELDS = frozenset(("v", "command", "params", "target", "issued_at", "not_after", "nonce", "key_id",
                             "issuer"))
 
@@ -247,7 +249,7 @@ def _check_fields(fields: Mapping[str, Any]) -> None:
         raise CommandRefused(MALFORMED, "command must be a string and params an object")
     target = fields["target"]
     if (not isinstance(target, Mapping) or len(target) != 1 or not target.keys() <= {"thing", "group"}
-            or not isinstance(next(iter(target.values())), str) or not _NAME.match(next(iter(target.values())))):
+            or not isinstance(next(iter(target.values())), str) or not _NAME.fullmatch(next(iter(target.values())))):
         raise CommandRefused(MALFORMED, "target must be {\"thing\": name} or {\"group\": name}")
     issued_at, not_after = fields["issued_at"], fields["not_after"]
     if not all(type(t) is int and 0 <= t <= _MAX_SAFE_INT for t in (issued_at, not_after)):

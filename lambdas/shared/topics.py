@@ -12,6 +12,13 @@ import re
 
 THING_VARIABLE = "${iot:Connection.Thing.ThingName}"
 
+# A thing (and thing group) name as IoT allows it: CreateThing thingName "Length Constraints: Minimum length of
+# 1. Maximum length of 128. Pattern: [a-zA-Z0-9:_-]+"
+# (https://docs.aws.amazon.com/iot/latest/apireference/API_CreateThing.html). Use it with fullmatch: a `$`
+# anchor with match() would let a trailing newline through.
+THING_NAME_PATTERN = r"[A-Za-z0-9:_-]{1,128}"
+THING_NAME = re.compile(THING_NAME_PATTERN)
+
 # IoT rule names allow only letters, digits and underscores.
 _RULE_NAME = re.compile(r"^[A-Za-z0-9_]{1,128}$")
 

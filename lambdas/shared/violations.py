@@ -47,7 +47,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr, ValidationError, model_validator
 
-THING_NAME_PATTERN = r"^[A-Za-z0-9:_-]{1,128}$"
+from . import topics  # relative: also imported as lambdas.shared.violations
+
+THING_NAME_PATTERN = f"^{topics.THING_NAME_PATTERN}$"  # pydantic patterns search: anchored here
 VIOLATION_ID_PATTERN = r"^[A-Za-z0-9_:-]{1,128}$"
 # UpdateCertificate: "Length Constraints: Fixed length of 64. Pattern: (0x)?[a-fA-F0-9]+"
 # (https://docs.aws.amazon.com/iot/latest/apireference/API_UpdateCertificate.html); IoT issues them in

@@ -165,6 +165,7 @@ def test_quarantine_then_reinstate_round_trip(env):
     ({"action": "reinstate", "thing": "", "actor": ACTOR}, "thing must be"),
     ({"action": "reinstate", "thing": ["x"], "actor": ACTOR}, "thing must be"),
     ({"action": "reinstate", "thing": "a" * 129, "actor": ACTOR}, "thing must be"),
+    ({"action": "reinstate", "thing": THING + "\n", "actor": ACTOR}, "thing must be"),
     ({"action": "reinstate", "thing": THING}, "actor is required"),
     ({"action": "reinstate", "thing": THING, "actor": ""}, "actor is required"),
     ({"action": "reinstate", "thing": THING, "actor": "alice"}, "actor must be an IAM or STS ARN"),
@@ -284,7 +285,7 @@ def test_an_incident_left_unmarked_fails_the_request_and_the_rerun_completes_it(
 
 
 def test_the_thing_rule_is_the_violation_rule():
-    assert THING_RULE.pattern == THING_NAME_PATTERN
+    assert f"^{THING_RULE.pattern}$" == THING_NAME_PATTERN
 
 
 def test_a_failed_lookup_is_an_answer_and_nothing_is_audited(env):

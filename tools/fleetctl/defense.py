@@ -30,11 +30,13 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
+from lambdas.shared.topics import THING_NAME
+
 from .errors import InputError, RemoteError
 
 Clients = Callable[[str], Any]
 
-THING_PATTERN = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")  # same rule as lambdas/shared/violations.py
+THING_PATTERN = THING_NAME  # the rule every backend function checks (lambdas/shared/topics.py)
 MAX_REASON = 256
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 1000
@@ -121,7 +123,7 @@ def aws_errors(what: str, missing: str | None = None) -> Iterator[None]:
 # --- input checks --------------------------------------------------------------------------------------
 
 def validate_thing(thing: str) -> str:
-    if not isinstance(thing, str) or not THING_PATTERN.match(thing):
+    if not isinstance(thing, str) or not THING_PATTERN.fullmatch(thing):
         raise InputError(f"invalid thing name {thing!r}: expected 1-128 of A-Z a-z 0-9 : _ -")
     return thing
 

@@ -28,13 +28,14 @@ from shared.api import ApiError
 from shared.commands import CommandRefused
 from shared.operators import caller
 from shared.runtime import error_code
+from shared.topics import THING_NAME
 
 INVALID = "CommandRequestsInvalid"
 FORBIDDEN = "CommandRequestsForbidden"
 ERRORS = "CommandErrors"
 MAX_BODY = 8192
 MAX_REASON = 256
-_NAME = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+_NAME = THING_NAME
 _JOB_ID = re.compile(r"^fw-[a-z-]{1,24}-[0-9a-f]{32}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _quiet = logging.getLogger(__name__)
@@ -283,7 +284,7 @@ class Issuer:
         without the device's confirmation (it may have lost the answer, or be stuck), or REVOKED on request
         (also after a confirmation). The new certificate is never touched, so the device keeps the identity
         it was issued. Audited before UpdateCertificate."""
-        target = f"thing:{thing}" if isinstance(thing, str) and _NAME.match(thing) else "rotations"
+        target = f"thing:{thing}" if isinstance(thing, str) and _NAME.fullmatch(thing) else "rotations"
         username = self.authorise(claims, "certificate.retire", target)
         _name(thing, "thing")
         request = _json_object(body) if body else {}
@@ -335,7 +336,7 @@ def _json_object(body: str | None) -> dict[str, Any]:
 
 
 def _name(value: Any, kind: str) -> str:
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise BadRequest(f"{kind} must be a thing{' group' if kind == 'group' else ''} name")
     return value
 

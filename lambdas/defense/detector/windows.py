@@ -97,7 +97,6 @@ from __future__ import annotations
 import binascii
 import json
 import os
-import re
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -107,6 +106,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 from defense.attribution import CLAIM_CLIENT_PREFIX, certificate_id
 from defense.detector.reports import InvalidReport, parse_report
 from defense.env_settings import read_limits
+from shared.topics import THING_NAME
 
 STATE_VERSION = 2
 MAX_WINDOW_SECONDS = 900  # Lambda's tumbling-window maximum
@@ -123,7 +123,7 @@ MESSAGES, BYTES, CONNECTS, DISCONNECTS, ALARMED, AUTH_FAILURES = range(6)
 ENTRY_LENGTH = 6
 
 # The ids that may be counted and named in a violation: Defender's thing-name pattern.
-THING_ID = re.compile(r"[A-Za-z0-9:_-]{1,128}")
+THING_ID = THING_NAME
 _safe_id = THING_ID.fullmatch
 
 

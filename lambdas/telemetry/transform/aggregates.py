@@ -25,17 +25,18 @@ per connection) to trace it.
 from __future__ import annotations
 
 import json
-import re
 from bisect import bisect_right
 from hashlib import blake2b, md5
 from typing import Any
+
+from shared.topics import THING_NAME
 
 KIND = "telemetry-batch"
 PACKED_KIND = "telemetry-batches"  # {"kind": PACKED_KIND, "aggregates": [<KIND records>]}
 MAX_PACKED_BYTES = 512 * 1024  # per packed record; Kinesis takes up to 1 MiB of data per record
 BATCH_KEY_BASE = 1 << 32
 # The detector's THING_ID (defense/detector/windows.py): the ids it can count and name.
-THING_ID = re.compile(r"[A-Za-z0-9:_-]{1,128}")
+THING_ID = THING_NAME
 _safe_id = THING_ID.fullmatch
 _MASK64 = (1 << 64) - 1
 
