@@ -62,19 +62,25 @@ class Inbox:
         self.messages: list[tuple[str, bytes]] = []
         self.arrived = threading.Condition()
         subscribed = threading.Event()
+        acknowledged: set[int] = set()
         client.message_callback_add(topic, self._add)
         client.user_data_get().append(topic)
-        _, mid = client.subscribe(topic, qos=1)
         previous = client.on_subscribe
 
         def on_subscribe(c, u, m, codes, p):
-            if m == mid:
-                subscribed.set()
+            acknowledged.add(m)
+            subscribed.set()
             if previous:
                 previous(c, u, m, codes, p)
 
+        # The callback is in place before SUBSCRIBE leaves: a fast SUBACK cannot slip past it.
         client.on_subscribe = on_subscribe
-        subscribed.wait(5)
+        _, mid = client.subscribe(topic, qos=1)
+        deadline = time.monotonic() + 15
+        while mid not in acknowledged and time.monotonic() < deadline:
+            subscribed.wait(0.1)
+            subscribed.clear()
+        assert mid in acknowledged, f"the broker did not acknowledge the subscription to {topic}"
 
     def _add(self, client, userdata, message):
         with self.arrived:

@@ -77,7 +77,7 @@ def test_a_field_device_provisions_itself_once_and_connects_with_its_own_certifi
     agent = Agent(config)
     with running(agent):
         assert wait_until(agent.connected.is_set)
-    assert "New client connected from" in broker.log() and "as claim-SN-FIELD-0001" in broker.log()
+    assert wait_until(lambda: "New client connected from" in broker.log() and "as claim-SN-FIELD-0001" in broker.log())
 
     # The token is spent: a second device (its own key) presenting it gets no certificate.
     thief = field_config(tmp_path / "thief", broker, "SN-FIELD-0001")
