@@ -10,6 +10,7 @@ from stacks.config import ConfigError
 from tests.infra.synth import ROOT, resources, synthesise
 from tests.infra.test_security_checks import CFN_LINT
 from tools.fleetctl.cli import main as fleetctl
+from tools.fleetctl.session import PASSWORD_POLICY
 
 
 def identity(s):
@@ -246,6 +247,13 @@ def test_operator_pool_requires_mfa_and_has_an_admins_group(dev):
         "Policies": {"PasswordPolicy": Match.object_like({"MinimumLength": 14})},
     })
     t.has_resource_properties("AWS::Cognito::UserPoolGroup", {"GroupName": "admins"})
+
+
+def test_fleetctl_checks_new_passwords_against_the_pool_policy_as_deployed(dev):
+    # fleetctl login checks a first-login password before sending it; its copy of the policy must not drift.
+    pools = resources(identity(dev), "AWS::Cognito::UserPool").values()
+    (policy,) = [p["Properties"]["Policies"]["PasswordPolicy"] for p in pools]
+    assert {k: policy[k] for k in PASSWORD_POLICY} == PASSWORD_POLICY
 
 
 def test_token_api_is_cognito_authorised_validated_throttled_and_logged(dev):
