@@ -1,14 +1,14 @@
 """fleetctl login/logout and the token cache, against moto's Cognito.
 
 What moto checks and what it does not (moto/cognitoidp/models.py, 5.2.5):
-- USER_SRP_AUTH: moto returns a random SALT/SRP_B and accepts any PASSWORD_CLAIM_SIGNATURE. So the SRP proof is
-  checked here, at the library boundary: `SrpCheckingCognito` plays the server side of SRP-6a for the real
+- USER_SRP_AUTH: moto returns a random SALT/SRP_B and accepts any PASSWORD_CLAIM_SIGNATURE. So the SRP proof
+  is checked here, at the library boundary: `SrpCheckingCognito` plays the server side of SRP-6a for the real
   password (verifier v = g^x, B = kv + g^b, S = (A v^u)^b) and refuses a signature that does not match, as
   Cognito does. pycognito's helpers are used only for Cognito's encodings (padding, HKDF).
-- NEW_PASSWORD_REQUIRED, MFA_SETUP (AssociateSoftwareToken/VerifySoftwareToken with Session), SOFTWARE_TOKEN_MFA,
-  REFRESH_TOKEN_AUTH: implemented; with MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP=true moto checks TOTP codes
-  against its fixed secret, so the codes here are real RFC 6238 codes computed (cryptography's TOTP) from the
-  secret in the printed otpauth URI. (moto's secret is 60 bits, below pyotp's 112-bit floor, hence not pyotp.)
+- NEW_PASSWORD_REQUIRED, MFA_SETUP (AssociateSoftwareToken/VerifySoftwareToken with Session),
+  SOFTWARE_TOKEN_MFA, REFRESH_TOKEN_AUTH: implemented; with MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP=true moto
+  checks TOTP codes against its fixed secret, so the codes here are real RFC 6238 codes computed
+  (cryptography's TOTP) from the secret in the printed otpauth URI. (moto's secret is 60 bits, below pyotp's 112-bit floor, hence not pyotp.)
 - RevokeToken: not implemented (NotImplementedError), so logout's call is checked with botocore's Stubber,
   which validates the request against the service model.
 """
@@ -31,7 +31,8 @@ from botocore.stub import Stubber
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from moto import mock_aws
-from pycognito.aws_srp import G_HEX, N_HEX, calculate_u, compute_hkdf, hash_sha256, hex_hash, hex_to_long, pad_hex
+from pycognito.aws_srp import (G_HEX, N_HEX, calculate_u, compute_hkdf, hash_sha256, hex_hash, hex_to_long,
+                               pad_hex)
 
 from tools.fleetctl import session, settings
 from tools.fleetctl.errors import AuthRequired, InputError, RemoteError
@@ -43,7 +44,7 @@ NEW = "Correct-Horse-Battery-9"
 FROZEN = 1_790_000_000  # the TOTP clock of moto and of the authenticator app, frozen: no timed test
 
 
-# --- the server side of SRP, for the real password -----------------------------------------------------------
+# --- the server side of SRP, for the real password ----------------------------------------------------------
 
 class SrpCheckingCognito:
     """moto's cognito-idp client, with the SRP proof of USER_SRP_AUTH checked as Cognito checks it."""
@@ -78,7 +79,8 @@ class SrpCheckingCognito:
         if kwargs["ChallengeName"] == "PASSWORD_VERIFIER" and responses["PASSWORD_CLAIM_SIGNATURE"] != (
                 self._expected_signature(responses["PASSWORD_CLAIM_SECRET_BLOCK"], responses["TIMESTAMP"])):
             raise ClientError({"Error": {"Code": "NotAuthorizedException",
-                                         "Message": "Incorrect username or password."}}, "RespondToAuthChallenge")
+                                         "Message": "Incorrect username or password."}},
+                              "RespondToAuthChallenge")
         reply = self._client.respond_to_auth_challenge(**kwargs)
         if kwargs["ChallengeName"] == "NEW_PASSWORD_REQUIRED":
             self.passwords[responses["USERNAME"]] = responses["NEW_PASSWORD"]
@@ -88,11 +90,12 @@ class SrpCheckingCognito:
         u = calculate_u(self._big_a, self._big_b)
         shared = pow(self._big_a * pow(self._v, u, self.N), self._b, self.N)
         key = compute_hkdf(bytearray.fromhex(pad_hex(shared)), bytearray.fromhex(pad_hex(format(u, "x"))))
-        message = (self._pool_name + self._user_id).encode() + base64.b64decode(secret_block) + timestamp.encode()
+        message = ((self._pool_name + self._user_id).encode() + base64.b64decode(secret_block)
+                   + timestamp.encode())
         return base64.b64encode(hmac.new(key, message, hashlib.sha256).digest()).decode()
 
 
-# --- fixtures -------------------------------------------------------------------------------------------------
+# --- fixtures -----------------------------------------------------------------------------------------------
 
 @pytest.fixture
 def config_home(tmp_path, monkeypatch):
@@ -103,7 +106,8 @@ def config_home(tmp_path, monkeypatch):
 
 @pytest.fixture
 def pool(config_home, monkeypatch):
-    """The operator pool as stacks/identity/token_api.py builds it: MFA required, TOTP only, SRP, no secret."""
+    """The operator pool as stacks/identity/token_api.py builds it: MFA required, TOTP only, SRP, no
+    client secret."""
     monkeypatch.setenv("MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP", "true")
     import moto.cognitoidp.utils as moto_utils
     monkeypatch.setattr(moto_utils, "time", types.SimpleNamespace(time=lambda: FROZEN))
@@ -115,7 +119,8 @@ def pool(config_home, monkeypatch):
                                      SoftwareTokenMfaConfiguration={"Enabled": True})
         client_id = raw.create_user_pool_client(
             UserPoolId=pool_id, ClientName="fleetwarden-dev-fleetctl", GenerateSecret=False,
-            ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
+            ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+        )["UserPoolClient"]["ClientId"]
         raw.admin_create_user(UserPoolId=pool_id, Username="alice", TemporaryPassword=TEMPORARY,
                               MessageAction="SUPPRESS")
         client = SrpCheckingCognito(raw, pool_id)
@@ -178,7 +183,7 @@ def enrolled(pool):
     return operator
 
 
-# --- sign-in --------------------------------------------------------------------------------------------------
+# --- sign-in ------------------------------------------------------------------------------------------------
 
 def test_first_sign_in_replaces_the_password_enrols_totp_and_caches_the_tokens_privately(pool, config_home):
     operator = Operator(TEMPORARY)
@@ -239,7 +244,8 @@ def test_a_weak_new_password_is_refused_before_it_is_sent(pool):
         _login(pool, Operator(TEMPORARY, new_password="Short1pass"))
     assert caught.value.exit_code == 2
     assert "NEW_PASSWORD_REQUIRED" not in pool.client.challenges
-    assert pool.raw.admin_get_user(UserPoolId=pool.pool_id, Username="alice")["UserStatus"] == "FORCE_CHANGE_PASSWORD"
+    user = pool.raw.admin_get_user(UserPoolId=pool.pool_id, Username="alice")
+    assert user["UserStatus"] == "FORCE_CHANGE_PASSWORD"
 
 
 def test_the_new_password_must_be_typed_twice_the_same(pool):
@@ -288,11 +294,12 @@ def test_setup_mfa_replaces_the_authenticator_of_a_signed_in_operator(pool, enro
 
 def test_otpauth_uri_keeps_an_email_username_readable():
     uri = session.otpauth_uri("prod", "ops@example.com", "JBSWY3DPEHPK3PXP")
-    assert uri == "otpauth://totp/Fleetwarden-prod:ops@example.com?secret=JBSWY3DPEHPK3PXP&issuer=Fleetwarden-prod"
+    assert uri == ("otpauth://totp/Fleetwarden-prod:ops@example.com"
+                   "?secret=JBSWY3DPEHPK3PXP&issuer=Fleetwarden-prod")
     assert urllib.parse.unquote(urllib.parse.urlsplit(uri).path) == "/Fleetwarden-prod:ops@example.com"
 
 
-# --- the cached session ---------------------------------------------------------------------------------------
+# --- the cached session -------------------------------------------------------------------------------------
 
 def _never_called(region):
     raise AssertionError("Cognito must not be called while the cached ID token is fresh")
@@ -342,12 +349,13 @@ def test_a_session_file_others_can_read_is_refused(pool, enrolled, config_home):
 
 
 def test_a_session_from_another_app_client_is_not_used(pool, enrolled, config_home):
-    redeployed = Settings(stage="dev", region=REGION, outputs={**pool.settings.outputs, "FleetctlClientId": "new"})
+    redeployed = Settings(stage="dev", region=REGION,
+                          outputs={**pool.settings.outputs, "FleetctlClientId": "new"})
     with pytest.raises(AuthRequired):
         session.id_token(_never_called, redeployed)
 
 
-# --- logout ---------------------------------------------------------------------------------------------------
+# --- logout -------------------------------------------------------------------------------------------------
 
 def _stubbed(expect_token: str | None, client_id: str, error: str | None = None):
     client = boto3.client("cognito-idp", region_name=REGION)
@@ -404,9 +412,133 @@ def test_cognito_outages_are_remote_errors_not_auth_errors(pool, enrolled, confi
     (config_home / "dev" / "session.json").write_text(json.dumps(expired))
     client = boto3.client("cognito-idp", region_name=REGION)
     stubber = Stubber(client)
-    stubber.add_client_error("initiate_auth", service_error_code="InternalErrorException", http_status_code=500)
+    stubber.add_client_error("initiate_auth", service_error_code="InternalErrorException",
+                             http_status_code=500)
     stubber.activate()
 
     with pytest.raises(RemoteError, match="InternalErrorException") as caught:
         session.id_token(lambda region: client, pool.settings)
     assert caught.value.exit_code == 1
+
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+from tests.tools.test_token_issue import REPLY, api, no_proxy_or_ambient_token  # noqa: E402,F401 (fixtures)
+from tools.fleetctl import cli  # noqa: E402
+
+
+@pytest.fixture
+def configured(pool, api, monkeypatch):
+    """`fleetctl configure --stage dev` done (the provisioning-token API is a local server), Cognito is moto's
+    behind the SRP check."""
+    settings.save(Settings(stage="dev", region=REGION,
+                           outputs={**pool.settings.outputs, "ProvisioningTokenApiUrl": api.url + "/prod/"}))
+    monkeypatch.setattr(cli, "_cognito", lambda region: pool.client)
+    return pool
+
+
+class Keyboard:
+    """Answers the CLI's prompts; reads the otpauth URI off what the CLI printed so far."""
+
+    def __init__(self, capsys, monkeypatch, secrets: list[str], secret: str | None = None):
+        self.capsys, self.secrets, self.secret, self.seen, self.asked = capsys, list(secrets), secret, "", []
+        monkeypatch.setattr(cli, "_ask", self.ask)
+        monkeypatch.setattr(cli, "_ask_secret", self.ask_secret)
+
+    def ask(self, label):
+        self.asked.append(label)
+        if label == "Username":
+            return "alice"
+        self.seen += self.capsys.readouterr().out
+        uris = [line for line in self.seen.splitlines() if line.startswith("otpauth://")]
+        if uris:
+            self.secret = urllib.parse.parse_qs(urllib.parse.urlsplit(uris[-1]).query)["secret"][0]
+        return totp_code(self.secret)
+
+    def ask_secret(self, label):
+        self.asked.append(label)
+        return self.secrets.pop(0)
+
+
+def test_cli_first_login_then_token_issue_with_the_cached_session(run, configured, api, capsys, monkeypatch,
+                                                                  config_home):
+    keyboard = Keyboard(capsys, monkeypatch, [TEMPORARY, NEW, NEW])
+
+    result = run("login")
+
+    assert result.code == 0, result.err
+    assert keyboard.asked == ["Username", "Password", "New password", "Repeat the new password",
+                              "Code shown by the authenticator app"]
+    assert "otpauth://totp/Fleetwarden-dev:alice?" in keyboard.seen
+    assert "signed in to dev as alice" in result.out
+    cached = _cached(config_home)
+
+    # No --api-url, no --id-token: the stage's API URL and the session's ID token.
+    issued = run("token", "issue", "--serial", "SN-000123")
+
+    assert issued.code == 0, issued.err
+    assert json.loads(issued.out) == REPLY
+    assert api.requests[-1]["path"] == "/prod/provisioning-tokens"
+    assert api.requests[-1]["headers"]["Authorization"] == cached["id_token"]
+    # Scripts keep working: an exported token wins over the session.
+    monkeypatch.setenv("FLEETWARDEN_ID_TOKEN", "scripted.token.value")
+    assert run("token", "issue", "--serial", "SN-000123").code == 0
+    assert api.requests[-1]["headers"]["Authorization"] == "scripted.token.value"
+
+
+def test_cli_second_login_asks_for_the_code_and_setup_mfa_needs_no_password(run, configured, enrolled, capsys,
+                                                                            monkeypatch, config_home):
+    (config_home / "dev" / "session.json").unlink()
+    keyboard = Keyboard(capsys, monkeypatch, [NEW], secret=enrolled.secret)
+    assert run("login", "--username", "alice").code == 0
+    assert keyboard.asked == ["Password", "Code from your authenticator app"]
+
+    keyboard.asked.clear()
+    result = run("login", "--setup-mfa")
+
+    assert result.code == 0, result.err
+    assert keyboard.asked == ["Code shown by the authenticator app"]  # signed in: no password asked again
+    assert "otpauth://totp/Fleetwarden-dev:alice?" in keyboard.seen
+
+
+def test_cli_has_no_password_flag(run, configured):
+    run("login", "--password", "x").assert_one_error_line(2, "--password")
+
+
+def test_cli_expired_and_revoked_session_says_run_fleetctl_login(run, configured, enrolled, api, config_home):
+    expired = _cached(config_home)
+    expired["id_token_expires_at"] = 0
+    (config_home / "dev" / "session.json").write_text(json.dumps(expired))
+    configured.raw.admin_user_global_sign_out(UserPoolId=configured.pool_id, Username="alice")
+
+    run("token", "issue", "--serial", "SN-000123").assert_one_error_line(2, "run fleetctl login")
+    assert api.requests == []
+
+
+def test_cli_never_signed_in(run, configured, api):
+    run("command", "list", "--api-url", api.url).assert_one_error_line(2, "not signed in",
+                                                                        "run fleetctl login")
+
+
+def test_cli_not_configured_says_configure_then_login(run, api, config_home):
+    run("token", "issue", "--serial", "SN-000123", "--api-url", api.url).assert_one_error_line(
+        2, "run fleetctl configure --stage STAGE, then fleetctl login", "FLEETWARDEN_ID_TOKEN")
+
+
+def test_cli_refuses_a_session_file_others_can_read(run, configured, enrolled, api, config_home):
+    (config_home / "dev" / "session.json").chmod(0o640)
+    run("token", "issue", "--serial", "SN-000123").assert_one_error_line(2, "mode 0640")
+    assert api.requests == []
+
+
+def test_cli_logout(run, configured, enrolled, config_home, monkeypatch):
+    cached = _cached(config_home)
+    client, stubber = _stubbed(cached["refresh_token"], cached["client_id"])
+    monkeypatch.setattr(cli, "_cognito", lambda region: client)
+
+    result = run("logout")
+
+    assert result.code == 0 and "signed out of dev" in result.out
+    stubber.assert_no_pending_responses()
+    assert not (config_home / "dev" / "session.json").exists()
+    assert "not signed in to dev" in run("logout").out

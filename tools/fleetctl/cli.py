@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from . import commands, defense, files, pki, settings, telemetry, tokens
+from . import commands, defense, files, pki, session, settings, telemetry, tokens
 from .errors import InputError, RemoteError
 from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
 
@@ -88,18 +88,51 @@ def _stage_resource(explicit: str | None, stage: str | None, output_key: str, re
 def _api(api_url: str | None, id_token: str | None, stage: str | None, output_key: str) -> tuple[str, str]:
     """(API base URL, ID token) for an operator API call."""
     url = _stage_value(api_url, stage, output_key)
-    return url, _id_token(id_token)
+    return url, _id_token(id_token, stage)
 
 
-def _id_token(id_token: str | None) -> str:
-    return tokens.clean_id_token(id_token or os.environ.get(tokens.ID_TOKEN_ENV))
+def _id_token(id_token: str | None, stage: str | None) -> str:
+    """--id-token, else $FLEETWARDEN_ID_TOKEN (scripts), else the session of `fleetctl login` (refreshed)."""
+    explicit = id_token or os.environ.get(tokens.ID_TOKEN_ENV)
+    if explicit:
+        return tokens.clean_id_token(explicit)
+    try:
+        stored = settings.load(stage)
+    except InputError as exc:
+        if "run fleetctl configure" not in str(exc):
+            raise
+        raise InputError(f"{exc}, then fleetctl login (scripts: --id-token or "
+                         f"{tokens.ID_TOKEN_ENV})") from None
+    return session.id_token(_cognito, stored)
+
+
+def _cognito(region: str):
+    """A cognito-idp client. Sign-in operations are unauthenticated: no AWS credentials are needed."""
+    return defense.client_factory(region)("cognito-idp")
+
+
+def _ask(label: str) -> str:
+    return click.prompt(label, type=str)
+
+
+def _ask_secret(label: str) -> str:
+    # Passwords are only ever typed (hidden), never a flag: a flag would land in the shell history and `ps`.
+    return click.prompt(label, type=str, hide_input=True)
+
+
+class _Echo:
+    """session's `out`: a text stream written through click.echo."""
+
+    @staticmethod
+    def write(text: str) -> None:
+        click.echo(text, nl=False)
 
 
 def _print_json(value) -> None:
     click.echo(json.dumps(value, indent=2))
 
 
-# --- root ----------------------------------------------------------------------------------------------------
+# --- root ---------------------------------------------------------------------------------------------------
 
 @click.group(context_settings=CONTEXT)
 def cli() -> None:
@@ -123,7 +156,44 @@ def configure_cmd(stage: str, region: str | None) -> int:
     return 0
 
 
-# --- ca ------------------------------------------------------------------------------------------------------
+@cli.command("login")
+@click.option("--username", help="your operator user name or email (asked if absent)")
+@click.option("--setup-mfa", is_flag=True,
+              help="enrol a new authenticator app (prints an otpauth:// URI and a QR code); signs in first "
+                   "if needed")
+@stage_option
+def login_cmd(username: str | None, setup_mfa: bool, stage: str | None) -> int:
+    """Sign in to the stage's operator pool: password (SRP, never sent) and authenticator code. The first
+    sign-in also replaces the invitation's temporary password and enrols the authenticator app. The session
+    is cached 0600 in the config directory and refreshed on its own until it expires (12 h)."""
+    stored = settings.load(stage)
+    if setup_mfa and session.signed_in(_cognito, stored):
+        session.setup_mfa(_cognito, stored, _ask, _Echo())
+        click.echo(f"the new authenticator app is now the one {stored.stage} asks codes from")
+        return 0
+    username = username or _ask("Username")
+    enrolled = session.login(_cognito(stored.region), stored, username, password_prompt=_ask_secret,
+                             code_prompt=_ask, new_password_prompt=_ask_secret, out=_Echo())
+    if setup_mfa and not enrolled:
+        session.setup_mfa(_cognito, stored, _ask, _Echo())
+    click.echo(f"signed in to {stored.stage} as {username}; session cached in "
+               f"{session.session_path(stored.stage)}")
+    return 0
+
+
+@cli.command("logout")
+@stage_option
+def logout_cmd(stage: str | None) -> int:
+    """Revoke the cached session at Cognito and delete it."""
+    stored = settings.load(stage)
+    if session.logout(_cognito, stored, _Echo()):
+        click.echo(f"signed out of {stored.stage}: session deleted")
+    else:
+        click.echo(f"not signed in to {stored.stage}")
+    return 0
+
+
+# --- ca -----------------------------------------------------------------------------------------------------
 
 @cli.group("ca")
 def ca() -> None:
@@ -167,7 +237,7 @@ def ca_verification_cert(ca_dir: str, registration_code: str, out: str, force: b
     return 0
 
 
-# --- device --------------------------------------------------------------------------------------------------
+# --- device -------------------------------------------------------------------------------------------------
 
 @cli.group("device")
 def device() -> None:
@@ -231,7 +301,7 @@ _device_admin_command("quarantine", "Contain a device (via the device-admin func
 _device_admin_command("reinstate", "End a quarantine (revoked certificates stay revoked).")
 
 
-# --- incidents -----------------------------------------------------------------------------------------------
+# --- incidents ----------------------------------------------------------------------------------------------
 
 @cli.group("incidents")
 def incidents() -> None:
@@ -256,7 +326,7 @@ def incidents_list(table: str | None, thing: str | None, since: str | None, limi
     return 0
 
 
-# --- token ---------------------------------------------------------------------------------------------------
+# --- token --------------------------------------------------------------------------------------------------
 
 @cli.group("token")
 def token() -> None:
@@ -277,7 +347,7 @@ def token_issue(serial: str, serial_pattern: str, api_url: str | None, id_token:
     return 0
 
 
-# --- command -------------------------------------------------------------------------------------------------
+# --- command ------------------------------------------------------------------------------------------------
 
 @cli.group("command")
 def command() -> None:
@@ -405,7 +475,7 @@ def command_public_key(out, force, api_url, id_token, stage) -> int:
     return 0
 
 
-# --- telemetry -----------------------------------------------------------------------------------------------
+# --- telemetry ----------------------------------------------------------------------------------------------
 
 @cli.group("telemetry")
 def telemetry_group() -> None:
@@ -433,7 +503,7 @@ def telemetry_query(thing, start, end, metric, database, workgroup, table, as_js
     return 0
 
 
-# --- entry point -----------------------------------------------------------------------------------------------
+# --- entry point --------------------------------------------------------------------------------------------
 
 def _fail(message: str) -> None:
     # Exactly one line, whatever the message contains.

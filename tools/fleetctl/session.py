@@ -6,8 +6,8 @@ they live only in <config dir>/<stage>/session.json (0600, replaced atomically, 
 never printed, logged or put in an error message. A session file others can read is refused, as ssh refuses
 a private key with loose permissions.
 
-Challenge names and their ChallengeResponses keys (PASSWORD_VERIFIER, NEW_PASSWORD_REQUIRED, MFA_SETUP with the
-Session from VerifySoftwareToken, SOFTWARE_TOKEN_MFA with SOFTWARE_TOKEN_MFA_CODE):
+Challenge names and their ChallengeResponses keys (PASSWORD_VERIFIER, NEW_PASSWORD_REQUIRED, MFA_SETUP with
+the Session from VerifySoftwareToken, SOFTWARE_TOKEN_MFA with SOFTWARE_TOKEN_MFA_CODE):
 https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_RespondToAuthChallenge.html
 """
 
@@ -34,8 +34,8 @@ MFA_DEVICE_NAME = "fleetctl"
 # The challenges a sign-in can go through on this pool; more steps than this means a loop: stop.
 _MAX_CHALLENGES = 6
 
-# The operator pool's policy (stacks/identity/token_api.py; tests/identity checks the template matches), checked
-# before sending so a weak new password gets a clear message. Allowed symbols and the 256-character maximum:
+# The operator pool's policy (stacks/identity/token_api.py; tests/identity checks the template matches),
+# checked before sending so a weak new password gets a clear message. Allowed symbols, 256 characters at most:
 # https://docs.aws.amazon.com/cognito/latest/developerguide/user-pool-settings-policies.html
 PASSWORD_POLICY = {"MinimumLength": 14, "RequireLowercase": True, "RequireUppercase": True,
                    "RequireNumbers": True, "RequireSymbols": True}
@@ -59,7 +59,7 @@ _INPUT_ERRORS = {
 Prompt = Callable[[str], str]
 
 
-# --- the token cache ------------------------------------------------------------------------------------------
+# --- the token cache ----------------------------------------------------------------------------------------
 
 def session_path(stage: str) -> Path:
     return stage_dir(stage) / SESSION_FILE
@@ -89,7 +89,8 @@ def _read(settings: Settings, *, for_logout: bool = False) -> dict[str, Any]:
         except ValueError:
             record = None
     if (not isinstance(record, dict) or record.get("client_id") != settings.get("FleetctlClientId")
-            or not all(isinstance(record.get(k), str) for k in ("id_token", "access_token", "refresh_token"))):
+            or not all(isinstance(record.get(k), str) for k in ("id_token", "access_token",
+                                                                "refresh_token"))):
         # Damaged, or issued by a client this stage no longer has (redeployed): sign in again.
         raise AuthRequired()
     return record
@@ -107,8 +108,9 @@ def _record(settings: Settings, username: str, result: dict[str, Any],
         "username": username,
         "id_token": result["IdToken"],
         "access_token": result["AccessToken"],
-        # REFRESH_TOKEN_AUTH returns no refresh token (unless rotation is on, which the CLI client does not use):
-        # keep the one from sign-in. https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-refresh-token.html
+        # REFRESH_TOKEN_AUTH returns no refresh token (unless rotation is on, which the CLI client does not
+        # use): keep the one from sign-in.
+        # https://docs.aws.amazon.com/cognito/latest/developerguide/amazon-cognito-user-pools-using-the-refresh-token.html
         "refresh_token": result.get("RefreshToken") or refresh_token,
         "id_token_expires_at": _expiry(result["IdToken"], now + expires_in),
         "access_token_expires_at": _expiry(result["AccessToken"], now + expires_in),
@@ -130,7 +132,8 @@ def _expiry(token: str, fallback: int) -> int:
 def _fresh(client_factory: Callable[[str], Any], settings: Settings) -> dict[str, Any]:
     """The cached session, refreshed with the refresh token when its ID or access token is about to expire."""
     record = _read(settings)
-    soonest = min(int(record.get("id_token_expires_at") or 0), int(record.get("access_token_expires_at") or 0))
+    soonest = min(int(record.get("id_token_expires_at") or 0),
+                  int(record.get("access_token_expires_at") or 0))
     if soonest - time.time() > MIN_REMAINING_SECONDS:
         return record
     client = client_factory(settings.region)
@@ -144,12 +147,21 @@ def _fresh(client_factory: Callable[[str], Any], settings: Settings) -> dict[str
     return record
 
 
+def signed_in(client_factory: Callable[[str], Any], settings: Settings) -> bool:
+    """True if the stage has a usable session (refreshing it if need be)."""
+    try:
+        _fresh(client_factory, settings)
+    except AuthRequired:
+        return False
+    return True
+
+
 def id_token(client_factory: Callable[[str], Any], settings: Settings) -> str:
-    """The signed-in operator's ID token for the stage's APIs (refreshed if needed); AuthRequired otherwise."""
+    """The signed-in operator's ID token for the stage's APIs (refreshed if needed), else AuthRequired."""
     return _fresh(client_factory, settings)["id_token"]
 
 
-# --- sign-in --------------------------------------------------------------------------------------------------
+# --- sign-in ------------------------------------------------------------------------------------------------
 
 def login(client, settings: Settings, username: str, password_prompt: Prompt, code_prompt: Prompt,
           new_password_prompt: Prompt, out: TextIO) -> bool:
@@ -170,8 +182,8 @@ def login(client, settings: Settings, username: str, password_prompt: Prompt, co
     auth_parameters = srp.get_auth_params()  # USERNAME, SRP_A
     reply = _cognito(client.initiate_auth, AuthFlow="USER_SRP_AUTH", ClientId=client_id,
                      AuthParameters=auth_parameters)
-    # After PASSWORD_VERIFIER, Cognito's own name for the user (the sub when signing in with an email alias) is
-    # the USERNAME of every later challenge response.
+    # After PASSWORD_VERIFIER, Cognito's own name for the user (the sub when signing in with an email alias)
+    # is the USERNAME of every later challenge response.
     cognito_username, enrolled = username, False
     for _ in range(_MAX_CHALLENGES):
         if reply.get("AuthenticationResult"):
@@ -207,7 +219,8 @@ def login(client, settings: Settings, username: str, password_prompt: Prompt, co
     return enrolled
 
 
-def setup_mfa(client_factory: Callable[[str], Any], settings: Settings, code_prompt: Prompt, out: TextIO) -> None:
+def setup_mfa(client_factory: Callable[[str], Any], settings: Settings, code_prompt: Prompt,
+              out: TextIO) -> None:
     """Enrol a new authenticator app for the signed-in operator (replaces the old one once verified)."""
     record = _fresh(client_factory, settings)
     client = client_factory(settings.region)
@@ -223,8 +236,8 @@ def _enrol(client, stage: str, username: str, code_prompt: Prompt, out: TextIO, 
            access_token: str | None = None) -> str | None:
     """AssociateSoftwareToken -> show the secret (otpauth URI + QR) -> VerifySoftwareToken with a code.
 
-    Authorised by the MFA_SETUP challenge's Session, or by an access token; returns VerifySoftwareToken's Session
-    (the one MFA_SETUP must be answered with).
+    Authorised by the MFA_SETUP challenge's Session, or by an access token; returns VerifySoftwareToken's
+    Session (the one MFA_SETUP must be answered with).
     https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_AssociateSoftwareToken.html
     https://docs.aws.amazon.com/cognito-user-identity-pools/latest/APIReference/API_VerifySoftwareToken.html
     """
@@ -237,7 +250,8 @@ def _enrol(client, stage: str, username: str, code_prompt: Prompt, out: TextIO, 
     code = _code(code_prompt, "Code shown by the authenticator app")
     if session:
         auth = {"Session": associated.get("Session") or session}
-    verified = _cognito(client.verify_software_token, UserCode=code, FriendlyDeviceName=MFA_DEVICE_NAME, **auth)
+    verified = _cognito(client.verify_software_token, UserCode=code, FriendlyDeviceName=MFA_DEVICE_NAME,
+                        **auth)
     if verified.get("Status") != "SUCCESS":
         raise InputError("the authenticator code was not accepted: run fleetctl login again")
     out.write("Authenticator enrolled.\n")
@@ -314,10 +328,11 @@ def _refuse_required_attributes(parameters: dict[str, Any]) -> None:
         required = []
     if required:
         names = ", ".join(str(name).removeprefix("userAttributes.") for name in required)
-        raise RemoteError(f"the pool requires attributes fleetctl does not set ({names}): ask an admin to set them")
+        raise RemoteError(f"the pool requires attributes fleetctl does not set ({names}): "
+                          "ask an admin to set them")
 
 
-# --- logout ---------------------------------------------------------------------------------------------------
+# --- logout -------------------------------------------------------------------------------------------------
 
 def logout(client_factory: Callable[[str], Any], settings: Settings, out: TextIO) -> bool:
     """Revoke the refresh token (best effort) and delete the cached session. False if there was none."""
@@ -339,7 +354,7 @@ def logout(client_factory: Callable[[str], Any], settings: Settings, out: TextIO
     return existed
 
 
-# --- Cognito calls --------------------------------------------------------------------------------------------
+# --- Cognito calls ------------------------------------------------------------------------------------------
 
 def _cognito(operation, *, refreshing: bool = False, **kwargs) -> dict[str, Any]:
     """Call a Cognito operation; its errors become one clear line (never a token, never a traceback)."""
@@ -353,7 +368,8 @@ def _cognito(operation, *, refreshing: bool = False, **kwargs) -> dict[str, Any]
         if refreshing and code == "NotAuthorizedException":
             raise AuthRequired() from None  # refresh token expired or revoked
         if code in _INPUT_ERRORS:
-            raise InputError(f"{_INPUT_ERRORS[code]}: {message}" if message else _INPUT_ERRORS[code]) from None
+            what = _INPUT_ERRORS[code]
+            raise InputError(f"{what}: {message}" if message else what) from None
         raise RemoteError(f"Cognito {exc.operation_name} failed: {code}: {message}") from None
     except BotoCoreError as exc:
         raise RemoteError(f"cannot reach Cognito: {exc}") from None
