@@ -8,7 +8,8 @@ What moto checks and what it does not (moto/cognitoidp/models.py, 5.2.5):
 - NEW_PASSWORD_REQUIRED, MFA_SETUP (AssociateSoftwareToken/VerifySoftwareToken with Session),
   SOFTWARE_TOKEN_MFA, REFRESH_TOKEN_AUTH: implemented; with MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP=true moto
   checks TOTP codes against its fixed secret, so the codes here are real RFC 6238 codes computed
-  (cryptography's TOTP) from the secret in the printed otpauth URI. (moto's secret is 60 bits, below pyotp's 112-bit floor, hence not pyotp.)
+  (cryptography's TOTP) from the secret in the printed otpauth URI (moto's secret is 60 bits, below pyotp's
+  112-bit floor, hence not pyotp).
 - RevokeToken: not implemented (NotImplementedError), so logout's call is checked with botocore's Stubber,
   which validates the request against the service model.
 """
@@ -542,3 +543,15 @@ def test_cli_logout(run, configured, enrolled, config_home, monkeypatch):
     stubber.assert_no_pending_responses()
     assert not (config_home / "dev" / "session.json").exists()
     assert "not signed in to dev" in run("logout").out
+
+
+@pytest.mark.parametrize("damage", [
+    lambda cached: "not json{",
+    lambda cached: json.dumps({**cached, "id_token_expires_at": "soon"}),
+    lambda cached: json.dumps({k: v for k, v in cached.items() if k != "refresh_token"}),
+])
+def test_a_damaged_session_file_asks_to_sign_in_again(run, configured, enrolled, api, config_home, damage):
+    path = config_home / "dev" / "session.json"
+    path.write_text(damage(_cached(config_home)))
+    run("token", "issue", "--serial", "SN-000123").assert_one_error_line(2, "run fleetctl login")
+    assert api.requests == []

@@ -81,19 +81,28 @@ def _read(settings: Settings, *, for_logout: bool = False) -> dict[str, Any]:
         raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
     with os.fdopen(fd) as handle:
         info = os.fstat(handle.fileno())
-        if (info.st_uid != os.getuid() or info.st_mode & 0o077) and not for_logout:
-            raise InputError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o} or another owner: refusing a "
-                             "session others can read; delete it and run fleetctl login")
+        if not for_logout:
+            if info.st_uid != os.getuid():
+                raise InputError(f"{path} belongs to another user: refusing it; delete it and run "
+                                 "fleetctl login")
+            if info.st_mode & 0o077:
+                raise InputError(f"{path} has mode {stat.S_IMODE(info.st_mode):04o}, readable by others: "
+                                 "refusing it; delete it and run fleetctl login")
         try:
             record = json.loads(handle.read())
         except ValueError:
             record = None
-    if (not isinstance(record, dict) or record.get("client_id") != settings.get("FleetctlClientId")
-            or not all(isinstance(record.get(k), str) for k in ("id_token", "access_token",
-                                                                "refresh_token"))):
+    if not _well_formed(record) or record["client_id"] != settings.get("FleetctlClientId"):
         # Damaged, or issued by a client this stage no longer has (redeployed): sign in again.
         raise AuthRequired()
     return record
+
+
+def _well_formed(record: Any) -> bool:
+    return (isinstance(record, dict)
+            and all(isinstance(record.get(k), str) and record[k]
+                    for k in ("client_id", "id_token", "access_token", "refresh_token"))
+            and all(type(record.get(k)) is int for k in ("id_token_expires_at", "access_token_expires_at")))
 
 
 def _record(settings: Settings, username: str, result: dict[str, Any],
@@ -132,8 +141,7 @@ def _expiry(token: str, fallback: int) -> int:
 def _fresh(client_factory: Callable[[str], Any], settings: Settings) -> dict[str, Any]:
     """The cached session, refreshed with the refresh token when its ID or access token is about to expire."""
     record = _read(settings)
-    soonest = min(int(record.get("id_token_expires_at") or 0),
-                  int(record.get("access_token_expires_at") or 0))
+    soonest = min(record["id_token_expires_at"], record["access_token_expires_at"])
     if soonest - time.time() > MIN_REMAINING_SECONDS:
         return record
     client = client_factory(settings.region)
