@@ -443,8 +443,14 @@ class Keyboard:
 
     def __init__(self, capsys, monkeypatch, secrets: list[str], secret: str | None = None):
         self.capsys, self.secrets, self.secret, self.seen, self.asked = capsys, list(secrets), secret, "", []
-        monkeypatch.setattr(cli, "_ask", self.ask)
-        monkeypatch.setattr(cli, "_ask_secret", self.ask_secret)
+        self.hidden: list[str] = []
+        monkeypatch.setattr(cli.click, "prompt", self.prompt)
+
+    def prompt(self, label, type=str, hide_input=False):  # click.prompt, as the CLI calls it
+        if hide_input:
+            self.hidden.append(label)
+            return self.ask_secret(label)
+        return self.ask(label)
 
     def ask(self, label):
         self.asked.append(label)
@@ -470,6 +476,7 @@ def test_cli_first_login_then_token_issue_with_the_cached_session(run, configure
     assert result.code == 0, result.err
     assert keyboard.asked == ["Username", "Password", "New password", "Repeat the new password",
                               "Code shown by the authenticator app"]
+    assert keyboard.hidden == ["Password", "New password", "Repeat the new password"]  # never echoed
     assert "otpauth://totp/Fleetwarden-dev:alice?" in keyboard.seen
     assert "signed in to dev as alice" in result.out
     cached = _cached(config_home)
@@ -555,3 +562,9 @@ def test_a_damaged_session_file_asks_to_sign_in_again(run, configured, enrolled,
     path.write_text(damage(_cached(config_home)))
     run("token", "issue", "--serial", "SN-000123").assert_one_error_line(2, "run fleetctl login")
     assert api.requests == []
+
+
+def test_the_qr_code_on_a_terminal_brings_its_own_colours():
+    # On a dark terminal, glyphs drawn in the terminal's light text colour would invert the code.
+    assert "\x1b[48;5;232m" in session.qr_text("otpauth://totp/x?secret=JBSWY3DP", terminal=True)
+    assert "\x1b[" not in session.qr_text("otpauth://totp/x?secret=JBSWY3DP")

@@ -127,6 +127,10 @@ class _Echo:
     def write(text: str) -> None:
         click.echo(text, nl=False)
 
+    @staticmethod
+    def isatty() -> bool:
+        return sys.stdout.isatty()
+
 
 def _print_json(value) -> None:
     click.echo(json.dumps(value, indent=2))

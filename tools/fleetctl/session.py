@@ -253,7 +253,7 @@ def _enrol(client, stage: str, username: str, code_prompt: Prompt, out: TextIO, 
     associated = _cognito(client.associate_software_token, **auth)
     uri = otpauth_uri(stage, username, associated["SecretCode"])
     out.write("Scan this QR code with your authenticator app, or add the URI below by hand:\n")
-    out.write(qr_text(uri))
+    out.write(qr_text(uri, terminal=bool(getattr(out, "isatty", lambda: False)())))
     out.write(uri + "\n")
     code = _code(code_prompt, "Code shown by the authenticator app")
     if session:
@@ -273,17 +273,22 @@ def otpauth_uri(stage: str, username: str, secret: str) -> str:
     return f"otpauth://totp/{label}?" + urllib.parse.urlencode({"secret": secret, "issuer": issuer})
 
 
-def qr_text(data: str) -> str:
-    """`data` as a QR code drawn with block characters (light modules solid: for dark terminals)."""
+def qr_text(data: str, terminal: bool = False) -> str:
+    """`data` as a QR code drawn with half-block characters. On a terminal, with explicit black-on-white ANSI
+    colours so it scans whatever the terminal's own colours; otherwise dark modules are the glyphs."""
     import io
 
     import qrcode
 
+    class Buffer(io.StringIO):
+        def isatty(self) -> bool:  # qrcode writes the colour codes only to a terminal
+            return terminal
+
     qr = qrcode.QRCode(border=2)
     qr.add_data(data)
     qr.make(fit=True)
-    buffer = io.StringIO()
-    qr.print_ascii(out=buffer)
+    buffer = Buffer()
+    qr.print_ascii(out=buffer, tty=terminal)
     return buffer.getvalue()
 
 
