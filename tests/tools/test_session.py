@@ -224,6 +224,21 @@ def test_later_sign_in_asks_for_the_authenticator_code(pool, enrolled, config_ho
     assert _cached(config_home)["id_token"]
 
 
+def test_signing_in_again_revokes_the_session_it_replaces(pool, enrolled, config_home):
+    """A replaced session must not stay usable by whoever copied its refresh token (moto has no RevokeToken:
+    the call is recorded at the client boundary)."""
+    old = _cached(config_home)
+    revoked = []
+    pool.client.revoke_token = lambda **kwargs: revoked.append(kwargs) or {}
+    operator = Operator(NEW)
+    operator.secret = enrolled.secret
+
+    assert _login(pool, operator) is False
+
+    assert revoked == [{"Token": old["refresh_token"], "ClientId": old["client_id"]}]
+    assert _cached(config_home)["refresh_token"] != old["refresh_token"]
+
+
 def test_a_wrong_authenticator_code_is_refused_and_nothing_is_cached(pool, enrolled, config_home):
     (config_home / "dev" / "session.json").unlink()
     operator = Operator(NEW)

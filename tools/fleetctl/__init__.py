@@ -1,6 +1,8 @@
-"""fleetctl: the Fleetwarden operator CLI (device PKI and provisioning tokens).
+"""fleetctl: the Fleetwarden operator CLI (the factory, the field, incidents, commands, telemetry, alerts).
 
 Logic lives in plain modules so it can be tested without the command line:
-`serials` (thing-name rules), `files` (PEM loading and safe writes), `pki` (certificates),
-`tokens` (provisioning-token API client). `cli` only parses arguments and maps errors to exit codes.
+`settings` (a stage's stack outputs, read once by `fleetctl configure`), `session` (Cognito sign-in and the
+token cache), `serials` (thing-name rules), `files` (PEM loading and safe writes), `pki` (certificates),
+`tokens` and `commands` (operator API clients), `defense` (incidents, quarantine), `telemetry` (Athena).
+`cli` only declares the commands (click) and maps errors to exit codes.
 """

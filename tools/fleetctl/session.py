@@ -223,8 +223,27 @@ def login(client, settings: Settings, username: str, password_prompt: Prompt, co
     result = reply.get("AuthenticationResult")
     if not result:
         raise RemoteError("Cognito did not finish the sign-in (too many challenges)")
+    previous = _previous(settings)
     _write(settings, _record(settings, username, result))
+    if previous is not None:  # the replaced session must not stay usable by whoever copied it
+        _revoke(client, previous, out)
     return enrolled
+
+
+def _previous(settings: Settings) -> dict[str, Any] | None:
+    try:
+        return _read(settings, for_logout=True)
+    except InputError:  # none, damaged, or from another client: nothing to revoke
+        return None
+
+
+def _revoke(client, record: dict[str, Any], out: TextIO) -> None:
+    """RevokeToken invalidates the refresh token and the access tokens it issued (best effort):
+    https://docs.aws.amazon.com/cognito/latest/developerguide/token-revocation.html"""
+    try:
+        _cognito(client.revoke_token, Token=record["refresh_token"], ClientId=record["client_id"])
+    except (InputError, RemoteError) as exc:
+        out.write(f"could not revoke the session at Cognito ({exc}); it expires on its own\n")
 
 
 def setup_mfa(client_factory: Callable[[str], Any], settings: Settings, code_prompt: Prompt,
@@ -350,18 +369,9 @@ def _refuse_required_attributes(parameters: dict[str, Any]) -> None:
 def logout(client_factory: Callable[[str], Any], settings: Settings, out: TextIO) -> bool:
     """Revoke the refresh token (best effort) and delete the cached session. False if there was none."""
     path = session_path(settings.stage)
-    try:
-        record = _read(settings, for_logout=True)
-    except InputError:  # none, damaged, or from another client: nothing to revoke
-        record = None
+    record = _previous(settings)
     if record is not None:
-        # RevokeToken invalidates the refresh token and the access tokens it issued:
-        # https://docs.aws.amazon.com/cognito/latest/developerguide/token-revocation.html
-        try:
-            _cognito(client_factory(settings.region).revoke_token, Token=record["refresh_token"],
-                     ClientId=record["client_id"])
-        except (InputError, RemoteError) as exc:
-            out.write(f"could not revoke the session at Cognito ({exc}); it expires on its own\n")
+        _revoke(client_factory(settings.region), record, out)
     existed = path.exists()
     path.unlink(missing_ok=True)
     return existed
