@@ -93,6 +93,7 @@ class AlertsApi(Construct):
             "method.request.querystring.thing": True,
             "method.request.querystring.from": False,
             "method.request.querystring.to": False,
+            "method.request.querystring.code": False,
             "method.request.querystring.limit": False,
             "method.request.querystring.next": False,
         })

@@ -360,6 +360,10 @@ BAD_LIST_QUERIES = {
     "limit padded": {"thing": THING, "limit": " 5"},
     "limit huge": {"thing": THING, "limit": "9" * 40},
     "unknown parameter": {"thing": THING, "form": "2023-11-14T00:00:00Z"},
+    "code negative": {"thing": THING, "code": "-1"},
+    "code text": {"thing": THING, "code": "E42"},
+    "code above the schema's maximum": {"thing": THING, "code": str(2**31)},
+    "code padded": {"thing": THING, "code": " 104"},
 }
 
 
@@ -368,6 +372,22 @@ def test_bad_list_query_is_400(aws, context, query):
     status, headers, body = call(api_event(query=query), context)
     assert status == 400 and set(body) == {"message"} and body["message"]
     assert headers["Cache-Control"] == "no-store"
+
+
+def test_code_filter_returns_only_that_code_across_pages(aws, context):
+    """`code` is a filter after the key condition: pages may come back short or empty, but
+    following `next` yields exactly the alerts with that code, newest first."""
+    wanted = [s for s in aws.stored if s["thing"] == THING and s["code"] == 104]
+    assert len(wanted) == 1
+    for limit in ("1", "2", "50"):
+        items, pages = list_all(context, {"thing": THING, "code": "104", "limit": limit})
+        assert [item["id"] for item in items] == [wanted[0]["alert_id"]]
+        assert all(item["code"] == 104 for item in items)
+    # Each request evaluates limit + 1 = 2 of THING's 7 alerts: 4 pages, most of them empty.
+    assert list_all(context, {"thing": THING, "code": "104", "limit": "1"})[1] == 4
+    assert list_all(context, {"thing": THING, "code": "999"})[0] == []
+    other = list_all(context, {"thing": OTHER, "code": "104"})[0]
+    assert other == []  # the code of one thing's alert never shows under another
 
 
 def test_repeated_parameter_is_400(aws, context):

@@ -29,7 +29,11 @@ def _base(api_url: str) -> str:
 
 
 def call(api_url: str, id_token: str | None, method: str, path: str, *, body: Any = None,
-         query: dict[str, str] | None = None, timeout: float | None = None) -> dict:
+         query: dict[str, str] | None = None, timeout: float | None = None, api_name: str = "command API",
+         not_authorised: str = NOT_AUTHORISED) -> dict:
+    """One JSON request to a Cognito-authorised REST API; the decoded JSON object it answers.
+
+    `api_name` and `not_authorised` word the errors for the API being called (a 401/403 says who may)."""
     url = _base(api_url) + path
     if query:
         url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
@@ -42,8 +46,8 @@ def call(api_url: str, id_token: str | None, method: str, path: str, *, body: An
             payload = response.read()
     except urllib.error.HTTPError as exc:
         if exc.code in (401, 403):
-            raise RemoteError(NOT_AUTHORISED) from None
-        raise RemoteError(f"command API returned HTTP {exc.code} {exc.reason}{_detail(exc)}") from None
+            raise RemoteError(not_authorised) from None
+        raise RemoteError(f"{api_name} returned HTTP {exc.code} {exc.reason}{_detail(exc)}") from None
     except urllib.error.URLError as exc:
         raise RemoteError(f"cannot reach {url}: {exc.reason}") from None
     except TimeoutError:
@@ -53,9 +57,9 @@ def call(api_url: str, id_token: str | None, method: str, path: str, *, body: An
     try:
         answer = json.loads(payload)
     except ValueError:
-        raise RemoteError("command API returned a response that is not JSON") from None
+        raise RemoteError(f"{api_name} returned a response that is not JSON") from None
     if not isinstance(answer, dict):
-        raise RemoteError("command API returned an unexpected response")
+        raise RemoteError(f"{api_name} returned an unexpected response")
     return answer
 
 

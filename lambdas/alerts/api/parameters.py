@@ -1,6 +1,6 @@
 """The alerts API's request parameters, checked and normalised: GET /alerts's query string
-(thing, from/to instants in sort-key form, limit, and the opaque page token) and GET
-/alerts/{id}/trace's alert id. Anything wrong is a BadRequest (a 400) with a message for the caller."""
+(thing, from/to instants in sort-key form, an optional alert code, limit, and the opaque page
+token) and GET /alerts/{id}/trace's alert id. Anything wrong is a BadRequest (a 400) with a message for the caller."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
 from urllib.parse import unquote
 
-from alerts.model import ALERT_ID_PATTERN, ALERTS_TABLE_PARTITION_KEY, ALERTS_TABLE_SORT_KEY, THING_PATTERN
+from alerts.model import (
+    ALERT_ID_PATTERN, ALERTS_TABLE_PARTITION_KEY, ALERTS_TABLE_SORT_KEY, MAX_CODE, THING_PATTERN,
+)
 from shared.api import ApiError
 
 INVALID = "AlertRequestsInvalid"  # the outcome metric of a refused request (400, 404, 405)
@@ -21,7 +23,7 @@ DEFAULT_LIMIT = 50
 MAX_LIMIT = 100
 MAX_TIME_LENGTH = 64  # longer than any sensible ISO-8601 instant; refused before parsing
 MAX_NEXT_LENGTH = 512  # a real token is ~130 characters
-LIST_PARAMETERS = ("thing", "from", "to", "limit", "next")
+LIST_PARAMETERS = ("thing", "from", "to", "code", "limit", "next")
 UPPER_SUFFIX = "#~"  # '~' sorts after every hex digit: `<to>#~` is >= every alert id at <to>
 
 
@@ -38,6 +40,7 @@ class ListQuery:
     # (lower > upper only for a window shorter than a millisecond between two: nothing in it)
     limit: int
     start_key: dict[str, str] | None
+    code: int | None = None  # only alerts with this header code
 
 
 def validate_thing(value: Any) -> str:
@@ -103,6 +106,16 @@ def parse_limit(value: Any) -> int:
     return int(value)
 
 
+def parse_code(value: Any) -> int | None:
+    """An alert code as the schema allows it (0 to MAX_CODE), digits only."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{1,10}", value, re.ASCII) \
+            or int(value) > MAX_CODE:
+        raise BadRequest(f"code must be an integer from 0 to {MAX_CODE}")
+    return int(value)
+
+
 def encode_next(key: Mapping[str, Any]) -> str:
     """The opaque page token: unpadded urlsafe base64 of the LastEvaluatedKey's JSON."""
     only_the_key = {name: key[name] for name in (ALERTS_TABLE_PARTITION_KEY, ALERTS_TABLE_SORT_KEY)}
@@ -154,9 +167,10 @@ def parse_list_query(params: Mapping[str, Any] | None,
     lower = sort_key_time(start, "from", round_up=True) if start is not None else None
     # `<to>#~` sorts after every alert id of that millisecond: `to` is inclusive.
     upper = sort_key_time(end, "to") + UPPER_SUFFIX if end is not None else None
+    code = parse_code(params.get("code"))
     limit = parse_limit(params.get("limit"))
     start_key = decode_next(params["next"], thing, lower, upper) if params.get("next") is not None else None
-    return ListQuery(thing, lower, upper, limit, start_key)
+    return ListQuery(thing, lower, upper, limit, start_key, code)
 
 
 def parse_alert_id(value: Any) -> str:

@@ -76,7 +76,7 @@ def list_alerts(
 ) -> dict[str, Any]:
     """One page. The page token is this API's own contract with its client (one Query per
     request, the client asks for the next), so there is no boto3 paginator here."""
-    from boto3.dynamodb.conditions import Key  # boto3 loads with the first request's clients
+    from boto3.dynamodb.conditions import Attr, Key  # boto3 loads with the first request's clients
 
     # Authorise before validating: outsiders learn nothing about parameters.
     username = authorised_caller(claims, reader_group, admin_group, logger)
@@ -101,6 +101,10 @@ def list_alerts(
         "ProjectionExpression": ", ".join(_PROJECTION),
         "ExpressionAttributeNames": dict(_PROJECTION),
     }
+    if query.code is not None:
+        # A filter, not a key: DynamoDB applies Limit before it, so a page may hold fewer than
+        # `limit` items (even none) and still have a next token; the client follows it.
+        request["FilterExpression"] = Attr("code").eq(query.code)
     if query.start_key is not None:
         request["ExclusiveStartKey"] = query.start_key
     response = alerts_table.query(**request)
@@ -115,7 +119,7 @@ def list_alerts(
     logger.info("alerts listed", extra={
         "caller": username, "thing": query.thing, "from": query.lower,
         "to": query.upper.removesuffix(UPPER_SUFFIX) if query.upper else None,
-        "count": len(items), "more": next_token is not None,
+        "code": query.code, "count": len(items), "more": next_token is not None,
     })
     return {"items": [public_alert(item) for item in items], "next": next_token}
 
