@@ -10,6 +10,8 @@ told to misbehave (lie about the length, refuse, redirect, declare a huge size).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import stat
@@ -24,7 +26,7 @@ from moto import mock_aws
 
 from alerts.api import handler
 from tests.alerts.test_api import ANALYST, DATA_BUCKET, ENV, OPERATOR, REGION, api_event, store_alert
-from tests.helpers import LambdaContext, create_alerts_table, create_tables, scan
+from tests.helpers import LambdaContext, captured_logs, create_alerts_table, create_tables, scan
 from tools.fleetctl import alerts
 from tools.fleetctl.errors import InputError, RemoteError
 
@@ -76,7 +78,10 @@ class ApiGateway(BaseHTTPRequestHandler):
         else:
             event = api_event(resource=path, query=query, claims=claims)
             event["multiValueQueryStringParameters"] = parse_qs(parts.query) or None
-        response = handler.lambda_handler(event, LambdaContext())
+        # The handler's log lines and metrics go to stdout: kept out of the CLI's output (the
+        # CLI's thread waits for this answer, so nothing of its own is printed meanwhile).
+        with captured_logs(handler.logger), contextlib.redirect_stdout(io.StringIO()):
+            response = handler.lambda_handler(event, LambdaContext())
         body = json.loads(response["body"])
         if isinstance(body, dict) and "url" in body:
             world.signed_urls.append(body["url"])
@@ -366,3 +371,44 @@ def test_the_size_cap_is_the_alert_processors():
     from alerts.model import MAX_ALERT_BYTES, MAX_CODE
 
     assert alerts.MAX_TRACE_BYTES == MAX_ALERT_BYTES and alerts.MAX_CODE == MAX_CODE
+
+
+# --- the commands ------------------------------------------------------------------------------------
+
+@pytest.fixture
+def configured(aws, monkeypatch):
+    """A configured stage whose AlertsApiUrl is the local API; the analyst's token in the env."""
+    from tools.fleetctl import settings
+
+    settings.save(settings.Settings(stage="test", region=REGION, outputs={"AlertsApiUrl": aws.api_url}))
+    monkeypatch.setenv("FLEETWARDEN_ID_TOKEN", "analyst-token")
+    return aws
+
+
+def test_alerts_list_command_reads_the_stage_and_prints_json_or_a_table(configured, run):
+    result = run("alerts", "list", "--thing", THING, "--json")
+    assert result.code == 0, result.err
+    listing = json.loads(result.out)
+    assert [a["id"] for a in listing["items"]] == [s["alert_id"] for s in newest_first(configured)]
+    result = run("alerts", "list", "--thing", THING, "--code", "104", "--from", "2023-11-14")
+    assert result.code == 0 and len(result.out.splitlines()) == 2 and "104" in result.out.splitlines()[1]
+
+
+def test_alerts_trace_command_writes_the_file(configured, run, tmp_path):
+    alert = newest_first(configured)[0]
+    out = tmp_path / "t.json"
+    result = run("alerts", "trace", alert["alert_id"], "--out", out)
+    assert result.code == 0, result.err
+    assert out.read_bytes() == alert["raw"] and f"{len(alert['raw'])} bytes" in result.out
+
+
+def test_alerts_trace_command_failures_are_one_line(configured, run, tmp_path, monkeypatch):
+    alert_id = newest_first(configured)[0]["alert_id"]
+    configured.s3_mode = "lies"
+    run("alerts", "trace", alert_id, "--out", tmp_path / "t").assert_one_error_line(1, "incomplete")
+    assert only_files(tmp_path) == ["fleetctl-config"]
+    (tmp_path / "t").write_text("keep")
+    run("alerts", "trace", alert_id, "--out", tmp_path / "t").assert_one_error_line(2, "--force")
+    run("alerts", "list", "--thing", THING, "--code", "-1").assert_one_error_line(2, "--code")
+    monkeypatch.setenv("FLEETWARDEN_ID_TOKEN", "ops-token")
+    run("alerts", "list", "--thing", THING).assert_one_error_line(1, "analysts or admins")

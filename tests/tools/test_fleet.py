@@ -12,6 +12,7 @@ registry call still goes to moto.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -264,3 +265,19 @@ def test_device_show_refuses_a_bad_name_before_any_call(aws):
     with pytest.raises(InputError, match="invalid thing name"):
         fleet.device_show(lambda service: calls.append(service), SETTINGS, "pump 1; rm")
     assert calls == []
+
+
+# --- the commands ------------------------------------------------------------------------------------
+
+def test_fleet_status_and_device_show_commands(aws, run):
+    from tools.fleetctl import settings
+
+    settings.save(SETTINGS)
+    result = run("fleet", "status", "--json")
+    assert result.code == 0, result.err
+    status = json.loads(result.out)
+    assert (status["devices_registered"], status["quarantined"], status["open_incidents"]) == (5, 2, 2)
+    result = run("device", "show", "pump-4")
+    assert result.code == 0, result.err
+    assert "[QUARANTINED]" in result.out and "v3" in result.out
+    run("device", "show", "pump-9").assert_one_error_line(1, "thing pump-9 not found")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import click
 
-from . import commands, defense, files, pki, session, settings, telemetry, tokens
+from . import alerts, commands, defense, files, fleet, pki, session, settings, telemetry, tokens
 from .errors import InputError, RemoteError
 from .serials import DEFAULT_SERIAL_PATTERN, validate_serial
 
@@ -141,7 +141,7 @@ def _print_json(value) -> None:
 @click.group(context_settings=CONTEXT)
 def cli() -> None:
     """Fleetwarden operator CLI: the factory (CA, device keys), the field (tokens), incidents, commands,
-    telemetry. Start with `fleetctl configure --stage STAGE`."""
+    telemetry, alerts and the fleet at a glance. Start with `fleetctl configure --stage STAGE`."""
 
 
 @cli.command("configure")
@@ -303,6 +303,75 @@ def _device_admin_command(action: str, text: str) -> None:
 
 _device_admin_command("quarantine", "Contain a device (via the device-admin function).")
 _device_admin_command("reinstate", "End a quarantine (revoked certificates stay revoked).")
+
+
+@device.command("show")
+@click.argument("thing", metavar="THING")
+@json_option
+@stage_option
+@region_option
+def device_show(thing: str, as_json: bool, stage: str | None, region: str | None) -> int:
+    """A device in full: thing, certificates and their states, groups, last seen, open incidents, audit."""
+    stored = settings.load(stage)
+    shown = fleet.device_show(defense.client_factory(region or stored.region), stored, thing)
+    click.echo(fleet.as_json(shown) if as_json else fleet.device_table(shown))
+    return 0
+
+
+# --- fleet --------------------------------------------------------------------------------------------------
+
+@cli.group("fleet")
+def fleet_group() -> None:
+    """The fleet at a glance."""
+
+
+@fleet_group.command("status")
+@json_option
+@stage_option
+@region_option
+def fleet_status(as_json: bool, stage: str | None, region: str | None) -> int:
+    """Devices registered and connected now, quarantined, open incidents, alerts and rejected telemetry (24 h)."""
+    stored = settings.load(stage)
+    status = fleet.fleet_status(defense.client_factory(region or stored.region), stored)
+    click.echo(fleet.as_json(status) if as_json else fleet.status_table(status))
+    return 0
+
+
+# --- alerts -------------------------------------------------------------------------------------------------
+
+@cli.group("alerts")
+def alerts_group() -> None:
+    """Device alerts and their traces (members of analysts or admins)."""
+
+
+@alerts_group.command("list")
+@click.option("--thing", required=True, help="IoT thing name (the device serial)")
+@click.option("--from", "start", metavar="ISO-8601", help="from this instant, inclusive (UTC if no offset)")
+@click.option("--to", "end", metavar="ISO-8601", help="to this instant, inclusive (UTC if no offset)")
+@click.option("--code", type=click.IntRange(0, alerts.MAX_CODE), help="only alerts with this code")
+@click.option("--limit", metavar="N", type=int, default=alerts.DEFAULT_LIMIT, show_default=True,
+              help=f"at most this many, 1..{alerts.MAX_LIMIT}")
+@json_option
+@api_options("AlertsApiUrl")
+def alerts_list(thing, start, end, code, limit, as_json, api_url, id_token, stage) -> int:
+    """A thing's alerts, newest first (follows the API's pages)."""
+    url, bearer = _api(api_url, id_token, stage, "AlertsApiUrl")
+    listing = alerts.list_alerts(url, bearer, thing, start=start, end=end, code=code, limit=limit)
+    click.echo(alerts.alerts_json(listing) if as_json else alerts.alerts_table(listing))
+    return 0
+
+
+@alerts_group.command("trace")
+@click.argument("alert_id", metavar="ALERT_ID")
+@click.option("--out", required=True, help="file to write the alert object to (mode 0600)")
+@force_option
+@api_options("AlertsApiUrl")
+def alerts_trace(alert_id, out, force, api_url, id_token, stage) -> int:
+    """Download one alert's stored object (the trace) through a short-lived URL; the API audits it."""
+    url, bearer = _api(api_url, id_token, stage, "AlertsApiUrl")
+    result = alerts.fetch_trace(url, bearer, alert_id, out, progress=sys.stderr.isatty(), force=force)
+    click.echo(f"wrote {result['path']} ({result['size']} bytes, mode 0600, sha256 {result['sha256']})")
+    return 0
 
 
 # --- incidents ----------------------------------------------------------------------------------------------
