@@ -109,6 +109,7 @@ class StageConfig:
     max_artifact_mb: int = 512
     artifact_url_seconds: int = 3600
     rotation_grace_hours: int = 72
+    fleet_indexing: bool = False
 
     @property
     def prefix(self) -> str:
@@ -373,6 +374,10 @@ SETTINGS: dict[str, Setting] = {
     # null: the stage named by account_singletons_owner owns them; true/false overrides that,
     # e.g. true for every stage when each stage has an account of its own.
     "owns_account_singletons": Setting(None, optional(flag)),
+    # IoT fleet indexing (registry + connectivity status: `fleetctl fleet status` counts the
+    # devices connected now) is account-wide: null turns it on in the stage that owns the account
+    # singletons and off elsewhere; true in another stage is refused (README, Operators).
+    "fleet_indexing": Setting(None, optional(flag)),
     "serial_pattern": Setting(DEFAULT_SERIAL_PATTERN, all_of(anchored_regex, safe_serial_pattern)),
     "provisioning_token_ttl_minutes": Setting(15, whole(1, 1440)),
     # Warm instances of the pre-provisioning hook (its 5-second deadline includes a cold start);
@@ -546,6 +551,11 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
     # The settings that depend on other settings, the stage's name or files.
     if v["owns_account_singletons"] is None:
         v["owns_account_singletons"] = name == owner
+    if v["fleet_indexing"] is None:
+        v["fleet_indexing"] = v["owns_account_singletons"]
+    elif v["fleet_indexing"] and not v["owns_account_singletons"]:
+        raise ConfigError(f"{where}.fleet_indexing = true: fleet indexing is an account-wide setting; "
+                          "turn it on in the stage that owns the account singletons")
     _check_device_domain(where, v)
     _check_window(where, v)
     _check_telemetry_tiers(where, v)

@@ -11,6 +11,7 @@ from stacks.config import StageConfig
 from stacks.identity.device_endpoint import DeviceEndpoint
 from stacks.identity.device_registry import DeviceRegistry
 from stacks.identity.factory_ca import FactoryCa
+from stacks.identity.fleet_index import fleet_indexing
 from stacks.identity.fleet_provisioning import FleetProvisioning
 from stacks.identity.iot_policies import only_through_domain
 from stacks.identity.provisioning_role import ProvisioningRole
@@ -102,6 +103,10 @@ class IdentityStack(Stack):
             user_pool=self.operators.user_pool,
             tokens_table=self.tokens_table, audit_table=self.audit_table, defaults=defaults,
         )
+
+        # Account-wide, like IoT logging: only the stage that owns the account singletons sets it.
+        if stage.fleet_indexing:
+            fleet_indexing(self, prefix=stage.prefix, defaults=defaults)
 
         # What the other stacks use.
         self.user_pool = self.operators.user_pool

@@ -172,3 +172,18 @@ def test_app_exits_nonzero_with_one_clear_line_and_no_traceback(stage, overrides
     assert lines[0].startswith("fleetwarden: configuration error: ")
     for word in words:
         assert word in lines[0]
+
+
+def test_fleet_indexing_is_on_in_the_owning_stage_only():
+    assert load_config(context_with("prod")).stage.fleet_indexing is True
+    assert load_config(context_with("dev")).stage.fleet_indexing is False
+    assert load_config(context_with("prod", fleet_indexing=False)).stage.fleet_indexing is False
+    # A stage in an account of its own owns the singletons, fleet indexing included.
+    assert load_config(context_with("dev", owns_account_singletons=True)).stage.fleet_indexing is True
+
+
+def test_fleet_indexing_outside_the_owning_stage_is_refused():
+    with pytest.raises(ConfigError, match="stages.dev.fleet_indexing = true: fleet indexing is an account-wide"):
+        load_config(context_with("dev", fleet_indexing=True))
+    with pytest.raises(ConfigError, match="fleet_indexing"):
+        load_config(context_with("prod", fleet_indexing="yes"))

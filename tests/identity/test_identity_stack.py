@@ -346,3 +346,30 @@ def test_functions_run_on_the_latest_python_with_tracing_and_bounded_concurrency
         assert props["LoggingConfig"]["LogFormat"] == "JSON"
         assert any("AWSLambdaPowertoolsPythonV3-python314-x86_64" in json.dumps(layer)
                    for layer in props["Layers"])
+
+
+# --- fleet indexing (account-wide: the owning stage) ----------------------------------------------
+
+def _indexing_calls(s):
+    return [c for c in resources(identity(s), "Custom::AWS").values()
+            if "updateIndexingConfiguration" in json.dumps(c["Properties"]["Create"])]
+
+
+def test_fleet_indexing_of_registry_and_connectivity_in_the_owning_stage(prod):
+    [call] = _indexing_calls(prod)
+    for event in ("Create", "Update"):
+        sent = json.loads(call["Properties"][event])  # no tokens in it: a plain JSON string
+        assert sent["action"] == "updateIndexingConfiguration"
+        assert sent["parameters"]["thingIndexingConfiguration"] == {
+            "thingIndexingMode": "REGISTRY", "thingConnectivityIndexingMode": "STATUS"}
+    deleted = json.dumps(call["Properties"]["Delete"])
+    assert '\\"thingIndexingMode\\":\\"OFF\\"' in deleted and '\\"thingConnectivityIndexingMode\\":\\"OFF\\"' in deleted
+    policies = [p for p in resources(identity(prod), "AWS::IAM::Policy").values()
+                if "iot:UpdateIndexingConfiguration" in json.dumps(p)]
+    assert len(policies) == 1
+    [statement] = policies[0]["Properties"]["PolicyDocument"]["Statement"]
+    assert statement["Action"] == "iot:UpdateIndexingConfiguration" and statement["Resource"] == "*"
+
+
+def test_no_fleet_indexing_outside_the_owning_stage(dev):
+    assert _indexing_calls(dev) == []
