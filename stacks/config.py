@@ -554,7 +554,7 @@ def _stage(name: str, raw: Mapping[str, Any], owner: str, base_dir: Path) -> Sta
     if v["fleet_indexing"] is None:
         v["fleet_indexing"] = v["owns_account_singletons"]
     elif v["fleet_indexing"] and not v["owns_account_singletons"]:
-        raise ConfigError(f"{where}.fleet_indexing = true: fleet indexing is an account-wide setting; "
+        raise ConfigError(f"{where}.fleet_indexing = true: fleet indexing is account-wide; "
                           "turn it on in the stage that owns the account singletons")
     _check_device_domain(where, v)
     _check_window(where, v)

@@ -183,7 +183,7 @@ def test_fleet_indexing_is_on_in_the_owning_stage_only():
 
 
 def test_fleet_indexing_outside_the_owning_stage_is_refused():
-    with pytest.raises(ConfigError, match="stages.dev.fleet_indexing = true: fleet indexing is an account-wide"):
+    with pytest.raises(ConfigError, match="stages.dev.fleet_indexing = true: fleet indexing is account-wide"):
         load_config(context_with("dev", fleet_indexing=True))
     with pytest.raises(ConfigError, match="fleet_indexing"):
         load_config(context_with("prod", fleet_indexing="yes"))

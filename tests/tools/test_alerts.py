@@ -347,7 +347,8 @@ def test_trace_refused_to_non_members_writes_nothing(aws, tmp_path):
 
 def test_unknown_alert_is_the_apis_404(aws, tmp_path):
     with pytest.raises(RemoteError, match="HTTP 404.*alert not found"):
-        alerts.fetch_trace(aws.api_url, "analyst-token", "2023-11-14T00:00:00.000Z#0123456789ab", tmp_path / "t")
+        alerts.fetch_trace(aws.api_url, "analyst-token", "2023-11-14T00:00:00.000Z#0123456789ab",
+                           tmp_path / "t")
     assert only_files(tmp_path) == []
 
 

@@ -61,7 +61,8 @@ def aws():
         pems = iter(certificate_pems())
         certs: dict[str, list[dict]] = {}
         for thing in DEVICES + ["other-stage-1"]:
-            iot.create_thing(thingName=thing, attributePayload={"attributes": {"model": "p100", "site": "north"}})
+            attributes = {"attributes": {"model": "p100", "site": "north"}}
+            iot.create_thing(thingName=thing, attributePayload=attributes)
             if thing in DEVICES:
                 iot.add_thing_to_thing_group(thingGroupName=FLEET, thingName=thing)
             certs[thing] = []

@@ -225,8 +225,8 @@ def fetch_trace(api_url: str, id_token: str | None, alert_id: str, out_path: str
     `force`) or RemoteError (API refused, download failed or its size did not match); in every
     failure no file is left behind."""
     if not isinstance(alert_id, str) or not ALERT_ID_PATTERN.fullmatch(alert_id):
-        raise InputError(f"invalid alert id {alert_id!r}: expected e.g. 2024-01-05T10:00:00.000Z#0123456789ab "
-                         "(from fleetctl alerts list)")
+        raise InputError(f"invalid alert id {alert_id!r}: expected e.g. "
+                         "2024-01-05T10:00:00.000Z#0123456789ab (from fleetctl alerts list)")
     target = _target(out_path, force)
     reply = call(api_url, id_token, "GET", f"/alerts/{urllib.parse.quote(alert_id, safe='')}/trace",
                  api_name=API_NAME, not_authorised=NOT_AUTHORISED)
@@ -245,8 +245,9 @@ def fetch_trace(api_url: str, id_token: str | None, alert_id: str, out_path: str
                     with _Progress(progress, size, "trace") as bar:
                         received, sha256 = _stream(response, handle, size, bar)
             except urllib.error.HTTPError as exc:
+                lasts = reply.get("expires_in", 300)
                 raise RemoteError(f"trace download refused: HTTP {exc.code} {exc.reason} (the URL lasts "
-                                  f"{reply.get('expires_in', 300)} s; run the command again); nothing written") from None
+                                  f"{lasts} s; run the command again); nothing written") from None
             except http.client.IncompleteRead:
                 raise RemoteError("trace download incomplete: the connection closed before the declared "
                                   "size arrived; nothing written") from None

@@ -330,7 +330,7 @@ def fleet_group() -> None:
 @stage_option
 @region_option
 def fleet_status(as_json: bool, stage: str | None, region: str | None) -> int:
-    """Devices registered and connected now, quarantined, open incidents, alerts and rejected telemetry (24 h)."""
+    """Devices registered and connected now, quarantined, open incidents, alerts, rejected telemetry (24 h)."""
     stored = settings.load(stage)
     status = fleet.fleet_status(defense.client_factory(region or stored.region), stored)
     click.echo(fleet.as_json(status) if as_json else fleet.status_table(status))

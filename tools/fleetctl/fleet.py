@@ -44,7 +44,8 @@ def indexing_modes(iot) -> tuple[str, str]:
     """(thingIndexingMode, thingConnectivityIndexingMode) of the account's fleet index.
     https://docs.aws.amazon.com/iot/latest/apireference/API_GetIndexingConfiguration.html"""
     config = iot.get_indexing_configuration().get("thingIndexingConfiguration") or {}
-    return config.get("thingIndexingMode") or INDEX_OFF, config.get("thingConnectivityIndexingMode") or INDEX_OFF
+    things = config.get("thingIndexingMode") or INDEX_OFF
+    return things, config.get("thingConnectivityIndexingMode") or INDEX_OFF
 
 
 def group_query(group: str) -> str:
@@ -81,7 +82,8 @@ def _open_incident_count(dynamodb, table: str) -> tuple[int, bool]:
         "TableName": table, "Select": "COUNT",
         "FilterExpression": "#s IN (:contained, :progress) AND attribute_not_exists(reinstated_at)",
         "ExpressionAttributeNames": {"#s": "status"},
-        "ExpressionAttributeValues": {":contained": {"S": OPEN_STATUSES[0]}, ":progress": {"S": OPEN_STATUSES[1]}},
+        "ExpressionAttributeValues": {":contained": {"S": OPEN_STATUSES[0]},
+                                      ":progress": {"S": OPEN_STATUSES[1]}},
     }
     count = 0
     for _ in range(MAX_SCAN_PAGES):
@@ -117,7 +119,8 @@ def _metric_sums(cloudwatch, metrics: dict[str, tuple], start: datetime, end: da
 
 
 def _is_index_not_ready(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in ("IndexNotReadyException", "ResourceNotFoundException")
+    code = exc.response.get("Error", {}).get("Code")
+    return code in ("IndexNotReadyException", "ResourceNotFoundException")
 
 
 # --- fleet status ------------------------------------------------------------------------------------
@@ -128,7 +131,8 @@ def fleet_status(clients: Clients, settings: Any, now: Callable[[], datetime] | 
     fleet, quarantine = settings.get("FleetGroupName"), settings.get("QuarantineGroupName")
     incidents = settings.get("IncidentsTableName")
     end = (now or (lambda: datetime.now(UTC)))().replace(microsecond=0)
-    status: dict[str, Any] = {"stage": settings.stage, "region": settings.region, "incomplete": [], "notes": []}
+    status: dict[str, Any] = {"stage": settings.stage, "region": settings.region,
+                              "incomplete": [], "notes": []}
     iot = clients("iot")
 
     with aws_errors("read the fleet index configuration (iot:GetIndexingConfiguration)"):
@@ -238,7 +242,8 @@ def _groups(iot, thing: str) -> list[str]:
 def _connectivity(iot, thing: str) -> dict | None:
     """The fleet index's connectivity document of the thing (SearchIndex), or None if absent.
     `timestamp` is epoch milliseconds of the last connect or disconnect and may be missing after
-    about an hour disconnected (https://docs.aws.amazon.com/iot/latest/apireference/API_ThingConnectivity.html)."""
+    about an hour disconnected
+    (https://docs.aws.amazon.com/iot/latest/apireference/API_ThingConnectivity.html)."""
     things = iot.search_index(queryString=f"thingName:{thing}", maxResults=1).get("things", [])
     connectivity = things[0].get("connectivity") if things else None
     if not isinstance(connectivity, dict):
@@ -246,7 +251,7 @@ def _connectivity(iot, thing: str) -> dict | None:
     stamp = connectivity.get("timestamp")
     return {
         "connected": connectivity.get("connected"),
-        "since": (datetime.fromtimestamp(stamp / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+        "since": (_iso(datetime.fromtimestamp(stamp / 1000, UTC))
                   if isinstance(stamp, (int, float)) else None),
         "disconnect_reason": connectivity.get("disconnectReason"),
     }
@@ -259,7 +264,8 @@ def _recent_audit(dynamodb, table: str, thing: str, limit: int = RECENT_AUDIT) -
                           KeyConditionExpression="#t = :thing", ExpressionAttributeNames={"#t": "target"},
                           ExpressionAttributeValues={":thing": {"S": thing}})
     deserializer = TypeDeserializer()
-    return [_plain({k: deserializer.deserialize(v) for k, v in item.items()}) for item in page.get("Items", [])]
+    return [_plain({k: deserializer.deserialize(v) for k, v in item.items()})
+            for item in page.get("Items", [])]
 
 
 def is_open(incident: dict) -> bool:
@@ -322,8 +328,8 @@ def device_table(device: dict) -> str:
     lines.append(f"certificates {len(device['certificates']) or 'none'}")
     for cert in device["certificates"]:
         if "id" in cert:
-            lines.append(f"  {_cell(cert['status']):<18} {_cell(cert['id'])}  created {_cell(cert['created'])}"
-                         f"  expires {_cell(cert['not_after'])}")
+            lines.append(f"  {_cell(cert['status']):<18} {_cell(cert['id'])}"
+                         f"  created {_cell(cert['created'])}  expires {_cell(cert['not_after'])}")
         else:
             lines.append(f"  {'(not a certificate)':<18} {_cell(cert['principal'])}")
     lines.append(f"open incidents {len(device['open_incidents']) or 'none'}")
@@ -332,7 +338,8 @@ def device_table(device: dict) -> str:
                      f"{_cell(incident.get('behavior'))}  {_cell(incident.get('violation_id'))}")
     lines.append(f"recent audit {len(device['recent_audit']) or 'none'}")
     for record in device["recent_audit"]:
-        lines.append(f"  {_cell(record.get('at'))}  {_cell(record.get('action'))}  by {_cell(record.get('actor'))}")
+        lines.append(f"  {_cell(record.get('at'))}  {_cell(record.get('action'))}"
+                     f"  by {_cell(record.get('actor'))}")
     return "\n".join(lines)
 
 

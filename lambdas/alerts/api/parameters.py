@@ -1,6 +1,7 @@
 """The alerts API's request parameters, checked and normalised: GET /alerts's query string
 (thing, from/to instants in sort-key form, an optional alert code, limit, and the opaque page
-token) and GET /alerts/{id}/trace's alert id. Anything wrong is a BadRequest (a 400) with a message for the caller."""
+token) and GET /alerts/{id}/trace's alert id. Anything wrong is a BadRequest (a 400) with a
+message for the caller."""
 
 from __future__ import annotations
 
