@@ -24,10 +24,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .commands import call
+from .api import LOOPBACK_HOSTS, NoRedirect, call
 from .defense import _cell
 from .errors import InputError, RemoteError
-from .tokens import _LOOPBACK_HOSTS, _NoRedirect
 
 API_NAME = "alerts API"
 NOT_AUTHORISED = ("not authorised: the alerts API is for members of the analysts or admins group "
@@ -135,7 +134,7 @@ def _download_url(url: Any) -> str:
     parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
     if parts is None or not parts.hostname or parts.username or parts.password:
         raise RemoteError(f"{API_NAME} returned no usable trace URL")
-    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in _LOOPBACK_HOSTS):
+    if parts.scheme != "https" and not (parts.scheme == "http" and parts.hostname in LOOPBACK_HOSTS):
         raise RemoteError(f"{API_NAME} returned a trace URL that is not https; refusing to download")
     return url
 
@@ -240,7 +239,7 @@ def fetch_trace(api_url: str, id_token: str | None, alert_id: str, out_path: str
     try:
         with os.fdopen(fd, "wb") as handle:
             try:
-                with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
+                with urllib.request.build_opener(NoRedirect).open(request, timeout=timeout) as response:
                     size = _declared_length(response)
                     with _Progress(progress, size, "trace") as bar:
                         received, sha256 = _stream(response, handle, size, bar)

@@ -9,58 +9,16 @@ import hashlib
 import http.client
 import json
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+from .api import NoRedirect, call
 from .errors import InputError, RemoteError
-from .tokens import NOT_AUTHORISED, _detail, _NoRedirect, clean_id_token, endpoint
 
-DEFAULT_TIMEOUT = 10.0
 UPLOAD_TIMEOUT = 300.0
 COMMAND_TYPES = ("config", "reboot", "shutdown", "software-update", "remote-access", "rotate-certificate")
 _CHUNK = 1 << 20
-
-
-def _base(api_url: str) -> str:
-    """The API's base URL, checked as the token client checks it."""
-    return endpoint(api_url).removesuffix("/provisioning-tokens")
-
-
-def call(api_url: str, id_token: str | None, method: str, path: str, *, body: Any = None,
-         query: dict[str, str] | None = None, timeout: float | None = None, api_name: str = "command API",
-         not_authorised: str = NOT_AUTHORISED) -> dict:
-    """One JSON request to a Cognito-authorised REST API; the decoded JSON object it answers.
-
-    `api_name` and `not_authorised` word the errors for the API being called (a 401/403 says who may)."""
-    url = _base(api_url) + path
-    if query:
-        url += "?" + urllib.parse.urlencode({k: v for k, v in query.items() if v is not None})
-    data = None if body is None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method=method, headers={
-        "Authorization": clean_id_token(id_token), "Content-Type": "application/json", "Accept": "application/json"})
-    timeout = DEFAULT_TIMEOUT if timeout is None else timeout
-    try:
-        with urllib.request.build_opener(_NoRedirect).open(request, timeout=timeout) as response:
-            payload = response.read()
-    except urllib.error.HTTPError as exc:
-        if exc.code in (401, 403):
-            raise RemoteError(not_authorised) from None
-        raise RemoteError(f"{api_name} returned HTTP {exc.code} {exc.reason}{_detail(exc)}") from None
-    except urllib.error.URLError as exc:
-        raise RemoteError(f"cannot reach {url}: {exc.reason}") from None
-    except TimeoutError:
-        raise RemoteError(f"no response from {url} within {timeout:g}s") from None
-    except (http.client.HTTPException, OSError) as exc:
-        raise RemoteError(f"connection to {url} failed: {exc or type(exc).__name__}") from None
-    try:
-        answer = json.loads(payload)
-    except ValueError:
-        raise RemoteError(f"{api_name} returned a response that is not JSON") from None
-    if not isinstance(answer, dict):
-        raise RemoteError(f"{api_name} returned an unexpected response")
-    return answer
 
 
 def parse_params(pairs: list[str] | None, desired_file: str | None) -> dict[str, Any]:
@@ -128,7 +86,7 @@ def software_update(api_url: str, id_token: str | None, *, file: str, version: s
         request = urllib.request.Request(url, data=handle, method="PUT",
                                          headers={**headers, "Content-Length": str(size)})
         try:
-            with urllib.request.build_opener(_NoRedirect).open(request, timeout=UPLOAD_TIMEOUT):
+            with urllib.request.build_opener(NoRedirect).open(request, timeout=UPLOAD_TIMEOUT):
                 pass
         except urllib.error.HTTPError as exc:
             raise RemoteError(f"artifact upload refused: HTTP {exc.code} {exc.reason}") from None
