@@ -7,7 +7,12 @@ response shape (https://docs.aws.amazon.com/iot/latest/apireference/API_iot-secu
 
 from __future__ import annotations
 
+import contextlib
+import datetime
+import functools
+from collections.abc import Iterator
 from types import SimpleNamespace
+from unittest import mock
 
 import boto3
 import pytest
@@ -71,3 +76,39 @@ def issuer(aws, tunnels, clock):
 def trusted(aws):
     """What a device trusts: the PEM the stack exports (GetPublicKey), loaded through cryptography."""
     return commands.load_public_keys([KmsSigner(aws.kms, aws.key_arn).public_pem()])
+
+
+@functools.cache
+def _test_ca() -> tuple[object, object]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    return ec.generate_private_key(ec.SECP256R1()), x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "Test IoT CA")])
+
+
+@contextlib.contextmanager
+def iot_signs_the_csr() -> Iterator[None]:
+    """moto's CreateCertificateFromCsr signs a fresh RSA key of its own, not the CSR's. IoT's certificate
+    carries the CSR's public key (that is what "Creates an X.509 certificate using the specified certificate
+    signing request" means: https://docs.aws.amazon.com/iot/latest/apireference/API_CreateCertificateFromCsr.html),
+    and the rotation relies on it to find a certificate whose answer was lost: corrected here."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from moto.iot.models import IoTBackend
+
+    def create_certificate_from_csr(backend, csr: str, set_as_active: bool):
+        request = x509.load_pem_x509_csr(csr.encode("ascii"))
+        key, issuer = _test_ca()
+        now = datetime.datetime.now(datetime.timezone.utc)
+        pem = (x509.CertificateBuilder().subject_name(request.subject).issuer_name(issuer)
+               .public_key(request.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(now - datetime.timedelta(minutes=1))
+               .not_valid_after(now + datetime.timedelta(days=365)).sign(key, hashes.SHA256())
+               .public_bytes(serialization.Encoding.PEM).decode("ascii"))
+        # moto also takes the query string's "false" for true: setAsActive=false means INACTIVE
+        active = set_as_active is True or str(set_as_active).lower() == "true"
+        return backend.register_certificate(pem, ca_certificate_pem=None, set_as_active=active, status="INACTIVE")
+
+    with mock.patch.object(IoTBackend, "create_certificate_from_csr", create_certificate_from_csr):
+        yield

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -20,7 +20,7 @@ from moto import mock_aws
 from commands.rotation import handler as rotation_handler
 from commands.rotation.rotate import Rotator
 from shared import topics
-from tests.commands.conftest import REGION, THING, OTHER
+from tests.commands.conftest import OTHER, REGION, THING, iot_signs_the_csr
 from tests.helpers import Calls, Clock, LambdaContext, create_tables, scan
 
 POLICY = "fleetwarden-test-device"
@@ -57,7 +57,7 @@ def create_rotations_table(dynamodb):
 
 @pytest.fixture
 def env():
-    with mock_aws():
+    with mock_aws(), iot_signs_the_csr():
         iot = boto3.client("iot", region_name=REGION)
         iot_data = boto3.client("iot-data", region_name=REGION)
         dynamodb = boto3.resource("dynamodb", region_name=REGION)
@@ -217,11 +217,19 @@ def test_a_confirmation_naming_another_certificate_or_without_a_rotation_is_refu
     assert status(env, env.certs[THING]) == "ACTIVE"
 
 
-def test_a_second_confirmation_is_refused_and_the_new_certificate_stays(env):
+def test_a_repeated_confirmation_is_answered_again_and_retires_nothing_more(env):
+    """Lambda's retry of a confirmation whose answer was not sent, or the device asking again: the same
+    answer, one audit record, and the new certificate stays."""
+    old = env.certs[THING]
     new = request(env).certificate_id
     assert env.rotator.handle(rule_event("confirm", new, certificate_id=new)).outcome == "confirmed"
-    assert env.rotator.handle(rule_event("confirm", new, certificate_id=new)).reason == "no-rotation"
-    assert status(env, new) == "ACTIVE"
+    assert env.rotator.handle(rule_event("confirm", new, certificate_id=new)).outcome == "confirmed"
+    assert env.published[-1] == env.published[-2] == (f"cmd/{THING}/certs/response/confirmed",
+                                                      {"certificate_id": new, "retired": [old]})
+    assert status(env, new) == "ACTIVE" and status(env, old) == "INACTIVE"
+    assert [r["action"] for r in scan(env.audit)].count("certificate.rotation-confirmed") == 1
+    # from the old certificate (now INACTIVE, but say it still had a session) it is no confirmation
+    assert env.rotator.handle(rule_event("confirm", old, certificate_id=new)).reason == "no-rotation"
 
 
 def test_rotating_again_with_the_unconfirmed_new_certificate_is_refused(env):
@@ -262,6 +270,53 @@ def test_a_failure_after_the_certificate_exists_resumes_without_a_second_certifi
     assert scan(env.table)[0]["attached"] is True
 
 
+class LosesTheAnswer:
+    """CreateCertificateFromCsr applied by IoT, its answer lost (a read timeout) or the invocation killed."""
+
+    def __init__(self, iot):
+        self.iot = iot
+
+    def create_certificate_from_csr(self, **request):
+        self.iot.create_certificate_from_csr(**request)
+        raise ReadTimeoutError(endpoint_url="https://iot.eu-west-1.amazonaws.com")
+
+
+def certificates(env):
+    return {c["certificateId"]: c["status"] for c in env.iot.list_certificates()["certificates"]}
+
+
+def test_a_certificate_whose_answer_was_lost_is_found_by_the_retry_not_minted_again(env):
+    """The same CSR mints a distinct certificate each time (API_CreateCertificateFromCsr.html): the retry
+    finds the one the lost call made (INACTIVE, the CSR's key) and adopts it."""
+    csr = make_csr()
+    env.rotator.iot_create = LosesTheAnswer(env.iot)
+    with pytest.raises(ReadTimeoutError):
+        request(env, csr=csr)
+    [row] = scan(env.table)
+    assert row["status"] == "issuing" and "new_certificate_id" not in row  # the intent, recorded first
+    [minted] = set(certificates(env)) - set(env.certs.values())
+    assert certificates(env)[minted] == "INACTIVE"  # connects no one until the row knows it
+    env.rotator.iot_create = env.iot
+    result = request(env, csr=csr)  # Lambda's retry of the same event
+    assert result.outcome == "accepted" and result.certificate_id == minted
+    assert len(certificates(env)) == 3 and certificates(env)[minted] == "ACTIVE"
+    assert last_answer(env)[1]["certificate_id"] == minted
+    assert scan(env.table)[0]["status"] == "issued" and scan(env.table)[0]["attached"] is True
+    assert [r["action"] for r in scan(env.audit)] == ["certificate.rotation-issued"]
+
+
+def test_another_csr_after_a_lost_answer_leaves_that_certificate_inactive_and_audited(env):
+    env.rotator.iot_create = LosesTheAnswer(env.iot)
+    with pytest.raises(ReadTimeoutError):
+        request(env)
+    [orphan] = set(certificates(env)) - set(env.certs.values())
+    env.rotator.iot_create = env.iot
+    new = request(env, request_id="r-2").certificate_id  # the device lost that key and made another
+    assert new != orphan and certificates(env)[orphan] == "INACTIVE" and certificates(env)[new] == "ACTIVE"
+    superseded = [r for r in scan(env.audit) if r["action"] == "certificate.rotation-superseded"]
+    assert [r["details"]["certificate_id"] for r in superseded] == [orphan]
+
+
 def test_the_handler_takes_the_rule_event(env, monkeypatch):
     monkeypatch.setenv("IOT_DATA_ENDPOINT", f"a1b2c3-ats.iot.{REGION}.amazonaws.com")
     monkeypatch.setenv("ROTATIONS_TABLE", ROTATIONS)
@@ -277,6 +332,9 @@ def test_the_handler_takes_the_rule_event(env, monkeypatch):
         return AWSResponse(url="", status_code=200, headers={}, raw=None), {}
 
     rotation_handler._rotator().iot_data.meta.events.register("before-call.iot-data.Publish", answered)
+    # CreateCertificateFromCsr goes through a client that never re-sends it (botocore would re-send a request
+    # whose answer timed out, minting a second certificate)
+    assert rotation_handler._rotator().iot_create.meta.config.retries["total_max_attempts"] == 1
     try:
         answer = rotation_handler.lambda_handler(
             rule_event("request", env.certs[THING], csr=make_csr(), request_id="r-1"), LambdaContext())
