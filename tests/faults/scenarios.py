@@ -32,6 +32,7 @@ from tests.faults.sweep import (
     HARMLESS,
     REGION,
     AsyncInvoke,
+    CustomResource,
     FirehoseTransform,
     KinesisBatch,
     Scenario,
@@ -849,6 +850,309 @@ def expiring_scenario() -> Scenario:
     )
 
 
+# ---- commands: certificate rotation (the IoT rule's Lambda action, asynchronous) --------------------
+
+
+ROTATION_DATA_ENDPOINT = f"a1b2c3d4e5f6g7-ats.iot.{REGION}.amazonaws.com"
+
+
+def _publish_fake(world: Any) -> Any:
+    """iot-data Publish as the broker answers it on the account's data endpoint (moto serves iot-data only
+    on its regional host): "HTTP 200 with an empty HTTP body" (https://docs.aws.amazon.com/iot/latest/
+    apireference/API_iotdata_Publish.html); every applied request reaches the device's topic."""
+    from urllib.parse import unquote, urlsplit
+
+    from tests.faults.injector import answer
+
+    def publish(request: Any) -> Any:
+        topic = unquote(urlsplit(request.url).path.split("/topics/", 1)[1])
+        body = request.body if isinstance(request.body, bytes) else (request.body or b"").encode()
+        world.published.append((topic, json.loads(body)))
+        return answer(request, 200)
+
+    return publish
+
+
+def _rotation_world(injector: Injector) -> Any:
+    """What the Command stack creates for the rotation (the rotations table, the audit table, the device
+    policy) and a device SN-0001 with its certificate, attached and carrying the policy."""
+    from commands.rotation import handler
+
+    from tests.commands.conftest import THING, iot_signs_the_csr
+    from tests.commands.test_rotation import POLICY, ROTATIONS, create_rotations_table, make_csr, self_signed
+
+    signs = iot_signs_the_csr()
+    signs.__enter__()
+    env = Env({"IOT_DATA_ENDPOINT": ROTATION_DATA_ENDPOINT, "ROTATIONS_TABLE": ROTATIONS, "AUDIT_TABLE": AUDIT_TABLE,
+               "DEVICE_POLICY_NAME": POLICY})
+    handler._rotator.cache_clear()
+    dynamodb = resource("dynamodb")
+    _, audit = create_tables(dynamodb)
+    table = create_rotations_table(dynamodb)
+    iot = client("iot")
+    iot.create_policy(policyName=POLICY, policyDocument=json.dumps(
+        {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "iot:Connect", "Resource": "*"}]}))
+    iot.create_thing(thingName=THING)
+    old = iot.register_certificate_without_ca(certificatePem=self_signed(THING), status="ACTIVE")
+    iot.attach_thing_principal(thingName=THING, principal=old["certificateArn"])
+    iot.attach_policy(policyName=POLICY, target=old["certificateArn"])
+    world = SimpleNamespace(env=env, handler=handler, audit=audit, table=table, iot=iot, thing=THING,
+                            old=old["certificateId"], csr=make_csr(THING), published=[], signs=signs, pending=None)
+    injector.fakes["iot-data-plane.Publish"] = _publish_fake(world)
+    return world
+
+
+def _rotation_pending_world(injector: Injector) -> Any:
+    """The world after a clean request: the new certificate issued, attached and ACTIVE, the row `issued`,
+    the device's answer sent (and read); the device has not confirmed yet."""
+    from tests.commands.test_rotation import rule_event
+    from tests.helpers import LambdaContext
+
+    world = _rotation_world(injector)
+    answer = world.handler.lambda_handler(rule_event("request", world.old, csr=world.csr, request_id="r-1"),
+                                          LambdaContext())
+    world.pending, world.published[:] = answer["certificate_id"], []
+    return world
+
+
+def _rotation_teardown(world: Any) -> None:
+    world.signs.__exit__(None, None, None)
+    world.handler._rotator.cache_clear()
+    world.env.restore()
+
+
+def _rotation_state(world: Any) -> dict[str, list[str]]:
+    """Every certificate of the account (status, things, policies), the rotation row, the device's answers
+    and the audit trail, with generated ids named by their role: <old>, <pending> (issued by an earlier
+    request), <new> (the row's), anything else <other n> (a certificate no row knows: a defect)."""
+    rows = scan(world.table)
+    names = {world.old: "<old>"}
+    if world.pending:
+        names[world.pending] = "<pending>"
+    for row in rows:
+        if row.get("new_certificate_id") and row["new_certificate_id"] not in names:
+            names[row["new_certificate_id"]] = "<new>"
+    listed = world.iot.list_certificates()["certificates"]
+    for n, cid in enumerate(sorted(c["certificateId"] for c in listed if c["certificateId"] not in names)):
+        names[cid] = f"<other {n}>"
+    pems = {}
+    certificates = []
+    for c in listed:
+        arn = c["certificateArn"]
+        pems[world.iot.describe_certificate(certificateId=c["certificateId"])["certificateDescription"]
+             ["certificatePem"]] = f"<pem of {names[c['certificateId']]}>"
+        certificates.append(canonical({
+            "id": c["certificateId"], "status": c["status"],
+            "things": world.iot.list_principal_things(principal=arn)["things"],
+            "policies": [p["policyName"] for p in world.iot.list_attached_policies(target=arn)["policies"]]}))
+    answers = [canonical({"topic": topic, "payload": {k: pems.get(v, v) if k == "certificate_pem" else v
+                                                      for k, v in payload.items()}})
+               for topic, payload in world.published]
+    state = {
+        "certificates": certificates,
+        "rotation": items(world.table, drop=("requested_at", "issued_at", "confirmed_at", "csr_sha256",
+                                             "public_key_sha256")),
+        "device answers": answers,
+        "audit": audit_records(world.audit),
+    }
+    return renamed(state, names)
+
+
+# MQTT QoS 1 is at-least-once ("Sent at least one time, and then repeatedly until a PUBACK response is
+# received", https://docs.aws.amazon.com/iot/latest/developerguide/mqtt.html#mqtt-qos): a device already
+# takes a second copy of an answer; both copies are the same answer (request id, certificate).
+ROTATION_ANSWER_COPIES = (HARMLESS, "the device's answer published again by the retry of an invocation whose "
+                                    "Publish was applied (answer lost, or it died right after): the same answer "
+                                    "(request id, certificate id and PEM); MQTT QoS 1 delivers at least once anyway")
+
+
+def _rotation_scenario(name: str, world: Any, event: Any, **extra: Any) -> Scenario:
+    from tests.helpers import LambdaContext
+
+    return Scenario(
+        function="commands.rotation",
+        # The rule's Lambda action invokes asynchronously; the stack sets retry_attempts=2 and an on-failure
+        # destination (stacks/commands/rotation.py).
+        source=AsyncInvoke(f"IoT rule, {name} (async)"),
+        world=world,
+        event=event,
+        invoke=lambda world, event: world.handler.lambda_handler(event, LambdaContext()),
+        state=_rotation_state,
+        tolerated={"device answers": ROTATION_ANSWER_COPIES, **extra.pop("tolerated", {})},
+        teardown=_rotation_teardown,
+        **extra,
+    )
+
+
+def rotation_request_scenario() -> Scenario:
+    from tests.commands.test_rotation import rule_event
+
+    return _rotation_scenario(
+        "cmd/+/certs/request", _rotation_world,
+        lambda world: rule_event("request", world.old, csr=world.csr, request_id="r-1"))
+
+
+def rotation_confirm_scenario() -> Scenario:
+    from tests.commands.test_rotation import rule_event
+
+    return _rotation_scenario(
+        "cmd/+/certs/confirm", _rotation_pending_world,
+        lambda world: rule_event("confirm", world.pending, certificate_id=world.pending))
+
+
+def rotation_supersede_scenario() -> Scenario:
+    """A second request with another CSR while one is pending (the device lost the key it made): the pending
+    certificate is retired and another issued."""
+    from tests.commands.test_rotation import make_csr, rule_event
+
+    return _rotation_scenario(
+        "cmd/+/certs/request, another CSR while one is pending", _rotation_pending_world,
+        lambda world: rule_event("request", world.old, csr=make_csr(world.thing), request_id="r-2"))
+
+
+def rotation_refused_scenario() -> Scenario:
+    """A CSR for another thing's name: refused (`wrong-cn`), audited and answered on `rejected`."""
+    from tests.commands.conftest import OTHER
+    from tests.commands.test_rotation import make_csr, rule_event
+
+    return _rotation_scenario(
+        "cmd/+/certs/request, refused", _rotation_world,
+        lambda world: rule_event("request", world.old, csr=make_csr(OTHER), request_id="r-1"),
+        tolerated={"audit": (RECORDED, "every refused attempt is audited (`certificate.rotation-request-refused`): "
+                                       "a retry after the record was written records it again")})
+
+
+# ---- commands: the signing key's public key (CloudFormation custom resource, Create) ---------------
+
+
+class ResponseBucket:
+    """CloudFormation's presigned response URL: a real HTTP server on 127.0.0.1 (one per session)
+    recording every PUT (the request id is in the path, as in the presigned S3 key)."""
+
+    def __init__(self):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.puts: list[tuple[str, dict]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_PUT(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                outer.puts.append((self.path, json.loads(body)))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+_response_bucket = None
+
+
+def response_bucket() -> ResponseBucket:
+    global _response_bucket
+    if _response_bucket is None:
+        _response_bucket = ResponseBucket()
+    return _response_bucket
+
+
+STACK_ID = "arn:aws:cloudformation:eu-west-1:123456789012:stack/fleetwarden-dev-commands/5b1e3c90-8f1a-11ef-9f2e-0a1b2c3d4e5f"
+
+
+def _public_key_world(injector: Injector) -> Any:
+    from commands.public_key import handler
+
+    kms = client("kms")
+    key = kms.create_key(KeySpec="ECC_NIST_P256", KeyUsage="SIGN_VERIFY")["KeyMetadata"]["Arn"]
+    bucket = response_bucket()
+    bucket.puts[:] = []
+    # The response PUT is one more numbered call of the sweep (urllib, not boto3).
+    send = handler.send
+    handler.send = injector.wrap("cloudformation.PUT response", send, lambda: TimeoutError("timed out"))
+    return SimpleNamespace(env=Env({}), handler=handler, send=send, kms=kms, key=key, bucket=bucket)
+
+
+def _public_key_event(world: Any) -> dict:
+    """The Create request as CloudFormation sends it ("Create" request type, crpg-ref-requesttypes-create.html):
+    the resource's properties are the template's, ServiceToken included."""
+    request_id = "e2fc8f5c-0a1b-4c5d-9e8f-7a6b5c4d3e2f"
+    function = "arn:aws:lambda:eu-west-1:123456789012:function:fleetwarden-dev-commands-PublicKeyReader"
+    path = f"/{STACK_ID.replace('/', '%2F')}%7CPublicKey%7C{request_id}?X-Amz-Expires=7200&X-Amz-Signature=0f1e2d"
+    return {"RequestType": "Create", "ServiceToken": function, "ResponseURL": world.bucket.url + path,
+            "StackId": STACK_ID, "RequestId": request_id, "LogicalResourceId": "PublicKey",
+            "ResourceType": "AWS::CloudFormation::CustomResource",
+            "ResourceProperties": {"ServiceToken": function, "KeyArn": world.key}}
+
+
+def _public_key_invoke(world: Any, event: dict) -> str | None:
+    from tests.helpers import LambdaContext
+
+    world.handler.lambda_handler(event, LambdaContext())
+    sent = [body for _, body in world.bucket.puts if body["RequestId"] == event["RequestId"]]
+    return sent[0]["Status"] if sent else None
+
+
+def _public_key_state(world: Any) -> dict[str, list[str]]:
+    from shared.command_jobs import KmsSigner
+
+    with INJECTOR_PAUSED():
+        signer = KmsSigner(world.kms, world.key)
+        pem, key_id = signer.public_pem(), signer.key_id
+    names = {pem: "<the key's PEM>", key_id: "<its key id>"}
+
+    def named(body: dict) -> dict:
+        data = {k: names.get(v, v) for k, v in (body.get("Data") or {}).items()}
+        return {**body, "Data": data, "RequestId": "<request>"}
+
+    first: dict[str, dict] = {}
+    for _, body in world.bucket.puts:
+        first.setdefault(body["RequestId"], body)
+    return renamed({
+        # What CloudFormation read for each request (the first response; a second one is identical).
+        "deployments": [canonical({"Status": b["Status"], "Reason": b["Reason"]}) for b in first.values()],
+        "stack outputs": [canonical(named(b)["Data"]) for b in first.values() if b["Status"] == "SUCCESS"],
+        "response PUTs": [canonical(named(body)) for _, body in world.bucket.puts],
+    }, {world.key: "<key arn>"})
+
+
+def INJECTOR_PAUSED() -> Any:
+    from tests.faults.sweep import INJECTOR
+
+    return INJECTOR.paused()
+
+
+def public_key_scenario() -> Scenario:
+    def teardown(world: Any) -> None:
+        world.handler.send = world.send
+        world.env.restore()
+
+    return Scenario(
+        function="commands.public_key",
+        source=CustomResource(),
+        world=_public_key_world,
+        event=_public_key_event,
+        invoke=_public_key_invoke,
+        state=_public_key_state,
+        tolerated={
+            "deployments": (RECORDED, "GetPublicKey failed (every attempt botocore made): answered FAILED with the "
+                                      "reason (\"GetPublicKey failed: <error>\", in the stack events) rather than "
+                                      "leave CloudFormation waiting an hour; the deployment rolls back and the "
+                                      "operator's next deploy completes it"),
+            "response PUTs": (HARMLESS, "the same response PUT twice to the presigned URL (Lambda's retry after the "
+                                        "first PUT's answer was lost or the invocation died): byte-identical bodies, "
+                                        "so whichever CloudFormation reads says the same (what it does with a second "
+                                        "response is not documented: unverified)")},
+        teardown=teardown,
+    )
+
+
 # ---- telemetry: the Firehose transform (no AWS call: swept with zero calls) ------------------------
 
 
@@ -884,4 +1188,5 @@ def transform_scenario() -> Scenario:
 SCENARIOS = [hook_scenario, token_api_scenario, auth_failures_scenario, auto_response_scenario,
              device_admin_scenario, device_admin_quarantine_scenario, detector_scenario, alerts_api_scenario,
              alerts_list_scenario, alert_processor_scenario, transform_scenario, command_issuer_scenario,
-             expiring_scenario]
+             expiring_scenario, rotation_request_scenario, rotation_confirm_scenario, rotation_supersede_scenario,
+             rotation_refused_scenario, public_key_scenario]

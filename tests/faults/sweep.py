@@ -183,6 +183,44 @@ class FirehoseTransform:
         return KinesisBatch(self.retries).deliver(invoke, event, time_passes)
 
 
+@dataclass(frozen=True)
+class CustomResource:
+    """A Lambda-backed custom resource (AWS::CloudFormation::CustomResource whose ServiceToken is the
+    function itself; no provider framework): "CloudFormation invokes your Lambda function
+    asynchronously with an event that includes a callback URL" ("Using AWS Lambda with
+    CloudFormation", https://docs.aws.amazon.com/lambda/latest/dg/services-cloudformation.html), so a
+    function error or a dead invocation is retried by Lambda as any asynchronous event (AsyncInvoke:
+    twice). CloudFormation itself never re-sends the request: it reads the response PUT to the
+    presigned ResponseURL, and a FAILED one, or none before ServiceTimeout (default 3600 s), fails the
+    stack operation ("CloudFormation custom resource request and response reference",
+    https://docs.aws.amazon.com/AWSCloudFormation/latest/UserGuide/crpg-ref.html), which rolls back.
+    The operator then deploys again: a new Create (new RequestId, new ResponseURL), delivered the same
+    way. `invoke` returns the Status the function PUT for the request (None if it sent none)."""
+
+    name: str = "CloudFormation custom resource (Create)"
+    retries: int = 2
+
+    def deliver(self, invoke: Callable[[Any], Any], event: Any, time_passes: Callable[[float], None]) -> Delivery:
+        delivery = Delivery()
+        for deployment in range(2):
+            request = event if deployment == 0 else {
+                **event, "RequestId": f"{event['RequestId']}-redeploy",
+                "ResponseURL": event["ResponseURL"].replace(event["RequestId"], f"{event['RequestId']}-redeploy")}
+            status = None
+            for attempt in range(self.retries + 1):
+                how, answer = _invoke(invoke, request)
+                delivery.results.append(answer if how == "answered" else how)
+                if how == "answered":
+                    status = answer
+                    break
+                time_passes(60 * (attempt + 1))
+            if status == "SUCCESS":
+                return delivery
+            delivery.told_failure = True  # FAILED, or no response by ServiceTimeout: the deployment failed
+        delivery.parked = [event]  # failed twice: the operator reads the stack events
+        return delivery
+
+
 # ---- scenarios and runs ---------------------------------------------------------------------------
 
 
