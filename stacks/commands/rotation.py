@@ -66,6 +66,11 @@ class CertificateRotation(Construct):
         # CreateCertificateFromCsr has no resource type in the Service Authorization Reference: "*" only.
         fn.add_to_role_policy(iam.PolicyStatement(sid="IssueFromCsr", actions=["iot:CreateCertificateFromCsr"],
                                                   resources=["*"]))
+        # A retry finds the certificate a lost CreateCertificateFromCsr made (rotate.py): ListCertificates
+        # lists the account's certificates, so it is granted on "*" (list_awsiot.html, Service Authorization
+        # Reference).
+        fn.add_to_role_policy(iam.PolicyStatement(sid="FindTheIssuedCertificate", actions=["iot:ListCertificates"],
+                                                  resources=["*"]))
         fn.add_to_role_policy(iam.PolicyStatement(
             sid="AttachNewCertificate", actions=["iot:AttachPolicy", "iot:AttachThingPrincipal"],
             resources=[certs, things]))
@@ -92,8 +97,9 @@ class CertificateRotation(Construct):
                               f"topic/{topics.cert_rotation_response_prefix('*')}/*]",
                            reason="Answers go to the rotating device's own response topics only."),
             Acknowledgment(id="AwsSolutions-IAM5[Resource::*]",
-                           reason="iot:CreateCertificateFromCsr supports no resource-level permission; X-Ray "
-                                  "tracing actions take Resource * too."))
+                           reason="iot:CreateCertificateFromCsr supports no resource-level permission and "
+                                  "iot:ListCertificates lists the account's certificates; X-Ray tracing actions "
+                                  "take Resource * too."))
 
         role = rule_role(self, "Certificate rotation rule: invokes the rotation function")
         self.rule_name = topics.rule_name(stage_name, "cert_rotation")

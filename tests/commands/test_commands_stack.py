@@ -78,7 +78,7 @@ def test_the_rotation_rule_feeds_the_function_with_the_authenticated_principal(d
     assert len(fn["Layers"]) == 2  # Powertools and the cryptography layer
     actions = role_actions(commands(dev), "RotationRotateRole")
     assert {"iot:CreateCertificateFromCsr", "iot:AttachPolicy", "iot:AttachThingPrincipal", "iot:UpdateCertificate",
-            "iot:Publish", "iot:ListThingPrincipals"} <= actions
+            "iot:Publish", "iot:ListThingPrincipals", "iot:ListCertificates", "iot:DescribeCertificate"} <= actions
 
 
 def test_the_issuer_api_is_cognito_only(dev):

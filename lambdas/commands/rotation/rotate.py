@@ -76,6 +76,7 @@ _quiet = logging.getLogger(__name__)
 # How far IoT's creationDate may precede the function's clock when a retry looks for the certificate a
 # lost CreateCertificateFromCsr made (clocks of two services; unverified, generous).
 CLOCK_SKEW_SECONDS = 300
+MAX_SEARCH_PAGES = 20  # 5,000 certificates newest first: far more than an account mints in the retry window
 
 
 class Refused(Exception):
@@ -225,12 +226,15 @@ class Rotator:
         """The INACTIVE certificates carrying the intent's public key created since it was recorded, oldest
         first. ListCertificates "ascendingOrder: ... If True, the results are returned in ascending order,
         based on the creation date" (https://docs.aws.amazon.com/iot/latest/apireference/
-        API_ListCertificates.html): newest first, stopping at the first one older than the intent."""
+        API_ListCertificates.html); False read as newest first (the page says nothing of False: unverified),
+        stopping at the first one older than the intent, and after MAX_SEARCH_PAGES at most. If the search
+        missed it, the retry mints another and the missed one stays as the lost call left it: INACTIVE,
+        without policy or thing, so it connects no one."""
         want = intent.get("public_key_sha256")
         since = _epoch(intent["requested_at"]) - CLOCK_SKEW_SECONDS
         found: list[dict[str, Any]] = []
         pages = self.iot.get_paginator("list_certificates").paginate(
-            ascendingOrder=False, PaginationConfig={"PageSize": 250})
+            ascendingOrder=False, PaginationConfig={"PageSize": 250, "MaxItems": 250 * MAX_SEARCH_PAGES})
         for page in pages:
             for listed in page.get("certificates", []):
                 if listed["creationDate"].timestamp() < since:
