@@ -66,3 +66,44 @@ def test_a_failure_answer_for_work_the_re_sent_request_did_is_a_wrong_answer():
     assert classify(scenario(SYNC), CLEAN, told, "resent")[0] == WRONG
     # under `lost` the function could not know: failing closed is right
     assert classify(scenario(SYNC), CLEAN, told, "lost")[0] == "converged"
+
+
+# --- the custom resource's source: Lambda retries the invocation, CloudFormation reads the response ---
+
+def _custom_resource_run(answers):
+    """Deliver a Create whose invocations answer (the Status PUT) or fail as `answers` says, in order."""
+    from tests.faults.injector import InvocationDied
+    from tests.faults.sweep import CustomResource
+
+    seen, waited = [], []
+
+    def invoke(event):
+        seen.append(event["RequestId"])
+        outcome = answers.pop(0)
+        if outcome == "raised":
+            raise TimeoutError("the response PUT timed out")
+        if outcome == "died":
+            raise InvocationDied("timed out")
+        return outcome
+
+    event = {"RequestId": "r-1", "ResponseURL": "https://bucket/stack%7CPublicKey%7Cr-1?sig"}
+    delivery = CustomResource().deliver(invoke, event, waited.append)
+    return delivery, seen, waited
+
+
+def test_a_custom_resource_answered_success_is_one_invocation():
+    delivery, seen, _ = _custom_resource_run(["SUCCESS"])
+    assert seen == ["r-1"] and not delivery.told_failure and not delivery.parked
+
+
+def test_lambda_retries_a_custom_resource_invocation_that_raised_or_died():
+    delivery, seen, waited = _custom_resource_run(["raised", "died", "SUCCESS"])
+    assert seen == ["r-1"] * 3 and waited == [60, 120] and not delivery.told_failure
+
+
+def test_a_failed_deployment_is_deployed_again_as_a_new_request():
+    delivery, seen, _ = _custom_resource_run(["FAILED", "SUCCESS"])
+    assert seen == ["r-1", "r-1-redeploy"] and delivery.told_failure and not delivery.parked
+    # no response after Lambda's retries: CloudFormation fails the operation at ServiceTimeout; deployed again
+    delivery, seen, _ = _custom_resource_run(["raised", "raised", "raised", "SUCCESS"])
+    assert seen == ["r-1"] * 3 + ["r-1-redeploy"] and delivery.told_failure
