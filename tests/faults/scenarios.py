@@ -973,7 +973,8 @@ def _rotation_state(world: Any) -> dict[str, list[str]]:
 # takes a second copy of an answer; both copies are the same answer (request id, certificate).
 ROTATION_ANSWER_COPIES = (HARMLESS, "the device's answer published again by the retry of an invocation whose "
                                     "Publish was applied (answer lost, or it died right after): the same answer "
-                                    "(request id, certificate id and PEM); MQTT QoS 1 delivers at least once anyway")
+                                    "(request id, certificate id and PEM); MQTT QoS 1 delivers at least once anyway, "
+                                    "and the device agent acts on an answer only in the phase awaiting it")
 
 
 def _rotation_scenario(name: str, world: Any, event: Any, **extra: Any) -> Scenario:
