@@ -179,7 +179,8 @@ class Rotator:
             if principal == row["old_certificate_id"] and row.get("csr_sha256") == csr_hash:
                 for extra in minted[1:]:  # (one create per attempt never makes two; kept INACTIVE if it did)
                     self._supersede(thing, extra["certificateId"])
-                if minted:
+                if minted:  # the lost call's certificate (its invocation never counted it)
+                    self.count(ISSUED_METRIC)
                     return self._issued(thing, row, minted[0], request_id)
                 return self._create(thing, row, csr_pem, request_id)
             for orphan in minted:  # another request replaces this one: its certificate stays INACTIVE
