@@ -69,7 +69,7 @@ REFUSED_METRIC = "RotationRefused"
 ISSUED_METRIC, CONFIRMED_METRIC = "CertificatesRotated", "RotationsConfirmed"
 MAX_CSR_BYTES = 8192
 MIN_RSA_BITS = 2048
-_THING = re.compile(r"^[A-Za-z0-9:_-]{1,128}$")
+_THING = topics.THING_NAME
 _CERT_ID = re.compile(r"^[0-9a-f]{64}$")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _quiet = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class Rotator:
 
     def handle(self, event: Mapping[str, Any]) -> Result:
         thing, step, principal = event.get("thing"), event.get("step"), event.get("principal")
-        if not isinstance(thing, str) or not _THING.match(thing) or step not in (REQUEST, CONFIRM):
+        if not isinstance(thing, str) or not _THING.fullmatch(thing) or step not in (REQUEST, CONFIRM):
             # Not from our rule's topics (the SQL selects only cmd/<thing>/certs/<step>): nowhere to answer.
             self.log.warning("rotation event ignored", extra={"reason": "not-a-rotation-topic"})
             self.count(REFUSED_METRIC, reason=MALFORMED)
