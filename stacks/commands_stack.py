@@ -23,7 +23,7 @@ from stacks.identity_stack import IdentityStack
 from stacks.platform.bucket import SecureBucket
 from stacks.platform.function import PythonFunction, allow_key_use
 from stacks.platform.key import customer_key
-from stacks.platform.messaging import dead_letter_queue
+from stacks.platform.messaging import alarm, dead_letter_queue, queue_depth
 
 # The commands an operator sends as they are (remote access and software updates need the issuer).
 TEMPLATE_COMMANDS = ("config", "reboot", "shutdown", "rotate-certificate")
@@ -94,7 +94,13 @@ class CommandStack(Stack):
 
         self.dead_letters = dead_letter_queue(
             self, "DeadLetters", queue_name=f"{stage.prefix}-commands-dlq", key=self.data_key,
-            reason="This queue is itself the dead-letter destination of the rotation function.")
+            reason="This queue is itself the dead-letter destination of the rotation function and starter; "
+                   "its depth alarms the ops topic.")
+        self.dead_letters_alarm = alarm(
+            self, "DeadLettersAlarm", alarm_name=f"{stage.prefix}-commands-dead-letters",
+            description="A rotation step or the rotation starter failed every retry: the event waits in the "
+                        "commands DLQ with its error. Fix the cause, then re-send it (the rotation row resumes).",
+            metric=queue_depth(self.dead_letters), topic=audit.ops_topic)
         self.rotation = CertificateRotation(
             self, "Rotation", prefix=stage.prefix, stage_name=stage.name,
             device_policy_name=identity.device_policy_name, audit_table=identity.audit_table,

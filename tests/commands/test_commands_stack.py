@@ -96,3 +96,16 @@ def test_the_rotation_starter_runs_daily_and_signs_only_rotation_jobs(dev):
         "iot:ListAuditFindings", "iot:DescribeCertificate", "iot:ListAttachedPolicies", "iot:ListPrincipalThings",
         "iot:CreateJob", "kms:Sign", "dynamodb:PutItem"}
     assert "iot:UpdateCertificate" not in role_actions(template, "RotationStarterStartRole")
+
+
+def test_the_commands_dead_letter_queue_alarms_the_ops_topic(dev):
+    """Rotation steps and the starter park failed events there: someone must hear of it."""
+    template = commands(dev)
+    [queue_id] = [k for k, q in resources(template, "AWS::SQS::Queue").items()
+                  if q["Properties"].get("QueueName") == "fleetwarden-dev-commands-dlq"]
+    [alarm] = [a["Properties"] for a in resources(template, "AWS::CloudWatch::Alarm").values()
+               if a["Properties"].get("AlarmName") == "fleetwarden-dev-commands-dead-letters"]
+    assert alarm["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert alarm["Dimensions"][0]["Value"] == {"Fn::GetAtt": [queue_id, "QueueName"]}
+    assert alarm["Threshold"] == 1 and alarm["TreatMissingData"] == "notBreaching"
+    assert "OpsTopic" in json.dumps(alarm["AlarmActions"])

@@ -439,6 +439,14 @@ def test_a_confirmed_rotation_old_certificate_can_be_revoked_on_request(aws, iss
     assert cert_status(aws, old) == "REVOKED" and cert_status(aws, new) == "ACTIVE"
 
 
+def test_retire_while_the_new_certificate_is_being_issued_says_so_and_touches_nothing(aws, issuer, rotations):
+    issuer.rotations = rotations
+    old, new = rotated(aws, rotations, status="issuing")
+    error = refused(issuer.retire, ADMIN, THING, None)
+    assert error.status == 409 and "still issuing" in error.message
+    assert cert_status(aws, old) == "ACTIVE" and cert_status(aws, new) == "ACTIVE"
+
+
 @pytest.mark.parametrize("body, status", [('{"status": "DELETED"}', 400), ('{"status": "INACTIVE", "x": 1}', 400)])
 def test_retire_refuses_bad_requests_unknown_rotations_and_non_admins(aws, issuer, rotations, body, status):
     issuer.rotations = rotations

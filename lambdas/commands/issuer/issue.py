@@ -292,6 +292,9 @@ class Issuer:
         if status not in ("INACTIVE", "REVOKED") or set(request) - {"status"}:
             raise BadRequest('body is {"status": "INACTIVE" | "REVOKED"}')
         row = self.rotations.get_item(Key={"thing": thing}, ConsistentRead=True).get("Item")
+        if row and row.get("status") == "issuing":  # the rotation function is minting the new certificate
+            raise ApiError(409, f"the rotation of {thing} is still issuing its new certificate; retry once "
+                                "the device has confirmed it", INVALID)
         if not row or row.get("status") not in ("issued", "confirmed", "retired"):
             raise ApiError(404, f"no rotation of {thing} is recorded", INVALID)
         if row["status"] == "issued":
