@@ -34,7 +34,10 @@ class AuditStack(Stack):
             key=self.key,
             log_retention_days=stage.log_retention_days,
             powertools_layer_version=stage.powertools_layer_version,
+            metrics_namespace=f"Fleetwarden/{stage.name}",
         )
+        CfnOutput(self, "MetricsNamespace", value=self.defaults.metrics_namespace,
+                  description="CloudWatch namespace of the stage's functions (fleetctl fleet status reads it)")
         self.access_log_bucket = access_log_bucket(
             self, "AccessLogs", expire_after_days=stage.access_log_retention_days)
 

@@ -122,7 +122,7 @@ class DefenseStack(Stack):
             violation_topic=self.violation_topic,
             telemetry_rule_name=ingest.telemetry_rule_name, alert_rule_name=ingest.alert_rule_name,
             defense_dead_letters=self.dead_letters, alert_dead_letters=ingest.alert_dead_letters,
-            ops_topic=audit.ops_topic,
+            ops_topic=audit.ops_topic, metrics_namespace=audit.defaults.metrics_namespace,
         )
         CfnOutput(self, "ViolationTopicArn", value=self.violation_topic.topic_arn)
         CfnOutput(self, "IncidentsTableName", value=self.response.incidents.table_name,

@@ -1,5 +1,5 @@
 """The preamble every handler shares: its service name, Powertools Logger and Metrics in the
-Fleetwarden namespace, counting (a total to alarm on, a breakdown for the dashboard), and boto3
+stage's namespace (Fleetwarden/<stage>), counting (a total to alarm on, a breakdown for the dashboard), and boto3
 clients with bounded timeouts and retries.
 
     from shared.runtime import handler_runtime, client
@@ -21,7 +21,7 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-NAMESPACE = "Fleetwarden"
+NAMESPACE = "Fleetwarden"  # when POWERTOOLS_METRICS_NAMESPACE is unset (tests); the stack sets Fleetwarden/<stage>
 
 # Callers that wait on the answer (API Gateway's 29 s, the provisioning hook's 5 s) get short
 # timeouts and one retry; asynchronous functions (queues, streams, SNS) can afford more.
@@ -34,6 +34,7 @@ class Runtime:
     service: str
     logger: Logger
     metrics: Metrics
+    namespace: str = NAMESPACE
 
     def count(self, name: str, value: float = 1, unit: str = MetricUnit.Count, **dimensions: str) -> None:
         """`value` on the total (flushed with the invocation's metrics); with dimensions (usually
@@ -46,7 +47,7 @@ class Runtime:
         present = {k: v for k, v in dimensions.items() if v}
         if not present:
             return
-        with single_metric(name=name, unit=unit, value=value, namespace=NAMESPACE,
+        with single_metric(name=name, unit=unit, value=value, namespace=self.namespace,
                            default_dimensions={"service": self.service, **present}):
             pass
 
@@ -55,8 +56,9 @@ def handler_runtime(default_service: str) -> Runtime:
     """The function's Logger and Metrics; the service name comes from POWERTOOLS_SERVICE_NAME
     (the stack sets it) or `default_service`."""
     service = os.environ.get("POWERTOOLS_SERVICE_NAME") or default_service
+    namespace = os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or NAMESPACE
     return Runtime(service=service, logger=Logger(service=service),
-                   metrics=Metrics(namespace=NAMESPACE, service=service))
+                   metrics=Metrics(namespace=namespace, service=service), namespace=namespace)
 
 
 def boto_config(*, synchronous: bool = False, **extra: Any) -> Any:

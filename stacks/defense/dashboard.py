@@ -14,9 +14,9 @@ from stacks.platform.messaging import ALARM_PERIOD, alarm, queue_depth
 FIVE_MINUTES = ALARM_PERIOD
 
 
-def _fleet_metric(name: str, service: str) -> cloudwatch.Metric:
-    """A Powertools metric (namespace Fleetwarden, dimension service)."""
-    return cloudwatch.Metric(namespace="Fleetwarden", metric_name=name,
+def _fleet_metric(namespace: str, name: str, service: str) -> cloudwatch.Metric:
+    """A Powertools metric of the stage's functions (namespace Fleetwarden/<stage>, dimension service)."""
+    return cloudwatch.Metric(namespace=namespace, metric_name=name,
                              dimensions_map={"service": service}, statistic="Sum", period=FIVE_MINUTES)
 
 
@@ -40,13 +40,14 @@ class FleetDashboard(Construct):
         defense_dead_letters: sqs.IQueue,
         alert_dead_letters: sqs.IQueue,
         ops_topic: sns.ITopic,
+        metrics_namespace: str,
     ) -> None:
         """`functions`: every function whose errors and throttles are graphed; `response`: the
         auto-response, whose errors alarm."""
         super().__init__(scope, construct_id)
         violations = violation_topic.metric_number_of_messages_published(
             period=FIVE_MINUTES, statistic="Sum", label="violations published")
-        contained = _fleet_metric("DevicesContained", "auto-response")
+        contained = _fleet_metric(metrics_namespace, "DevicesContained", "auto-response")
         telemetry_failures, alert_failures = _rule_failures(telemetry_rule_name), _rule_failures(alert_rule_name)
 
         self.dashboard = cloudwatch.Dashboard(
@@ -58,13 +59,13 @@ class FleetDashboard(Construct):
             cloudwatch.GraphWidget(title="Violations and contained devices",
                                    left=[violations, contained], width=12),
             cloudwatch.GraphWidget(title="Telemetry records (valid / rejected)", width=12, left=[
-                _fleet_metric("TelemetryRecordsValid", "telemetry-transform"),
-                _fleet_metric("TelemetryRecordsRejected", "telemetry-transform")]),
+                _fleet_metric(metrics_namespace, "TelemetryRecordsValid", "telemetry-transform"),
+                _fleet_metric(metrics_namespace, "TelemetryRecordsRejected", "telemetry-transform")]),
         )
         self.dashboard.add_widgets(
             cloudwatch.GraphWidget(title="Alerts (forwarded / quarantined)", width=12, left=[
-                _fleet_metric("AlertsForwarded", "alert-processor"),
-                _fleet_metric("AlertsQuarantined", "alert-processor")]),
+                _fleet_metric(metrics_namespace, "AlertsForwarded", "alert-processor"),
+                _fleet_metric(metrics_namespace, "AlertsQuarantined", "alert-processor")]),
             cloudwatch.GraphWidget(title="IoT rule action failures", width=12,
                                    left=[telemetry_failures, alert_failures]),
         )

@@ -26,6 +26,9 @@ class PlatformDefaults:
     key: kms.IKey  # encrypts every log group (and function environment) of the stage
     log_retention_days: int  # already validated against `config.LOG_RETENTION_DAYS`
     powertools_layer_version: int
+    # The functions' CloudWatch namespace, one per stage (`Fleetwarden/<stage>`): stages sharing an account
+    # must not add up in each other's dashboards, alarms and `fleetctl fleet status`.
+    metrics_namespace: str
 
     def log_group(self, scope: Construct, construct_id: str, *, name: str | None = None) -> logs.LogGroup:
         """An encrypted log group with the stage's retention, kept when its stack is deleted."""

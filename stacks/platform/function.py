@@ -88,7 +88,7 @@ class PythonFunction(Construct):
             environment_encryption=defaults.key,
             environment={
                 "POWERTOOLS_SERVICE_NAME": service,
-                "POWERTOOLS_METRICS_NAMESPACE": "Fleetwarden",
+                "POWERTOOLS_METRICS_NAMESPACE": defaults.metrics_namespace,
                 **environment,
             },
         )

@@ -288,6 +288,9 @@ def test_dashboard_and_alarms_that_need_a_human(dev):
     for needle in ("DevicesContained", "NumberOfMessagesPublished", "TelemetryRecordsRejected",
                    "AlertsQuarantined", "AWS/IoT", "Errors", "Throttles", "ApproximateNumberOfMessagesVisible"):
         assert needle in body, needle
+    # The functions' metrics are read from the stage's own namespace, never another stage's.
+    assert '\\"Fleetwarden/dev\\",\\"DevicesContained\\"' in body
+    assert '\\"Fleetwarden\\",' not in body
     alarms = {a["Properties"]["AlarmName"] for a in resources(defense(dev), "AWS::CloudWatch::Alarm").values()}
     assert {"fleetwarden-dev-ResponseErrors", "fleetwarden-dev-DefenseDeadLetters",
             "fleetwarden-dev-TelemetryRuleFailures", "fleetwarden-dev-AlertRuleFailures"} <= alarms

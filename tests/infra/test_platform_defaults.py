@@ -19,7 +19,8 @@ def test_every_function_runs_latest_python_traced_bounded_and_json_logged(synthe
             assert props["TracingConfig"] == {"Mode": "Active"}, logical_id
             assert props["ReservedConcurrentExecutions"] > 0, logical_id
             assert props["LoggingConfig"]["LogFormat"] == "JSON", logical_id
-            assert props["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == "Fleetwarden"
+            # One namespace per stage: stages sharing an account never add up in each other's alarms.
+            assert props["Environment"]["Variables"]["POWERTOOLS_METRICS_NAMESPACE"] == f"Fleetwarden/{stage}"
             # The environment is encrypted with the audit key, like the function's logs.
             assert "AuditKey" in json.dumps(props["KmsKeyArn"]), logical_id
             assert props["KmsKeyArn"] == s.template_json(stack)["Resources"][

@@ -9,6 +9,7 @@ from shared.runtime import boto_config, client, error_code, handler_runtime
 
 def test_count_adds_to_the_total_and_breaks_down_by_reason(monkeypatch, capsys):
     monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "svc")
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "Fleetwarden/dev")  # as the stack sets it
     runtime = handler_runtime("fallback")
     assert runtime.service == "svc"
     runtime.count("Things")
@@ -17,9 +18,10 @@ def test_count_adds_to_the_total_and_breaks_down_by_reason(monkeypatch, capsys):
     breakdown = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(breakdown) == 1  # flushed at once; the total waits for the invocation's flush
     assert breakdown[0]["reason"] == "bad" and breakdown[0]["Things"] == [1.0]
-    assert breakdown[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Fleetwarden"
+    assert breakdown[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Fleetwarden/dev"
     runtime.metrics.flush_metrics()
     total = json.loads(capsys.readouterr().out)
+    assert total["_aws"]["CloudWatchMetrics"][0]["Namespace"] == "Fleetwarden/dev"
     assert total["Things"] == [1.0, 1.0, 1.0] and total["service"] == "svc"
 
 

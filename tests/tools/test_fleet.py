@@ -32,7 +32,7 @@ FLEET, QUARANTINE = "fleetwarden-test-fleet", "fleetwarden-test-quarantine"
 NOW = datetime(2026, 12, 1, 3, 0, 0, tzinfo=UTC)
 SETTINGS = Settings(stage="test", region=REGION, outputs={
     "FleetGroupName": FLEET, "QuarantineGroupName": QUARANTINE, "IncidentsTableName": INCIDENTS_TABLE,
-    "AuditTableName": AUDIT_TABLE})
+    "AuditTableName": AUDIT_TABLE, "MetricsNamespace": "Fleetwarden/test"})
 # 5 devices in the fleet group, 2 of them quarantined; one thing of another stage outside it.
 DEVICES = ["pump-1", "pump-2", "pump-3", "pump-4", "pump-5"]
 QUARANTINED = ["pump-2", "pump-4"]
@@ -44,8 +44,9 @@ def incident(violation_id: str, thing: str, received_at: str, status: str, **ext
             **{k: {"S": v} for k, v in extra.items()}}
 
 
-def metric(cloudwatch, name: str, service: str, value: float, at: datetime) -> None:
-    cloudwatch.put_metric_data(Namespace="Fleetwarden", MetricData=[{
+def metric(cloudwatch, name: str, service: str, value: float, at: datetime,
+           namespace: str = "Fleetwarden/test") -> None:
+    cloudwatch.put_metric_data(Namespace=namespace, MetricData=[{
         "MetricName": name, "Dimensions": [{"Name": "service", "Value": service}],
         "Value": value, "Unit": "Count", "Timestamp": at}])
 
@@ -145,7 +146,7 @@ def test_status_without_fleet_indexing_counts_the_registry(aws):
     table = fleet.status_table(status)
     assert "connected now              unknown (fleet indexing off)" in table
     assert "devices registered         5" in table and "open incidents             2" in table
-    assert "every stage in this account" in table
+    assert "every stage" not in table
 
 
 class PagedIot:
@@ -282,3 +283,21 @@ def test_fleet_status_and_device_show_commands(aws, run):
     assert result.code == 0, result.err
     assert "[QUARANTINED]" in result.out and "v3" in result.out
     run("device", "show", "pump-9").assert_one_error_line(1, "thing pump-9 not found")
+
+
+def test_the_24_hour_counts_read_the_stage_namespace_only():
+    """Stages sharing an account have their own namespaces (Fleetwarden/<stage>). Checked on the request:
+    moto 5.2.5's GetMetricData drops the namespace filter when dimensions are given (cloudwatch/models.py),
+    which CloudWatch does not (a metric is namespace + name + dimensions:
+    https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_Metric.html)."""
+    requests = []
+
+    class CloudWatch:
+        def get_metric_data(self, **request):
+            requests.append(request)
+            return {"MetricDataResults": []}
+
+    fleet._metric_sums(CloudWatch(), "Fleetwarden/test", {"alerts": fleet.ALERT_METRICS},
+                       NOW - timedelta(days=1), NOW)
+    namespaces = {q["MetricStat"]["Metric"]["Namespace"] for q in requests[0]["MetricDataQueries"]}
+    assert namespaces == {"Fleetwarden/test"}

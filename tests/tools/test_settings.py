@@ -104,6 +104,7 @@ def test_a_stage_name_cannot_escape_the_config_directory(config_home, stage):
 # The outputs fleetctl reads, by the stack configure reads them from: stable keys (CfnOutput key=), so a
 # construct moving inside its stack cannot rename them.
 OUTPUTS_READ = {
+    "Audit": ["MetricsNamespace"],
     "Identity": ["UserPoolId", "FleetctlClientId", "ProvisioningTokenApiUrl", "AuditTableName",
                  "FleetGroupName", "QuarantineGroupName"],
     "Ingest": ["AlertsApiUrl", "TelemetryDatabase", "TelemetryWorkGroup"],

@@ -31,7 +31,6 @@ LIST_PAGE_SIZE = 250  # ListThingsInThingGroup maxResults upper bound (IoT API r
 # POWERTOOLS_SERVICE_NAME; stacks/platform/function.py): every alert the processor indexed ends
 # forwarded or rejected by the classifier (lambdas/alerts/processor/process.py); the telemetry
 # transform counts the records it rejects (lambdas/telemetry/transform/handler.py).
-NAMESPACE = "Fleetwarden"
 ALERT_METRICS = (("AlertsForwarded", "alert-processor"), ("AlertsRejectedByClassifier", "alert-processor"))
 REJECTED_TELEMETRY_METRICS = (("TelemetryRecordsRejected", "telemetry-transform"),)
 DAY = timedelta(hours=24)
@@ -95,7 +94,8 @@ def _open_incident_count(dynamodb, table: str) -> tuple[int, bool]:
     return count, False
 
 
-def _metric_sums(cloudwatch, metrics: dict[str, tuple], start: datetime, end: datetime) -> dict[str, int]:
+def _metric_sums(cloudwatch, namespace: str, metrics: dict[str, tuple], start: datetime,
+                 end: datetime) -> dict[str, int]:
     """Sum over [start, end) of each named group of Powertools metrics (GetMetricData, one period).
     https://docs.aws.amazon.com/AmazonCloudWatch/latest/APIReference/API_GetMetricData.html"""
     queries, owner = [], {}
@@ -104,7 +104,7 @@ def _metric_sums(cloudwatch, metrics: dict[str, tuple], start: datetime, end: da
             query_id = f"{name.lower()}{n}"
             owner[query_id] = name
             queries.append({"Id": query_id, "ReturnData": True, "MetricStat": {
-                "Metric": {"Namespace": NAMESPACE, "MetricName": metric,
+                "Metric": {"Namespace": namespace, "MetricName": metric,
                            "Dimensions": [{"Name": "service", "Value": service}]},
                 "Period": int((end - start).total_seconds()), "Stat": "Sum"}})
     sums = dict.fromkeys(metrics, 0)
@@ -169,11 +169,10 @@ def fleet_status(clients: Clients, settings: Any, now: Callable[[], datetime] | 
     if not complete:
         status["incomplete"].append("open_incidents")
     with aws_errors("read CloudWatch metrics (cloudwatch:GetMetricData)"):
-        sums = _metric_sums(clients("cloudwatch"), {"alerts": ALERT_METRICS,
-                                                    "rejected": REJECTED_TELEMETRY_METRICS}, end - DAY, end)
+        # The stage's own namespace (Audit stack output MetricsNamespace, Fleetwarden/<stage>).
+        sums = _metric_sums(clients("cloudwatch"), settings.get("MetricsNamespace"),
+                            {"alerts": ALERT_METRICS, "rejected": REJECTED_TELEMETRY_METRICS}, end - DAY, end)
     status["alerts_24h"], status["telemetry_rejected_24h"] = sums["alerts"], sums["rejected"]
-    # The functions' metrics carry no stage dimension: stages sharing an account add up.
-    status["notes"].append("alerts and rejected telemetry: metrics of every stage in this account and region")
     return status
 
 
@@ -198,8 +197,6 @@ def status_table(status: dict) -> str:
                                    f"connectivity {_cell(indexing['connectivity'])}"))
     width = max(len(label) for label, _ in rows)
     lines = [f"{label.ljust(width)}  {value}" for label, value in rows]
-    if any("every stage" in note for note in status["notes"]):
-        lines.append("(alerts and rejected telemetry count every stage in this account and region)")
     return "\n".join(lines)
 
 
