@@ -20,13 +20,13 @@ import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from .api import LOOPBACK_HOSTS, NoRedirect, call
 from .defense import _cell
 from .errors import InputError, RemoteError
+from .times import parse_instant
 
 API_NAME = "alerts API"
 NOT_AUTHORISED = ("not authorised: the alerts API is for members of the analysts or admins group "
@@ -55,16 +55,7 @@ def _instant(value: str | None, flag: str) -> str | None:
     """ISO-8601 date or date-time (UTC if it has no offset) -> `...Z`, the form the API takes."""
     if value is None:
         return None
-    text = value.strip()
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InputError(f"invalid {flag} {value!r}: expected ISO-8601, e.g. 2025-05-01 or "
-                         "2025-05-01T12:00:00Z") from None
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return parse_instant(value, flag).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def validate_thing(thing: str) -> str:

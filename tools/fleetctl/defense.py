@@ -14,7 +14,6 @@ import json
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +32,7 @@ from botocore.exceptions import (
 from lambdas.shared.topics import THING_NAME
 
 from .errors import InputError, RemoteError
+from .times import parse_instant
 
 Clients = Callable[[str], Any]
 
@@ -167,15 +167,7 @@ def since_key(since: str) -> str:
     The key is `YYYY-MM-DDTHH:MM:SS[.ffffff]` with no zone suffix: it sorts at or before every
     stored `received_at` of the same instant whatever its suffix (`Z`, `.000Z`, `+00:00`).
     """
-    text = since.strip()
-    try:
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text[-1:] in ("Z", "z") else text)
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        moment = moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        raise InputError(f"invalid --since {since!r}: expected ISO-8601, e.g. 2025-05-01 or "
-                         "2025-05-01T12:00:00Z") from None
+    moment = parse_instant(since, "--since")
     key = (f"{moment.year:04d}-{moment.month:02d}-{moment.day:02d}"
            f"T{moment.hour:02d}:{moment.minute:02d}:{moment.second:02d}")
     return key + f".{moment.microsecond:06d}".rstrip("0") if moment.microsecond else key

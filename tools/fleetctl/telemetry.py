@@ -15,8 +15,8 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from datetime import datetime, timedelta
+from typing import TextIO
 
 from botocore.exceptions import ClientError
 
@@ -24,6 +24,7 @@ from lambdas.telemetry.layout import shard_of, shard_text
 
 from .defense import Clients, aws_errors, validate_thing
 from .errors import InputError, RemoteError
+from .times import parse_instant
 
 DEFAULT_TABLE = "telemetry"
 MAX_DAYS = 31  # one query spans at most a month of partitions
@@ -31,19 +32,6 @@ MAX_METRIC = 128
 MAX_ROWS = 100_000
 DONE = ("SUCCEEDED", "FAILED", "CANCELLED")
 _sleep = time.sleep  # module-level so tests can replace the wait between polls
-
-
-def parse_instant(text: str, flag: str) -> datetime:
-    """ISO-8601 date or date-time (naive = UTC) -> aware UTC datetime; InputError names the flag."""
-    value = text.strip()
-    try:
-        moment = datetime.fromisoformat(value[:-1] + "+00:00" if value[-1:] in ("Z", "z") else value)
-    except (ValueError, IndexError):
-        raise InputError(f"invalid {flag} {text!r}: expected ISO-8601, e.g. 2025-05-01 or "
-                         "2025-05-01T12:00:00Z") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
 
 
 def validate_metric(metric: str | None) -> str | None:
