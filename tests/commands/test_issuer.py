@@ -290,6 +290,48 @@ def test_a_create_job_whose_answer_was_lost_is_answered_as_queued(issuer, aws):
     assert [a for a, _ in audit_actions(aws)] == ["command.send"]
 
 
+class ExistingJobsRefused:
+    """IoT's CreateJob for an id that exists: ResourceAlreadyExistsException ("The resource already exists",
+    https://docs.aws.amazon.com/iot/latest/apireference/API_CreateJob.html); moto would overwrite the job."""
+
+    def __init__(self, iot):
+        self._iot = iot
+
+    def __getattr__(self, name):
+        return getattr(self._iot, name)
+
+    def create_job(self, **request):
+        if any(j["jobId"] == request["jobId"] for j in self._iot.list_jobs()["jobs"]):
+            raise ClientError({"Error": {"Code": "ResourceAlreadyExistsException",
+                                         "Message": "The resource already exists"}}, "CreateJob")
+        return self._iot.create_job(**request)
+
+
+def test_a_request_sent_again_with_its_idempotency_key_finds_its_own_job(issuer, aws):
+    """fleetctl re-sends a request once, with the same key, after an indefinite answer (a 5xx when the
+    invocation died after CreateJob): the job id comes from the operator and the key, so it is found, not
+    queued twice."""
+    issuer.iot = ExistingJobsRefused(aws.iot)
+    key = "0123456789abcdef0123456789abcdef"
+    body = json.dumps({"command": "reboot", "thing": THING})
+    first = issuer.send(ADMIN, body, idempotency_key=key)
+    again = issuer.send(ADMIN, body, idempotency_key=key)
+    assert again["job_id"] == first["job_id"]
+    assert [j["jobId"] for j in aws.iot.list_jobs()["jobs"]] == [first["job_id"]]
+    # Another request (another key), or the same key from another operator, is another job.
+    other = issuer.send(ADMIN, body, idempotency_key="f" * 32)
+    colleague = issuer.send({**ADMIN, "cognito:username": "bob"}, body, idempotency_key=key)
+    assert len({first["job_id"], other["job_id"], colleague["job_id"]}) == 3
+    assert len(aws.iot.list_jobs()["jobs"]) == 3
+
+
+@pytest.mark.parametrize("key", ["short", "x" * 65, "has space in it 1234", "ünïcode-key-1234567"])
+def test_a_malformed_idempotency_key_is_refused_before_anything_is_done(issuer, aws, key):
+    error = refused(issuer.send, ADMIN, json.dumps({"command": "reboot", "thing": THING}), idempotency_key=key)
+    assert error.status == 400 and "Idempotency-Key" in error.message
+    assert aws.iot.list_jobs()["jobs"] == [] and scan(aws.audit) == []
+
+
 def test_a_kms_failure_writes_nothing(issuer, aws):
     error = ClientError({"Error": {"Code": "KMSInvalidStateException", "Message": "disabled"}}, "Sign")
     Calls(issuer.signer.kms, fail={"sign": [error]})
@@ -371,6 +413,15 @@ def test_the_handler_routes_every_verb(handler, aws, trusted):
     assert call(handler, api_event("POST", "/commands", {"command": "reboot", "thing": THING}, claims=ANALYST))[0] == 403
     assert call(handler, api_event("DELETE", "/commands"))[0] == 405
     assert call(handler, api_event("GET", "/nowhere"))[0] == 404
+
+
+def test_the_handler_reads_the_idempotency_key_header_in_any_case(handler, aws):
+    event = api_event("POST", "/commands", {"command": "reboot", "thing": THING})
+    event["headers"]["idempotency-key"] = "0123456789abcdef0123456789abcdef"  # HTTP header names are caseless
+    first, again = call(handler, event)[1], call(handler, json.loads(json.dumps(event)))[1]
+    assert first["job_id"] == again["job_id"]
+    event["headers"]["idempotency-key"] = "bad key"
+    assert call(handler, event)[0] == 400
 
 
 # --- the public key custom resource ---------------------------------------------------------------

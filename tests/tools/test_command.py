@@ -30,7 +30,10 @@ def api(monkeypatch):
             state.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
                                    "body": body})
             route = self.path.split("?")[0]
-            status, payload = state.answers.get((self.command, route), (200, {"ok": True}))
+            answer = state.answers.get((self.command, route), (200, {"ok": True}))
+            if isinstance(answer, list):  # answers in turn; the last one stays
+                answer = answer.pop(0) if len(answer) > 1 else answer[0]
+            status, payload = answer
             data = json.dumps(payload).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -170,3 +173,51 @@ def test_retire_certificate(run, api):
     api.answers[("POST", "/v1/rotations/SN-0001/retire")] = (200, {"status": "REVOKED"})
     assert run("command", "retire-certificate", "SN-0001", "--revoke", "--api-url", api.url).code == 0
     assert body(api.requests[-1]) == {"status": "REVOKED"}
+
+
+# --- a keyed request is re-sent once after an indefinite answer -------------------------------------------
+
+@pytest.fixture
+def no_pause(monkeypatch):
+    from tools.fleetctl import api as client
+
+    monkeypatch.setattr(client, "RETRY_PAUSE_SECONDS", 0)
+
+
+QUEUED = (201, {"job_id": "fw-reboot-" + "a" * 32, "command": "reboot", "target": {"thing": "SN-0001"}})
+
+
+def test_send_carries_an_idempotency_key_and_resends_it_once_after_a_5xx(run, api, no_pause):
+    api.answers[("POST", "/v1/commands")] = [(502, {"message": "it is not known whether the command was queued"}),
+                                             QUEUED]
+    result = run("command", "send", "SN-0001", "reboot", "--api-url", api.url)
+    assert result.code == 0, result.err
+    keys = [r["headers"]["Idempotency-Key"] for r in api.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] and len(keys[0]) == 32  # the same request, not a new one
+    assert body(api.requests[0]) == body(api.requests[1])
+
+
+def test_each_send_is_a_new_request_with_a_new_key(run, api, no_pause):
+    api.answers[("POST", "/v1/commands")] = QUEUED
+    run("command", "send", "SN-0001", "reboot", "--api-url", api.url)
+    run("command", "send", "SN-0001", "reboot", "--api-url", api.url)
+    first, second = (r["headers"]["Idempotency-Key"] for r in api.requests)
+    assert first != second
+
+
+def test_a_refusal_is_not_resent_and_two_indefinite_answers_fail_with_one_line(run, api, no_pause):
+    api.answers[("POST", "/v1/commands")] = (400, {"message": "params must be an object"})
+    run("command", "send", "SN-0001", "reboot", "--api-url", api.url).assert_one_error_line(1, "HTTP 400")
+    assert len(api.requests) == 1
+    api.requests.clear()
+    api.answers[("POST", "/v1/commands")] = (503, {"message": "Service Unavailable"})
+    run("command", "send", "SN-0001", "reboot", "--api-url", api.url).assert_one_error_line(1, "HTTP 503")
+    assert len(api.requests) == 2
+
+
+def test_remote_access_is_sent_once_without_a_key(run, api, no_pause):
+    """Each remote-access request opens a tunnel: a re-send would open a second one."""
+    api.answers[("POST", "/v1/commands")] = (502, {"message": "not queued"})
+    run("command", "send", "SN-0001", "remote-access", "--api-url", api.url).assert_one_error_line(1, "HTTP 502")
+    assert len(api.requests) == 1
+    assert not any(name.lower() == "idempotency-key" for name in api.requests[0]["headers"])

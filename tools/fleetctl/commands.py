@@ -10,6 +10,7 @@ import http.client
 import json
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,10 @@ def send(api_url: str, id_token: str | None, *, command: str, target_: dict[str,
     body: dict[str, Any] = {"command": command, "params": params, **target_}
     if lifetime_seconds is not None:
         body["lifetime_seconds"] = lifetime_seconds
-    return call(api_url, id_token, "POST", "/commands", body=body)
+    # One key per operator request: fleetctl's own re-send after an indefinite answer queues no second job.
+    # Not for remote access: each request opens a tunnel, which a key cannot make idempotent.
+    key = None if command == "remote-access" else uuid.uuid4().hex
+    return call(api_url, id_token, "POST", "/commands", body=body, idempotency_key=key)
 
 
 def file_digest(path: Path) -> tuple[str, int]:

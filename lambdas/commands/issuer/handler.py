@@ -58,7 +58,9 @@ def _issuer() -> Issuer:
 
 @api.post("/commands")
 def post_command() -> Response:
-    return api.answer(201, _issuer().send(api.claims, api.current_event.decoded_body), "CommandsQueued")
+    event = api.current_event
+    key = event.get_header_value("Idempotency-Key", case_sensitive=False)
+    return api.answer(201, _issuer().send(api.claims, event.decoded_body, idempotency_key=key), "CommandsQueued")
 
 
 @api.get("/commands")

@@ -86,9 +86,14 @@ class Issuer:
 
     # ---- POST /commands --------------------------------------------------------------------------
 
-    def send(self, claims: Any, body: str | None) -> dict[str, Any]:
+    def send(self, claims: Any, body: str | None, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Sign, audit and queue one command. With an `Idempotency-Key` (fleetctl sends one per request and
+        re-sends it once after an indefinite answer) the job id is derived from the operator and the key, so a
+        re-sent request finds its own job (CreateJob: ResourceAlreadyExistsException) instead of queuing a
+        second: not for remote access, whose every request opens a tunnel."""
         # Authorise before validating: a non-admin learns nothing about the checks.
         username = self.authorise(claims, "command.send", _best_target(body))
+        key = _idempotency_key(idempotency_key)
         request = _json_object(body)
         target = _target(request)
         command = request.get("command")
@@ -116,7 +121,8 @@ class Issuer:
 
         now = self.now()
         nonce = commands.new_nonce()
-        job_id = command_jobs.new_job_id(command)
+        job_id = command_jobs.new_job_id(
+            command, seed=None if key is None or command == "remote-access" else f"{username}\n{key}")
         signed = None
         if command != "remote-access":  # sign first: a document the device would refuse is never audited as sent
             signed = self._sign(command, params, username, lifetime, now, target, nonce)
@@ -156,8 +162,9 @@ class Issuer:
     def _queued_anyway(self, job_id: str, code: str) -> bool | None:
         """After a failed send: does the job exist after all? True when CreateJob was applied but its
         answer lost (a timeout; or botocore re-sent it and IoT answered ResourceAlreadyExistsException,
-        which for this request's fresh random job id can only be its own first attempt: CreateJob
-        Errors, https://docs.aws.amazon.com/iot/latest/apireference/API_CreateJob.html); False when it
+        which for this request's job id, random or derived from this operator's Idempotency-Key, can only be
+        its own first attempt or the same request sent before: CreateJob Errors,
+        https://docs.aws.amazon.com/iot/latest/apireference/API_CreateJob.html); False when it
         does not; None when that cannot be told (DescribeJob failed too). The fault sweep
         (tests/faults) found the first two answered "nothing was sent, repeat": a repeat queued the
         command twice."""
@@ -354,6 +361,18 @@ def _target(request: Mapping[str, Any]) -> dict[str, str]:
 def _target_text(target: Mapping[str, str]) -> str:
     kind, name = next(iter(target.items()))
     return f"{kind}:{name}"
+
+
+_IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9_-]{16,64}")
+
+
+def _idempotency_key(value: Any) -> str | None:
+    """The request's Idempotency-Key header: absent, or 16-64 of [A-Za-z0-9_-] (fleetctl sends 32 hex)."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise BadRequest("Idempotency-Key must be 16 to 64 of A-Z a-z 0-9 _ -")
+    return value
 
 
 def _job_id(job_id: Any) -> str:
