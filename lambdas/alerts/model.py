@@ -163,8 +163,10 @@ def index_item(
     bucket: str,
     key: str,
     version: str | None,
+    size: int | None = None,
 ) -> dict[str, Any]:
-    """The alerts-table item for one valid alert (no trace: the table never holds it)."""
+    """The alerts-table item for one valid alert (no trace: the table never holds it). `size`: the bytes of
+    the object version that was read, which the trace download is checked against."""
     received_at = normalise_event_time(event_time)
     item: dict[str, Any] = {
         "thing": thing,
@@ -178,4 +180,6 @@ def index_item(
     }
     if version:
         item["version_id"] = version
+    if size is not None:
+        item["size"] = size
     return item

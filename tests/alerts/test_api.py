@@ -55,7 +55,7 @@ def store_alert(table, s3, thing: str, event_time: str, n: int, body: bytes | No
     raw = body if body is not None else json.dumps(document).encode()
     version = s3.put_object(Bucket=DATA_BUCKET, Key=key, Body=raw)["VersionId"]
     item = index_item(thing=thing, alert=Alert.model_validate(document), event_time=event_time,
-                      bucket=DATA_BUCKET, key=key, version=version)
+                      bucket=DATA_BUCKET, key=key, version=version, size=len(raw))
     table.put_item(Item=item)
     return {**item, "raw": raw}
 
@@ -405,8 +405,9 @@ def test_trace_url_is_signed_for_that_object_version_and_works(aws, context, log
 
     status, headers, body = call(trace_event(alert["alert_id"]), context)
     assert status == 200 and headers["Cache-Control"] == "no-store"
-    assert set(body) == {"id", "url", "expires_in"}
+    assert set(body) == {"id", "url", "expires_in", "size"}
     assert body["id"] == alert["alert_id"] and body["expires_in"] == 300
+    assert body["size"] == len(alert["raw"])  # the indexed version's bytes, not the later version's
 
     url = urlsplit(body["url"])
     query = parse_qs(url.query)

@@ -328,6 +328,7 @@ def test_valid_alert_is_indexed_and_forwarded_with_only_the_minimal_payload(env,
     assert env.items() == [{
         "thing": THING, "alert_id": alert_id, "received_at": "2024-03-05T07:08:09.123Z",
         "code": 1042, "fw": "1.4.2", "field_count": 2, "bucket": BUCKET, "key": key, "version_id": version,
+        "size": len(json.dumps(valid_alert()).encode()),  # the bytes read: the trace download is checked against it
     }]
     by_id = env.alerts.query(IndexName="by_alert_id", KeyConditionExpression="alert_id = :a",
                              ExpressionAttributeValues={":a": alert_id})["Items"]

@@ -123,12 +123,14 @@ class FakeS3(BaseHTTPRequestHandler):
             return None
         raw = world.s3.get_object(Bucket=DATA_BUCKET, Key=unquote(parts.path.lstrip("/")),
                                   VersionId=query["versionId"])["Body"].read()
-        declared = {"honest": len(raw), "lies": len(raw) + 100, "huge": alerts.MAX_TRACE_BYTES + 1}[mode]
+        # lies: the right length declared, half the body sent; other: another object, its length declared truly.
+        body = {"lies": raw[:len(raw) // 2], "other": raw + b" ", "huge": raw[:10]}.get(mode, raw)
+        declared = {"lies": len(raw), "huge": alerts.MAX_TRACE_BYTES + 1}.get(mode, len(body))
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(declared))
         self.end_headers()
-        self.wfile.write(raw if mode != "huge" else raw[:10])
+        self.wfile.write(body)
         self.close_connection = True
 
     def _status(self, status: int) -> None:
@@ -286,6 +288,14 @@ def test_a_download_shorter_than_declared_is_an_error_and_leaves_no_file(aws, tm
     out = tmp_path / "trace.json"
     with pytest.raises(RemoteError, match="incomplete.*nothing written"):
         alerts.fetch_trace(aws.api_url, "analyst-token", newest_first(aws)[0]["alert_id"], out)
+    assert only_files(tmp_path) == []
+
+
+def test_an_object_of_another_size_than_the_alert_indexed_is_refused(aws, tmp_path):
+    """S3 serves a whole, self-consistent object whose size is not the one the processor read and indexed."""
+    aws.s3_mode = "other"
+    with pytest.raises(RemoteError, match="indexed was .*nothing written"):
+        alerts.fetch_trace(aws.api_url, "analyst-token", newest_first(aws)[0]["alert_id"], tmp_path / "t")
     assert only_files(tmp_path) == []
 
 

@@ -5,7 +5,8 @@ admins only; the API audits every trace URL it hands out).
 The ID token goes to the API only: the trace is fetched from the presigned S3 URL with no
 Authorization header (the URL carries its own signature), over https, with no redirects.
 The download lands in a 0600 temporary file next to the target and is renamed into place only
-once its size matches what S3 declared; on any failure neither file is left behind.
+once its size matches what S3 declared and, when the API gives it, the size of the object the alert
+processor read and indexed; on any failure neither file is left behind.
 """
 
 from __future__ import annotations
@@ -221,6 +222,9 @@ def fetch_trace(api_url: str, id_token: str | None, alert_id: str, out_path: str
     reply = call(api_url, id_token, "GET", f"/alerts/{urllib.parse.quote(alert_id, safe='')}/trace",
                  api_name=API_NAME, not_authorised=NOT_AUTHORISED)
     url = _download_url(reply.get("url"))
+    stored = reply.get("size")  # the bytes the alert processor read and indexed (absent from older items)
+    if stored is not None and (isinstance(stored, bool) or not isinstance(stored, int) or stored < 0):
+        raise RemoteError("alerts API returned an invalid trace size")
     timeout = DOWNLOAD_TIMEOUT if timeout is None else timeout
 
     # No Authorization header: the presigned URL is the credential, and S3 would refuse two.
@@ -232,6 +236,9 @@ def fetch_trace(api_url: str, id_token: str | None, alert_id: str, out_path: str
             try:
                 with urllib.request.build_opener(NoRedirect).open(request, timeout=timeout) as response:
                     size = _declared_length(response)
+                    if stored is not None and size != stored:
+                        raise RemoteError(f"the trace S3 served is {size} bytes but the alert indexed was "
+                                          f"{stored}; nothing written")
                     with _Progress(progress, size, "trace") as bar:
                         received, sha256 = _stream(response, handle, size, bar)
             except urllib.error.HTTPError as exc:

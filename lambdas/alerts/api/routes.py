@@ -187,4 +187,7 @@ def fetch_trace(
         logger.exception("could not audit a trace URL; none was issued",
                          extra={"caller": username, "alert_id": alert_id})
         raise no_url() from None
-    return {"id": alert_id, "url": url, "expires_in": expires_in}
+    answer = {"id": alert_id, "url": url, "expires_in": expires_in}
+    if isinstance(item.get("size"), (int, Decimal)) and not isinstance(item.get("size"), bool):
+        answer["size"] = int(item["size"])  # the bytes the processor read: the download is checked against it
+    return answer

@@ -328,7 +328,7 @@ class AlertProcessor:
             return self.quarantine(ref, "invalid-alert", "; ".join(_validation_summary(exc)))
 
         item = index_item(thing=thing, alert=alert, event_time=ref.event_time, bucket=ref.bucket,
-                          key=ref.key, version=ref.version)
+                          key=ref.key, version=ref.version, size=len(raw))
         try:
             self.table.put_item(Item=item, ConditionExpression="attribute_not_exists(alert_id)")
         except ClientError as exc:
