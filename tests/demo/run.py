@@ -636,7 +636,18 @@ class Demo:
         check(log.count(" connected ") == connected_before, "the contained device got back in")
         refusals = len(re.findall(r" refused ", log))
         check(refusals >= 1, "no refused reconnect")
-        return f"quarantined, certificate INACTIVE, session ended, {refusals} reconnect(s) refused"
+        # The operator's view: the real CLI in its own process (its boto3 follows AWS_ENDPOINT_URL to moto).
+        listed = subprocess.run(
+            [sys.executable, "-m", "tools.fleetctl.cli", "incidents", "list",
+             "--table", os.environ["INCIDENTS_TABLE"], "--thing", THING, "--json"],
+            capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[2],
+        )
+        check(listed.returncode == 0, f"fleetctl incidents list failed: {listed.stderr.strip()}")
+        incidents = json.loads(listed.stdout)
+        check(any(i.get("status") == "contained" for i in incidents),
+              f"fleetctl shows no contained incident: {incidents}")
+        return (f"quarantined, certificate INACTIVE, session ended, {refusals} reconnect(s) refused; "
+                f"`fleetctl incidents list` shows it contained")
 
     def reinstate(self) -> str:
         from defense.device_admin import handler as admin
