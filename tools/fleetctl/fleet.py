@@ -27,7 +27,7 @@ RECENT_INCIDENTS = 50  # the newest incidents of a thing read to find the open o
 MAX_LIST_PAGES = 40  # ListThingsInThingGroup pages of 250: 10,000 things, then "at least"
 MAX_SCAN_PAGES = 100  # incident table pages of up to 1 MB
 LIST_PAGE_SIZE = 250  # ListThingsInThingGroup maxResults upper bound (IoT API reference)
-# Metrics the functions emit through Powertools (namespace Fleetwarden, dimension service =
+# Metrics the functions emit through Powertools (namespace Fleetwarden/<stage>, dimension service =
 # POWERTOOLS_SERVICE_NAME; stacks/platform/function.py): every alert the processor indexed ends
 # forwarded or rejected by the classifier (lambdas/alerts/processor/process.py); the telemetry
 # transform counts the records it rejects (lambdas/telemetry/transform/handler.py).
