@@ -14,7 +14,6 @@ https://docs.aws.amazon.com/iot/latest/apireference/API_UpdateIndexingConfigurat
 
 from __future__ import annotations
 
-from aws_cdk import Acknowledgment, Validations
 from aws_cdk import aws_iam as iam
 from aws_cdk import custom_resources as cr
 from constructs import Construct
@@ -44,9 +43,8 @@ def fleet_indexing(scope: Construct, *, prefix: str, defaults: PlatformDefaults)
         # for it are unverified in the Service Authorization Reference).
         statements=[iam.PolicyStatement(actions=["iot:UpdateIndexingConfiguration"], resources=["*"])],
         defaults=defaults,
+        any_resource_reason="iot:UpdateIndexingConfiguration sets the account's fleet index configuration; "
+                            "there is no narrower resource to name. The function runs only while "
+                            "CloudFormation deploys the stack.",
     )
-    Validations.of(call).acknowledge(Acknowledgment(
-        id="AwsSolutions-IAM5[Resource::*]",
-        reason="iot:UpdateIndexingConfiguration sets the account's fleet index configuration; there is no "
-               "narrower resource to name. The function runs only while CloudFormation deploys the stack."))
     return call

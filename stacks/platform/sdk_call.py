@@ -23,7 +23,10 @@ def sdk_call(
     on_delete: cr.AwsSdkCall | None,
     statements: list[iam.PolicyStatement],
     defaults: PlatformDefaults,
+    any_resource_reason: str | None = None,
 ) -> cr.AwsCustomResource:
+    """`any_resource_reason`: why the call's statements name "*" (an action with no narrower resource),
+    acknowledged on the call's policy for cdk-nag."""
     stack = Stack.of(scope)
     # One log group per stack, shared like the singleton function that writes to it.
     log_group = stack.node.try_find_child(_LOG_GROUP_ID) or defaults.log_group(stack, _LOG_GROUP_ID)
@@ -37,6 +40,9 @@ def sdk_call(
         install_latest_aws_sdk=False,
     )
     acknowledge_role_policy(call, "one deploy-time IoT API call")
+    if any_resource_reason:
+        Validations.of(call).acknowledge(Acknowledgment(id="AwsSolutions-IAM5[Resource::*]",
+                                                        reason=any_resource_reason))
     _acknowledge_singleton(stack)
     return call
 
@@ -55,11 +61,9 @@ def iot_data_endpoint(scope: Construct, construct_id: str, *, prefix: str, defau
         # DescribeEndpoint has no resource type in the Service Authorization Reference: "*" only.
         statements=[iam.PolicyStatement(actions=["iot:DescribeEndpoint"], resources=["*"])],
         defaults=defaults,
+        any_resource_reason="iot:DescribeEndpoint supports no resource-level permission (Service Authorization "
+                            "Reference, AWS IoT): it reads the account's endpoint address, nothing else.",
     )
-    Validations.of(endpoint).acknowledge(Acknowledgment(
-        id="AwsSolutions-IAM5[Resource::*]",
-        reason="iot:DescribeEndpoint supports no resource-level permission (Service Authorization "
-               "Reference, AWS IoT): it reads the account's endpoint address, nothing else."))
     return endpoint.get_response_field("endpointAddress")
 
 

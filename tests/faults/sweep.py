@@ -134,15 +134,7 @@ class AsyncInvoke:
     retries: int = 2
 
     def deliver(self, invoke: Callable[[Any], Any], event: Any, time_passes: Callable[[float], None]) -> Delivery:
-        delivery = Delivery()
-        for attempt in range(self.retries + 1):
-            how, answer = _invoke(invoke, event)
-            delivery.results.append(answer if how == "answered" else how)
-            if how == "answered":
-                return delivery
-            time_passes(60 * (attempt + 1))
-        delivery.parked = [event]
-        return delivery
+        return _whole_event_retried(invoke, event, self.retries, lambda attempt: 60 * (attempt + 1), time_passes)
 
 
 @dataclass(frozen=True)
@@ -159,15 +151,21 @@ class KinesisBatch:
 
     def deliver(self, invoke: Callable[[Any], Any], event: Any, time_passes: Callable[[float], None]) -> Delivery:
         assert not self.bisect, "a bisecting Kinesis source is not modelled: add it here"
-        delivery = Delivery()
-        for _ in range(self.retries + 1):
-            how, answer = _invoke(invoke, event)
-            delivery.results.append(answer if how == "answered" else how)
-            if how == "answered":
-                return delivery
-            time_passes(1)
-        delivery.parked = [event]
-        return delivery
+        return _whole_event_retried(invoke, event, self.retries, lambda attempt: 1, time_passes)
+
+
+def _whole_event_retried(invoke: Callable[[Any], Any], event: Any, retries: int, pause: Callable[[int], float],
+                         time_passes: Callable[[float], None]) -> Delivery:
+    """The same event again after each error or dead invocation, `retries` times, then parked on failure."""
+    delivery = Delivery()
+    for attempt in range(retries + 1):
+        how, answer = _invoke(invoke, event)
+        delivery.results.append(answer if how == "answered" else how)
+        if how == "answered":
+            return delivery
+        time_passes(pause(attempt))
+    delivery.parked = [event]
+    return delivery
 
 
 @dataclass(frozen=True)
