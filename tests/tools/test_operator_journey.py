@@ -21,8 +21,9 @@ import pytest
 
 from tests.tools import test_alerts
 from tests.tools.test_alerts import THING, aws, newest_first, world  # noqa: F401 (aws, world: fixtures)
-from tests.tools.test_session import FROZEN, NEW, TEMPORARY, Keyboard, SrpCheckingCognito
-from tools.fleetctl import cli, session
+from tests.tools.test_session import (NEW, TEMPORARY, Keyboard, SrpCheckingCognito, create_operator_pool,
+                                     freeze_moto_totp_clock)
+from tools.fleetctl import cli
 
 REGION = "eu-west-1"
 
@@ -49,17 +50,9 @@ class IdTokenClaims:
 @pytest.fixture
 def stage(aws, monkeypatch):  # noqa: F811 (the imported fixture)
     """A deployed `dev` stage in the alerts world's moto: pool, app client, stacks with their outputs."""
-    monkeypatch.setenv("MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP", "true")
-    import moto.cognitoidp.utils as moto_utils
-    monkeypatch.setattr(moto_utils, "time", types.SimpleNamespace(time=lambda: FROZEN))
+    freeze_moto_totp_clock(monkeypatch)
     cognito = boto3.client("cognito-idp", region_name=REGION)
-    pool_id = cognito.create_user_pool(PoolName="fleetwarden-dev-operators", Policies={
-        "PasswordPolicy": session.PASSWORD_POLICY})["UserPool"]["Id"]
-    cognito.set_user_pool_mfa_config(UserPoolId=pool_id, MfaConfiguration="ON",
-                                     SoftwareTokenMfaConfiguration={"Enabled": True})
-    client_id = cognito.create_user_pool_client(
-        UserPoolId=pool_id, ClientName="fleetwarden-dev-fleetctl", GenerateSecret=False,
-        ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"])["UserPoolClient"]["ClientId"]
+    pool_id, client_id = create_operator_pool(cognito)
     cognito.create_group(GroupName="analysts", UserPoolId=pool_id)
     cloudformation = boto3.client("cloudformation", region_name=REGION)
     for part, outputs in (("Identity", {"UserPoolId": pool_id, "FleetctlClientId": client_id}),

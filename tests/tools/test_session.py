@@ -105,23 +105,35 @@ def config_home(tmp_path, monkeypatch):
     return tmp_path / "cfg"
 
 
+def create_operator_pool(cognito) -> tuple[str, str]:
+    """(pool id, app client id) of the operator pool as stacks/identity/token_api.py builds it: MFA required,
+    TOTP only, SRP and refresh, no client secret."""
+    pool_id = cognito.create_user_pool(PoolName="fleetwarden-dev-operators", Policies={
+        "PasswordPolicy": session.PASSWORD_POLICY})["UserPool"]["Id"]
+    cognito.set_user_pool_mfa_config(UserPoolId=pool_id, MfaConfiguration="ON",
+                                     SoftwareTokenMfaConfiguration={"Enabled": True})
+    client_id = cognito.create_user_pool_client(
+        UserPoolId=pool_id, ClientName="fleetwarden-dev-fleetctl", GenerateSecret=False,
+        ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
+    )["UserPoolClient"]["ClientId"]
+    return pool_id, client_id
+
+
+def freeze_moto_totp_clock(monkeypatch) -> None:
+    """moto checks TOTP codes (with this switch) at its own clock: frozen, like the authenticator's."""
+    monkeypatch.setenv("MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP", "true")
+    import moto.cognitoidp.utils as moto_utils
+    monkeypatch.setattr(moto_utils, "time", types.SimpleNamespace(time=lambda: FROZEN))
+
+
 @pytest.fixture
 def pool(config_home, monkeypatch):
     """The operator pool as stacks/identity/token_api.py builds it: MFA required, TOTP only, SRP, no
     client secret."""
-    monkeypatch.setenv("MOTO_COGNITO_IDP_USER_POOL_ENABLE_TOTP", "true")
-    import moto.cognitoidp.utils as moto_utils
-    monkeypatch.setattr(moto_utils, "time", types.SimpleNamespace(time=lambda: FROZEN))
+    freeze_moto_totp_clock(monkeypatch)
     with mock_aws():
         raw = boto3.client("cognito-idp", region_name=REGION)
-        pool_id = raw.create_user_pool(PoolName="fleetwarden-dev-operators", Policies={
-            "PasswordPolicy": session.PASSWORD_POLICY})["UserPool"]["Id"]
-        raw.set_user_pool_mfa_config(UserPoolId=pool_id, MfaConfiguration="ON",
-                                     SoftwareTokenMfaConfiguration={"Enabled": True})
-        client_id = raw.create_user_pool_client(
-            UserPoolId=pool_id, ClientName="fleetwarden-dev-fleetctl", GenerateSecret=False,
-            ExplicitAuthFlows=["ALLOW_USER_SRP_AUTH", "ALLOW_REFRESH_TOKEN_AUTH"],
-        )["UserPoolClient"]["ClientId"]
+        pool_id, client_id = create_operator_pool(raw)
         raw.admin_create_user(UserPoolId=pool_id, Username="alice", TemporaryPassword=TEMPORARY,
                               MessageAction="SUPPRESS")
         client = SrpCheckingCognito(raw, pool_id)
